@@ -1,0 +1,167 @@
+//! Steps 3 and 4 of the commit protocol: store the finished file with a
+//! create-only put, then commit the position to the Kafka group.
+//!
+//! Uploader threads own the store side: `Created` or `Identical` moves the
+//! partition on; `Conflict` (another builder's cut won) adopts the stored
+//! object's `next-offset`, follows the chain and sends the fetcher there.
+//! The committer thread owns the group offsets and commits only positions
+//! the store already covers, so a crash at any point loses and duplicates
+//! nothing. Neither ever overwrites an object.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+
+use crate::kafka::{Client, TopicPartition};
+use crate::partition::Closed;
+use crate::pipeline::{Registry, Seek, Stop, Stored};
+use crate::resume::{COMMIT_METADATA, chain_end};
+use crate::spool::Spool;
+use crate::store::{PutOutcome, Store, Upload};
+
+/// Back-off between attempts when the store fails retriably.
+const STORE_BACKOFF: Duration = Duration::from_secs(1);
+const STORE_BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// An uploader thread: stores its partitions' files in order.
+pub fn upload_loop(
+    rx: Receiver<Closed>,
+    store: &dyn Store,
+    registry: &Registry,
+    stop: &Stop,
+    seeks: Sender<Seek>,
+    stored: Sender<Stored>,
+) -> anyhow::Result<()> {
+    while let Some(file) = stop.recv(&rx) {
+        let tp = file.key.tp();
+        let Some(ctl) = registry.get(&tp) else {
+            Spool::remove(&file.path);
+            continue;
+        };
+        if ctl.epoch.load(Ordering::SeqCst) != file.epoch || registry.is_halted(&tp) {
+            Spool::remove(&file.path);
+            continue;
+        }
+        let started = Instant::now();
+        let outcome = put(store, &file, stop);
+        Spool::remove(&file.path);
+        let Some(outcome) = outcome? else { break };
+        let url = store.object_url(&file.key);
+        let next = file.summary.next_offset;
+        match outcome {
+            PutOutcome::Created | PutOutcome::Identical => {
+                log::info!(
+                    "stored {tp} offsets {}..{next}: {} records, {} bytes, built in {:.1}s, stored in {:.1}s{} -> {url}",
+                    file.key.first,
+                    file.summary.record_count,
+                    file.size,
+                    started.duration_since(file.opened).as_secs_f64(),
+                    started.elapsed().as_secs_f64(),
+                    if outcome == PutOutcome::Identical {
+                        " (identical object already there)"
+                    } else {
+                        ""
+                    },
+                );
+                ctl.stored.fetch_max(next, Ordering::SeqCst);
+                let _ = stored.send(Stored { tp, next });
+            }
+            PutOutcome::Conflict(info) => {
+                let theirs = info.summary.next_offset;
+                log::warn!(
+                    "{url} already exists with another cut (next offset {theirs}, ours {next}); adopting it"
+                );
+                let position = chain_end(store, &tp, theirs)?;
+                let epoch = ctl.epoch.fetch_add(1, Ordering::SeqCst) + 1;
+                ctl.stored.fetch_max(position, Ordering::SeqCst);
+                let _ = seeks.send(Seek {
+                    tp: tp.clone(),
+                    epoch,
+                    position,
+                });
+                let _ = stored.send(Stored { tp, next: position });
+            }
+        }
+    }
+    // Stopping: files still queued are rebuilt from Kafka next time.
+    while let Ok(file) = rx.try_recv() {
+        Spool::remove(&file.path);
+    }
+    Ok(())
+}
+
+/// A create-only put, retried while the store's failure is retriable;
+/// None if the pipeline stops meanwhile.
+fn put(store: &dyn Store, file: &Closed, stop: &Stop) -> anyhow::Result<Option<PutOutcome>> {
+    let upload = Upload {
+        key: &file.key,
+        path: &file.path,
+        summary: file.summary,
+        size: file.size,
+        crc32c: file.crc32c,
+    };
+    let mut backoff = STORE_BACKOFF;
+    loop {
+        match store.put(&upload) {
+            Ok(outcome) => return Ok(Some(outcome)),
+            Err(e) if e.is_retriable() => {
+                if stop.requested() {
+                    return Ok(None);
+                }
+                log::warn!("{e}; retrying in {}s", backoff.as_secs());
+                thread::sleep(backoff);
+                backoff = (backoff * 2).min(STORE_BACKOFF_MAX);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// The committer thread: commits the newest stored position of each
+/// partition every `interval`, and once more when the uploaders are done.
+pub fn commit_loop(
+    rx: Receiver<Stored>,
+    mut client: Client,
+    group: &str,
+    interval: Duration,
+) -> anyhow::Result<()> {
+    let mut pending: HashMap<TopicPartition, i64> = HashMap::new();
+    let mut due = Instant::now() + interval;
+    loop {
+        match rx.recv_timeout(due.saturating_duration_since(Instant::now())) {
+            Ok(s) => {
+                let e = pending.entry(s.tp).or_insert(s.next);
+                *e = (*e).max(s.next);
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                commit(&mut client, group, &mut pending);
+                due = Instant::now() + interval;
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                commit(&mut client, group, &mut pending);
+                return Ok(());
+            }
+        }
+    }
+}
+
+fn commit(client: &mut Client, group: &str, pending: &mut HashMap<TopicPartition, i64>) {
+    if pending.is_empty() {
+        return;
+    }
+    let mut offsets: Vec<(TopicPartition, i64)> =
+        pending.iter().map(|(tp, n)| (tp.clone(), *n)).collect();
+    offsets.sort();
+    match client.commit_offsets(group, &offsets, COMMIT_METADATA) {
+        Ok(()) => {
+            log::debug!("committed {} offset(s) to group {group}", offsets.len());
+            pending.clear();
+        }
+        Err(e) => log::warn!(
+            "cannot commit offsets to group {group} (they are retried; the archive is safe): {e}"
+        ),
+    }
+}

@@ -1,0 +1,333 @@
+//! The fetcher thread: owns every partition's fetch position, fetches in
+//! rounds from the partition leaders, and hands complete batches to the
+//! partition's encoder. It also decides the clock-driven events: the idle
+//! flush and, with `--until-caught-up`, the end of the run.
+//!
+//! It never decodes records (encoders do) and never commits anything.
+//! Retriable errors back off per partition and are retried forever (the
+//! archive is safe while Kafka is away); OFFSET_OUT_OF_RANGE is resolved
+//! against the log's extent: a gap (`on_gap`) or a replaced log.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::config::{KafkaConfig, OnGap};
+use crate::kafka::records::complete_extent;
+use crate::kafka::{Client, KafkaError, OffsetSpec, PartitionData, TopicPartition};
+use crate::pipeline::{POLL, Registry, Seek, Stop, ToEncoder, worker_for};
+
+/// Everything the fetcher thread owns.
+pub struct Fetcher<'a> {
+    pub client: Client,
+    pub config: &'a KafkaConfig,
+    pub idle_flush: Duration,
+    pub registry: &'a Registry,
+    pub stop: &'a Stop,
+    pub encoders: Vec<Sender<ToEncoder>>,
+    pub seeks: Receiver<Seek>,
+}
+
+struct State {
+    position: i64,
+    epoch: u64,
+    encoder: usize,
+    /// Not before this instant (back-off after an error).
+    retry_at: Option<Instant>,
+    backoff: Duration,
+    failing_since: Option<Instant>,
+    last_warning: Option<Instant>,
+    /// Since when the partition has been at the end of its log.
+    caught_up_since: Option<Instant>,
+    /// Position of the last idle flush (no second flush at the same place).
+    flushed_at: Option<i64>,
+    /// `--until-caught-up`: where this run ends, and whether the final flush is sent.
+    target: Option<i64>,
+    finished_at: Option<i64>,
+    /// A chunk failed the header scan; the encoder reports it and halts the partition.
+    parked: bool,
+}
+
+impl Fetcher<'_> {
+    pub fn run(
+        mut self,
+        starts: Vec<(TopicPartition, i64)>,
+        targets: Option<HashMap<TopicPartition, i64>>,
+    ) -> anyhow::Result<()> {
+        let mut states: BTreeMap<TopicPartition, State> = BTreeMap::new();
+        for (tp, position) in starts {
+            let epoch = self.registry.epoch(&tp).unwrap_or(0);
+            let encoder = worker_for(&tp, self.encoders.len());
+            if !self.send(
+                encoder,
+                ToEncoder::Assign {
+                    tp: tp.clone(),
+                    epoch,
+                    position,
+                },
+            ) {
+                return Ok(());
+            }
+            let target = targets
+                .as_ref()
+                .map(|t| t.get(&tp).copied().unwrap_or(position));
+            states.insert(
+                tp,
+                State {
+                    position,
+                    epoch,
+                    encoder,
+                    retry_at: None,
+                    backoff: self.config.client.retry_backoff,
+                    failing_since: None,
+                    last_warning: None,
+                    caught_up_since: None,
+                    flushed_at: None,
+                    target,
+                    finished_at: None,
+                    parked: false,
+                },
+            );
+        }
+        while !self.stop.requested() {
+            self.apply_seeks(&mut states);
+            states.retain(|tp, _| !self.registry.is_halted(tp));
+            let now = Instant::now();
+            let mut wanted = Vec::new();
+            let mut next_retry = now + POLL;
+            for (tp, st) in &states {
+                if st.finished_at.is_some() || st.parked {
+                    continue;
+                }
+                match st.retry_at {
+                    Some(at) if at > now => next_retry = next_retry.min(at),
+                    _ => wanted.push((tp.clone(), st.position)),
+                }
+            }
+            if wanted.is_empty() {
+                if states.is_empty() || self.all_finished(&states) {
+                    break;
+                }
+                thread::sleep(next_retry.saturating_duration_since(now));
+                continue;
+            }
+            for (tp, result) in self.client.fetch(&wanted) {
+                let Some(st) = states.get_mut(&tp) else {
+                    continue;
+                };
+                match result {
+                    Ok(data) => {
+                        if !self.fetched(&tp, st, data) {
+                            return Ok(());
+                        }
+                    }
+                    Err(e) => self.failed(&tp, st, e),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn send(&self, encoder: usize, msg: ToEncoder) -> bool {
+        self.stop.send(&self.encoders[encoder], msg)
+    }
+
+    /// With `--until-caught-up`: every partition's final file is stored.
+    fn all_finished(&self, states: &BTreeMap<TopicPartition, State>) -> bool {
+        states
+            .iter()
+            .all(|(tp, st)| match (st.finished_at, self.registry.get(tp)) {
+                (Some(end), Some(ctl)) => ctl.stored.load(Ordering::SeqCst) >= end,
+                _ => false,
+            })
+    }
+
+    /// Another builder's file won: continue where the chain now ends.
+    fn apply_seeks(&mut self, states: &mut BTreeMap<TopicPartition, State>) {
+        while let Ok(seek) = self.seeks.try_recv() {
+            let Some(st) = states.get_mut(&seek.tp) else {
+                continue;
+            };
+            log::info!(
+                "{} continues at offset {} (epoch {})",
+                seek.tp,
+                seek.position,
+                seek.epoch
+            );
+            st.position = seek.position;
+            st.epoch = seek.epoch;
+            st.caught_up_since = None;
+            st.flushed_at = None;
+            st.finished_at = None;
+            st.retry_at = None;
+            let msg = ToEncoder::Assign {
+                tp: seek.tp.clone(),
+                epoch: seek.epoch,
+                position: seek.position,
+            };
+            self.send(st.encoder, msg);
+        }
+    }
+
+    /// Handles one partition's data; false when the pipeline is stopping.
+    fn fetched(&mut self, tp: &TopicPartition, st: &mut State, data: PartitionData) -> bool {
+        st.retry_at = None;
+        st.failing_since = None;
+        st.backoff = self.config.client.retry_backoff;
+        if data.fetch_offset != st.position {
+            return true;
+        }
+        let end = data.last_stable_offset;
+        match complete_extent(&data.records, st.position) {
+            Ok((next, used)) if next > st.position => {
+                // A copy of this partition's bytes frees the whole response
+                // as soon as every partition's chunk is copied.
+                let chunk = PartitionData {
+                    records: Bytes::copy_from_slice(&data.records[..used]),
+                    ..data
+                };
+                let msg = ToEncoder::Chunk {
+                    tp: tp.clone(),
+                    epoch: st.epoch,
+                    data: chunk,
+                };
+                if !self.send(st.encoder, msg) {
+                    return false;
+                }
+                st.position = next;
+                st.caught_up_since = None;
+            }
+            Ok(_) => {}
+            Err(_) => {
+                // Let the encoder decode it and report the corruption in full.
+                let msg = ToEncoder::Chunk {
+                    tp: tp.clone(),
+                    epoch: st.epoch,
+                    data,
+                };
+                if !self.send(st.encoder, msg) {
+                    return false;
+                }
+                st.parked = true;
+                return true;
+            }
+        }
+        let now = Instant::now();
+        if st.position >= end {
+            st.caught_up_since.get_or_insert(now);
+        }
+        if let Some(target) = st.target
+            && st.position >= target
+            && st.finished_at.is_none()
+        {
+            st.finished_at = Some(st.position);
+            let msg = ToEncoder::Flush {
+                tp: tp.clone(),
+                epoch: st.epoch,
+                last: true,
+            };
+            return self.send(st.encoder, msg);
+        }
+        let idle = st
+            .caught_up_since
+            .is_some_and(|t| now.duration_since(t) >= self.idle_flush);
+        if idle && st.flushed_at != Some(st.position) {
+            st.flushed_at = Some(st.position);
+            let msg = ToEncoder::Flush {
+                tp: tp.clone(),
+                epoch: st.epoch,
+                last: false,
+            };
+            return self.send(st.encoder, msg);
+        }
+        true
+    }
+
+    fn failed(&mut self, tp: &TopicPartition, st: &mut State, e: KafkaError) {
+        if let KafkaError::OffsetOutOfRange { offset, .. } = e {
+            return self.out_of_range(tp, st, offset);
+        }
+        if !e.is_retriable() {
+            self.registry.halt(tp, format!("{e}"));
+            return;
+        }
+        let now = Instant::now();
+        let since = *st.failing_since.get_or_insert(now);
+        let patience = self.config.client.retry_timeout;
+        if now.duration_since(since) >= patience
+            && st
+                .last_warning
+                .is_none_or(|w| now.duration_since(w) >= patience)
+        {
+            log::warn!(
+                "cannot fetch {tp} at offset {} for {}s, still trying: {e}",
+                st.position,
+                now.duration_since(since).as_secs()
+            );
+            st.last_warning = Some(now);
+        } else {
+            log::debug!(
+                "fetch of {tp} at offset {} failed, retrying: {e}",
+                st.position
+            );
+        }
+        st.retry_at = Some(now + st.backoff);
+        st.backoff = (st.backoff * 2).min(self.config.client.retry_backoff_max);
+    }
+
+    /// The position left the log: records deleted by retention (a gap), or
+    /// a log that no longer reaches the archive.
+    fn out_of_range(&mut self, tp: &TopicPartition, st: &mut State, offset: i64) {
+        let tps = [tp.clone()];
+        let extent = self
+            .client
+            .list_offsets(&tps, OffsetSpec::Earliest)
+            .and_then(|e| Ok((e, self.client.list_offsets(&tps, OffsetSpec::Latest)?)));
+        let (earliest, latest) = match extent {
+            Ok((e, l)) => (e[tp], l[tp]),
+            Err(e) => {
+                log::warn!(
+                    "{tp}: offset {offset} is out of range and the log extent is unknown: {e}"
+                );
+                st.retry_at = Some(Instant::now() + st.backoff);
+                return;
+            }
+        };
+        if offset < earliest {
+            let lost = format!(
+                "records {offset}..{earliest} of {tp} were deleted from kafka before they were archived"
+            );
+            match self.config.on_gap {
+                OnGap::Stop => self.registry.halt(
+                    tp,
+                    format!(
+                        "{lost}; set kafka.on_gap = \"skip\" to archive on from offset {earliest}"
+                    ),
+                ),
+                OnGap::Skip => {
+                    log::error!("{lost}; skipping them (kafka.on_gap = \"skip\")");
+                    st.position = earliest;
+                    let msg = ToEncoder::Jump {
+                        tp: tp.clone(),
+                        epoch: st.epoch,
+                        to: earliest,
+                    };
+                    self.send(st.encoder, msg);
+                }
+            }
+        } else if offset > latest {
+            self.registry.halt(
+                tp,
+                format!(
+                    "the archive of {tp} ends at offset {offset} but the kafka log ends at {latest}: was the topic deleted and re-created? archive it with a new store prefix"
+                ),
+            );
+        } else {
+            st.retry_at = Some(Instant::now() + st.backoff);
+        }
+    }
+}

@@ -1,0 +1,677 @@
+//! The broker-facing half of the Kafka client: bootstrap, the metadata cache
+//! (brokers, topics, partition leaders), one connection per broker, and the
+//! data requests ListOffsets and Fetch routed to each partition's leader.
+//!
+//! A `Client` belongs to one thread. It retries retriable failures of
+//! one-shot requests (metadata, list offsets) up to `retry_timeout`, but a
+//! fetch reports per-partition outcomes and leaves pacing to the caller; it
+//! never hides OFFSET_OUT_OF_RANGE or a corrupt batch.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::{
+    BrokerId, FetchRequest, ListOffsetsRequest, MetadataRequest, MetadataResponse, TopicName,
+};
+use kafka_protocol::protocol::{Request, StrBytes, VersionRange};
+use uuid::Uuid;
+
+use super::TopicPartition;
+use super::connection::{Connection, ConnectionConfig};
+use super::error::{Action, KafkaError};
+use super::records::AbortedTxn;
+
+/// Everything the client needs to know; built from the `[kafka]` config.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// Bootstrap brokers, `host:port`.
+    pub brokers: Vec<String>,
+    pub connection: ConnectionConfig,
+    /// How long one operation retries retriable failures before giving up.
+    pub retry_timeout: Duration,
+    /// First back-off between retries; doubles up to `retry_backoff_max`.
+    pub retry_backoff: Duration,
+    pub retry_backoff_max: Duration,
+    /// How long a broker may hold a fetch when it has no new data.
+    pub fetch_max_wait: Duration,
+    /// Upper bound of one fetch response (all partitions).
+    pub fetch_max_bytes: i32,
+    /// Upper bound of one partition's data in a fetch response.
+    pub partition_fetch_bytes: i32,
+}
+
+// The versions this client implements (and sets the fields of) correctly.
+const METADATA: VersionRange = VersionRange { min: 4, max: 12 };
+const LIST_OFFSETS: VersionRange = VersionRange { min: 2, max: 10 };
+const FETCH: VersionRange = VersionRange { min: 4, max: 17 };
+/// `read_committed`: only committed transactional data, up to the LSO.
+const READ_COMMITTED: i8 = 1;
+
+/// Which offset ListOffsets asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OffsetSpec {
+    /// The log start offset.
+    Earliest,
+    /// The last stable offset (`read_committed` end of the log).
+    Latest,
+    /// The first offset whose timestamp is at or after this one (ms).
+    Timestamp(i64),
+}
+
+impl OffsetSpec {
+    fn wire(self) -> i64 {
+        match self {
+            OffsetSpec::Earliest => -2,
+            OffsetSpec::Latest => -1,
+            OffsetSpec::Timestamp(ts) => ts,
+        }
+    }
+}
+
+/// What one fetch round says about one partition.
+pub type FetchOutcome = (TopicPartition, Result<PartitionData, KafkaError>);
+
+/// One partition's part of a fetch response.
+#[derive(Clone, Debug)]
+pub struct PartitionData {
+    /// The offset this fetch asked for.
+    pub fetch_offset: i64,
+    pub high_watermark: i64,
+    /// End of committed data: what `read_committed` may read up to.
+    pub last_stable_offset: i64,
+    pub log_start_offset: i64,
+    /// Aborted transactions overlapping the returned records.
+    pub aborted: Vec<AbortedTxn>,
+    /// Raw record batches; the last one may be truncated.
+    pub records: Bytes,
+}
+
+#[derive(Clone, Debug)]
+struct PartitionMeta {
+    leader: i32,
+    leader_epoch: i32,
+}
+
+#[derive(Clone, Debug)]
+struct TopicMeta {
+    id: Uuid,
+    partitions: BTreeMap<i32, PartitionMeta>,
+}
+
+/// A synchronous Kafka client for one thread.
+pub struct Client {
+    pub(super) config: ClientConfig,
+    /// Node id → `host:port`, from the last metadata response.
+    brokers: HashMap<i32, String>,
+    /// Open connections by `host:port`.
+    conns: HashMap<String, Connection>,
+    topics: HashMap<Arc<str>, TopicMeta>,
+    metadata_stale: bool,
+    last_refresh: Option<Instant>,
+    /// Rotates partition order between fetches so no partition starves.
+    fetch_round: usize,
+    /// Group id → coordinator `host:port`.
+    pub(super) coordinators: HashMap<String, String>,
+}
+
+impl Client {
+    /// Connects to the first reachable bootstrap broker and reads the
+    /// cluster's brokers; retries until `retry_timeout`.
+    pub fn connect(config: ClientConfig) -> Result<Self, KafkaError> {
+        let mut client = Client {
+            config,
+            brokers: HashMap::new(),
+            conns: HashMap::new(),
+            topics: HashMap::new(),
+            metadata_stale: true,
+            last_refresh: None,
+            fetch_round: 0,
+            coordinators: HashMap::new(),
+        };
+        client.retrying(|c| c.refresh(&[]).map(drop))?;
+        Ok(client)
+    }
+
+    /// Runs `op` until it succeeds, fails for good, or `retry_timeout` passes;
+    /// refreshes metadata between attempts when the error calls for it.
+    pub(super) fn retrying<T>(
+        &mut self,
+        mut op: impl FnMut(&mut Self) -> Result<T, KafkaError>,
+    ) -> Result<T, KafkaError> {
+        let deadline = Instant::now() + self.config.retry_timeout;
+        let mut backoff = self.config.retry_backoff;
+        loop {
+            match op(self) {
+                Ok(v) => return Ok(v),
+                Err(e) if e.is_retriable() && Instant::now() + backoff < deadline => {
+                    log::debug!("retrying in {backoff:?}: {e}");
+                    self.note_failure(&e);
+                    thread::sleep(backoff);
+                    backoff = (backoff * 2).min(self.config.retry_backoff_max);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Records what a failure means for cached state.
+    pub(super) fn note_failure(&mut self, e: &KafkaError) {
+        match e.action() {
+            Action::RefreshMetadata => self.metadata_stale = true,
+            Action::RefreshCoordinator => self.coordinators.clear(),
+            Action::Retry | Action::Fatal => {}
+        }
+    }
+
+    /// Runs `f` on the connection to `addr`, opening it if needed; a
+    /// connection that failed is dropped so the next call reconnects.
+    pub(super) fn with_conn<T>(
+        &mut self,
+        addr: &str,
+        f: impl FnOnce(&mut Connection) -> Result<T, KafkaError>,
+    ) -> Result<T, KafkaError> {
+        if !self.conns.contains_key(addr) {
+            let conn = Connection::open(addr, &self.config.connection)?;
+            self.conns.insert(addr.to_string(), conn);
+        }
+        let conn = self.conns.get_mut(addr).expect("inserted above");
+        let result = f(conn);
+        if let Err(
+            KafkaError::Io { .. }
+            | KafkaError::Timeout { .. }
+            | KafkaError::Protocol { .. }
+            | KafkaError::Connect { .. },
+        ) = &result
+        {
+            self.conns.remove(addr);
+        }
+        result
+    }
+
+    /// Addresses to try for a request any broker can answer: open
+    /// connections first, then known brokers, then the bootstrap list.
+    pub(super) fn candidate_brokers(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.conns.keys().cloned().collect();
+        let mut known: Vec<&String> = self.brokers.values().collect();
+        known.sort();
+        for addr in known.into_iter().chain(self.config.brokers.iter()) {
+            if !out.contains(addr) {
+                out.push(addr.clone());
+            }
+        }
+        out
+    }
+
+    /// Sends a request to whichever broker answers first.
+    pub(super) fn send_any<R: Request>(
+        &mut self,
+        request: &R,
+        ours: VersionRange,
+    ) -> Result<R::Response, KafkaError> {
+        let mut last = None;
+        for addr in self.candidate_brokers() {
+            let result = self.with_conn(&addr, |conn| {
+                let version = conn.version_for::<R>(ours)?;
+                conn.send(request, version)
+            });
+            match result {
+                Ok(r) => return Ok(r),
+                Err(e) if e.is_retriable() => {
+                    log::debug!("broker {addr}: {e}");
+                    last = Some(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| KafkaError::Connect {
+            broker: "(none)".into(),
+            source: Arc::new(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "no brokers configured",
+            )),
+        }))
+    }
+
+    /// Address of a broker by node id.
+    pub(super) fn broker_addr(&self, id: i32) -> Option<&String> {
+        self.brokers.get(&id)
+    }
+
+    pub(super) fn set_broker(&mut self, id: i32, addr: String) {
+        self.brokers.insert(id, addr);
+    }
+
+    /// Reads metadata for `topics` (all topics when `None` is wanted, see
+    /// [`Client::topic_names`]) and updates the cache. Missing topics are
+    /// removed from the cache; the response is returned for inspection.
+    fn refresh(&mut self, topics: &[Arc<str>]) -> Result<MetadataResponse, KafkaError> {
+        let request = MetadataRequest::default()
+            .with_topics(Some(
+                topics
+                    .iter()
+                    .map(|t| {
+                        MetadataRequestTopic::default()
+                            .with_name(Some(TopicName(StrBytes::from_string(t.to_string()))))
+                    })
+                    .collect(),
+            ))
+            .with_allow_auto_topic_creation(false);
+        let response = self.send_any(&request, METADATA)?;
+        self.absorb(&response);
+        Ok(response)
+    }
+
+    fn absorb(&mut self, response: &MetadataResponse) {
+        for b in &response.brokers {
+            self.brokers
+                .insert(b.node_id.0, format!("{}:{}", b.host.as_str(), b.port));
+        }
+        for t in &response.topics {
+            let Some(name) = &t.name else { continue };
+            let name: Arc<str> = Arc::from(name.0.as_str());
+            if t.error_code != 0 {
+                self.topics.remove(&name);
+                continue;
+            }
+            let partitions = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    let leader = if p.error_code == 0 || p.leader_id.0 >= 0 {
+                        p.leader_id.0
+                    } else {
+                        -1
+                    };
+                    (
+                        p.partition_index,
+                        PartitionMeta {
+                            leader,
+                            leader_epoch: p.leader_epoch,
+                        },
+                    )
+                })
+                .collect();
+            self.topics.insert(
+                name,
+                TopicMeta {
+                    id: t.topic_id,
+                    partitions,
+                },
+            );
+        }
+        self.metadata_stale = false;
+        self.last_refresh = Some(Instant::now());
+    }
+
+    /// Refreshes stale metadata for the topics in use, at most once per
+    /// back-off period; failures leave it stale for the next call.
+    fn refresh_if_stale(&mut self) {
+        let due = self
+            .last_refresh
+            .is_none_or(|t| t.elapsed() >= self.config.retry_backoff);
+        if self.metadata_stale && due {
+            let topics: Vec<Arc<str>> = self.topics.keys().cloned().collect();
+            if let Err(e) = self.refresh(&topics) {
+                log::debug!("metadata refresh failed: {e}");
+                self.last_refresh = Some(Instant::now());
+            }
+        }
+    }
+
+    /// The partition ids of `topic`, from fresh metadata.
+    pub fn partitions(&mut self, topic: &str) -> Result<Vec<i32>, KafkaError> {
+        let name: Arc<str> = Arc::from(topic);
+        self.retrying(|c| {
+            let response = c.refresh(std::slice::from_ref(&name))?;
+            let t = response
+                .topics
+                .iter()
+                .find(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == topic));
+            match t.map(|t| t.error_code) {
+                None | Some(3) => Err(KafkaError::UnknownTopic {
+                    topic: topic.to_string(),
+                }),
+                Some(0) => {
+                    let mut ids: Vec<i32> = t
+                        .unwrap()
+                        .partitions
+                        .iter()
+                        .map(|p| p.partition_index)
+                        .collect();
+                    ids.sort_unstable();
+                    Ok(ids)
+                }
+                Some(code) => Err(KafkaError::Broker {
+                    what: format!("metadata of topic {topic}"),
+                    code: ResponseError::try_from_code(code)
+                        .unwrap_or(ResponseError::UnknownServerError),
+                }),
+            }
+        })
+    }
+
+    /// Every topic name in the cluster (internal topics excluded).
+    pub fn topic_names(&mut self) -> Result<Vec<String>, KafkaError> {
+        self.retrying(|c| {
+            let response = c.send_any(
+                &MetadataRequest::default()
+                    .with_topics(None)
+                    .with_allow_auto_topic_creation(false),
+                METADATA,
+            )?;
+            let mut names: Vec<String> = response
+                .topics
+                .iter()
+                .filter(|t| t.error_code == 0 && !t.is_internal)
+                .filter_map(|t| t.name.as_ref().map(|n| n.0.to_string()))
+                .collect();
+            names.sort();
+            Ok(names)
+        })
+    }
+
+    fn leader_of(&self, tp: &TopicPartition) -> Option<(i32, i32)> {
+        let p = self.topics.get(&tp.topic)?.partitions.get(&tp.partition)?;
+        (p.leader >= 0).then_some((p.leader, p.leader_epoch))
+    }
+
+    /// Makes sure the cache knows `topics` (refreshing for the unknown ones).
+    fn ensure_known(&mut self, tps: &[TopicPartition]) -> Result<(), KafkaError> {
+        let mut missing: Vec<Arc<str>> = tps
+            .iter()
+            .filter(|tp| !self.topics.contains_key(&tp.topic))
+            .map(|tp| tp.topic.clone())
+            .collect();
+        missing.sort();
+        missing.dedup();
+        if !missing.is_empty() {
+            self.refresh(&missing)?;
+            if let Some(t) = missing.iter().find(|t| !self.topics.contains_key(*t)) {
+                return Err(KafkaError::UnknownTopic {
+                    topic: t.to_string(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// ListOffsets for each partition at its leader (retried until
+    /// `retry_timeout`). `Latest` is the last stable offset.
+    pub fn list_offsets(
+        &mut self,
+        tps: &[TopicPartition],
+        spec: OffsetSpec,
+    ) -> Result<HashMap<TopicPartition, i64>, KafkaError> {
+        let mut done = HashMap::new();
+        self.retrying(|c| {
+            c.ensure_known(tps)?;
+            if c.metadata_stale {
+                let topics: Vec<Arc<str>> = c.topics.keys().cloned().collect();
+                c.refresh(&topics)?;
+            }
+            let todo: Vec<&TopicPartition> =
+                tps.iter().filter(|tp| !done.contains_key(*tp)).collect();
+            let mut by_leader: BTreeMap<i32, Vec<(&TopicPartition, i32)>> = BTreeMap::new();
+            for tp in todo {
+                let (leader, epoch) = c.leader_of(tp).ok_or_else(|| KafkaError::Broker {
+                    what: format!("list offsets of {tp}"),
+                    code: ResponseError::LeaderNotAvailable,
+                })?;
+                by_leader.entry(leader).or_default().push((tp, epoch));
+            }
+            for (leader, parts) in by_leader {
+                let addr = c
+                    .broker_addr(leader)
+                    .cloned()
+                    .ok_or_else(|| KafkaError::Broker {
+                        what: format!("list offsets at broker {leader}"),
+                        code: ResponseError::LeaderNotAvailable,
+                    })?;
+                let timeout = c.config.connection.request_timeout.as_millis() as i32;
+                let response = c.with_conn(&addr, |conn| {
+                    let version = conn.version_for::<ListOffsetsRequest>(LIST_OFFSETS)?;
+                    let mut topics: BTreeMap<&str, Vec<ListOffsetsPartition>> = BTreeMap::new();
+                    for (tp, epoch) in &parts {
+                        topics.entry(&tp.topic).or_default().push(
+                            ListOffsetsPartition::default()
+                                .with_partition_index(tp.partition)
+                                .with_current_leader_epoch(if version >= 4 { *epoch } else { -1 })
+                                .with_timestamp(spec.wire()),
+                        );
+                    }
+                    let request = ListOffsetsRequest::default()
+                        .with_replica_id(BrokerId(-1))
+                        .with_isolation_level(READ_COMMITTED)
+                        .with_timeout_ms(if version >= 10 { timeout } else { 0 })
+                        .with_topics(
+                            topics
+                                .into_iter()
+                                .map(|(name, partitions)| {
+                                    ListOffsetsTopic::default()
+                                        .with_name(TopicName(StrBytes::from_string(
+                                            name.to_string(),
+                                        )))
+                                        .with_partitions(partitions)
+                                })
+                                .collect(),
+                        );
+                    conn.send(&request, version)
+                })?;
+                for t in &response.topics {
+                    for p in &t.partitions {
+                        let tp = TopicPartition::new(t.name.0.as_str(), p.partition_index);
+                        if p.error_code != 0 {
+                            return Err(KafkaError::Broker {
+                                what: format!("list offsets of {tp}"),
+                                code: ResponseError::try_from_code(p.error_code)
+                                    .unwrap_or(ResponseError::UnknownServerError),
+                            });
+                        }
+                        done.insert(tp, p.offset);
+                    }
+                }
+            }
+            Ok(())
+        })?;
+        Ok(done)
+    }
+
+    /// One fetch round: a Fetch request to each leader involved, at most
+    /// `fetch_max_bytes` each. Every requested partition gets an outcome;
+    /// retriable errors (leader moved, broker down) are reported as such and
+    /// the cache is refreshed on the next call. Partitions of one broker are
+    /// fetched in one request; brokers are asked one after another.
+    pub fn fetch(&mut self, positions: &[(TopicPartition, i64)]) -> Vec<FetchOutcome> {
+        let mut out = Vec::with_capacity(positions.len());
+        if let Err(e) = self.ensure_known(
+            &positions
+                .iter()
+                .map(|(tp, _)| tp.clone())
+                .collect::<Vec<_>>(),
+        ) {
+            for (tp, _) in positions {
+                out.push((tp.clone(), Err(e.clone())));
+            }
+            return out;
+        }
+        self.refresh_if_stale();
+        let mut by_leader: BTreeMap<i32, Vec<(TopicPartition, i64, i32)>> = BTreeMap::new();
+        let n = positions.len().max(1);
+        self.fetch_round = self.fetch_round.wrapping_add(1);
+        for i in 0..positions.len() {
+            let (tp, offset) = &positions[(i + self.fetch_round) % n];
+            match self.leader_of(tp) {
+                Some((leader, epoch)) if self.brokers.contains_key(&leader) => {
+                    by_leader
+                        .entry(leader)
+                        .or_default()
+                        .push((tp.clone(), *offset, epoch));
+                }
+                _ => {
+                    self.metadata_stale = true;
+                    out.push((
+                        tp.clone(),
+                        Err(KafkaError::Broker {
+                            what: format!("fetch of {tp}"),
+                            code: ResponseError::LeaderNotAvailable,
+                        }),
+                    ));
+                }
+            }
+        }
+        for (leader, parts) in by_leader {
+            let addr = self.brokers[&leader].clone();
+            match self.fetch_from(&addr, &parts) {
+                Ok(results) => {
+                    for (tp, r) in &results {
+                        if let Err(e) = r {
+                            self.note_failure(e);
+                            if e.is_retriable() {
+                                log::debug!("fetch of {tp} from {addr}: {e}");
+                            }
+                        }
+                    }
+                    out.extend(results);
+                }
+                Err(e) => {
+                    self.note_failure(&e);
+                    for (tp, _, _) in parts {
+                        out.push((tp, Err(e.clone())));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn fetch_from(
+        &mut self,
+        addr: &str,
+        parts: &[(TopicPartition, i64, i32)],
+    ) -> Result<Vec<FetchOutcome>, KafkaError> {
+        let config = self.config.clone();
+        let ids: HashMap<Arc<str>, Uuid> =
+            self.topics.iter().map(|(n, t)| (n.clone(), t.id)).collect();
+        self.with_conn(addr, |conn| {
+            let version = conn.version_for::<FetchRequest>(FETCH)?;
+            let by_id = version >= 13;
+            // Topics in first-appearance order, partitions in the given order.
+            let mut topics: Vec<(Arc<str>, Vec<FetchPartition>)> = Vec::new();
+            for (tp, offset, epoch) in parts {
+                let partition = FetchPartition::default()
+                    .with_partition(tp.partition)
+                    .with_current_leader_epoch(if version >= 9 { *epoch } else { -1 })
+                    .with_fetch_offset(*offset)
+                    .with_partition_max_bytes(config.partition_fetch_bytes);
+                match topics.iter_mut().find(|(t, _)| *t == tp.topic) {
+                    Some((_, ps)) => ps.push(partition),
+                    None => topics.push((tp.topic.clone(), vec![partition])),
+                }
+            }
+            let mut names_by_id = HashMap::new();
+            let request = FetchRequest::default()
+                .with_max_wait_ms(config.fetch_max_wait.as_millis() as i32)
+                .with_min_bytes(1)
+                .with_max_bytes(config.fetch_max_bytes)
+                .with_isolation_level(READ_COMMITTED)
+                .with_topics(
+                    topics
+                        .into_iter()
+                        .map(|(name, partitions)| {
+                            let t = FetchTopic::default().with_partitions(partitions);
+                            if by_id {
+                                let id = ids.get(&name).copied().unwrap_or_default();
+                                names_by_id.insert(id, name);
+                                t.with_topic_id(id)
+                            } else {
+                                t.with_topic(TopicName(StrBytes::from_string(name.to_string())))
+                            }
+                        })
+                        .collect(),
+                );
+            let response = conn.send(&request, version)?;
+            if response.error_code != 0 {
+                return Err(KafkaError::Broker {
+                    what: format!("fetch from {addr}"),
+                    code: ResponseError::try_from_code(response.error_code)
+                        .unwrap_or(ResponseError::UnknownServerError),
+                });
+            }
+            let mut out = Vec::new();
+            for t in response.responses {
+                let name: Arc<str> = if by_id {
+                    match names_by_id.get(&t.topic_id) {
+                        Some(n) => n.clone(),
+                        None => continue,
+                    }
+                } else {
+                    Arc::from(t.topic.0.as_str())
+                };
+                for p in t.partitions {
+                    let tp = TopicPartition {
+                        topic: name.clone(),
+                        partition: p.partition_index,
+                    };
+                    let Some(&(_, fetch_offset, _)) = parts.iter().find(|(x, _, _)| *x == tp)
+                    else {
+                        continue;
+                    };
+                    let result = match ResponseError::try_from_code(p.error_code) {
+                        None => Ok(PartitionData {
+                            fetch_offset,
+                            high_watermark: p.high_watermark,
+                            last_stable_offset: if p.last_stable_offset >= 0 {
+                                p.last_stable_offset
+                            } else {
+                                p.high_watermark
+                            },
+                            log_start_offset: p.log_start_offset,
+                            aborted: p
+                                .aborted_transactions
+                                .unwrap_or_default()
+                                .into_iter()
+                                .map(|a| AbortedTxn {
+                                    producer_id: a.producer_id.0,
+                                    first_offset: a.first_offset,
+                                })
+                                .collect(),
+                            records: p.records.unwrap_or_default(),
+                        }),
+                        Some(ResponseError::OffsetOutOfRange) => {
+                            Err(KafkaError::OffsetOutOfRange {
+                                topic: tp.topic.to_string(),
+                                partition: tp.partition,
+                                offset: fetch_offset,
+                            })
+                        }
+                        Some(code) => Err(KafkaError::Broker {
+                            what: format!("fetch of {tp}"),
+                            code,
+                        }),
+                    };
+                    out.push((tp, result));
+                }
+            }
+            // A partition the broker left out of its answer is retried.
+            for (tp, _, _) in parts {
+                if !out.iter().any(|(x, _)| x == tp) {
+                    out.push((
+                        tp.clone(),
+                        Err(KafkaError::Broker {
+                            what: format!("fetch of {tp}"),
+                            code: ResponseError::NotLeaderOrFollower,
+                        }),
+                    ));
+                }
+            }
+            Ok(out)
+        })
+    }
+}

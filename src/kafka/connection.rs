@@ -1,0 +1,312 @@
+//! One blocking TCP connection to one broker: size-prefixed framing,
+//! correlation ids, the ApiVersions handshake, and the choice of the
+//! protocol version for each request.
+//!
+//! A connection never retries and never reconnects: after any error it is
+//! broken and the owner drops it. It knows nothing about topics or leaders.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseHeader,
+};
+use kafka_protocol::protocol::{
+    Decodable, Encodable, HeaderVersion, Message, Request, StrBytes, VersionRange,
+};
+
+use super::error::KafkaError;
+
+/// Responses larger than this are treated as a protocol error; fetch sizes
+/// are bounded far below it by configuration.
+const MAX_RESPONSE_BYTES: usize = 1 << 30;
+/// ApiVersions is always answered with a v0 header; v3 is the first flexible one.
+const API_VERSIONS_VERSION: i16 = 3;
+/// UNSUPPORTED_VERSION: the broker then answers ApiVersions in v0 form.
+const UNSUPPORTED_VERSION: i16 = 35;
+
+/// Timeouts and identity shared by every connection of a client.
+#[derive(Clone, Debug)]
+pub struct ConnectionConfig {
+    pub client_id: String,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+}
+
+/// The version to speak for one API: the highest both sides support.
+///
+/// `ours` is what this client implements; `theirs` the broker's advertised
+/// range (None if the broker does not know the API).
+pub fn choose_version(ours: VersionRange, theirs: Option<(i16, i16)>) -> Option<i16> {
+    let (min, max) = theirs?;
+    let low = ours.min.max(min);
+    let high = ours.max.min(max);
+    (low <= high).then_some(high)
+}
+
+/// An open, handshaken connection to one broker.
+pub struct Connection {
+    broker: String,
+    stream: TcpStream,
+    correlation_id: i32,
+    client_id: StrBytes,
+    request_timeout: Duration,
+    /// The broker's supported range per API key.
+    supported: HashMap<i16, (i16, i16)>,
+}
+
+impl Connection {
+    /// Connects to `addr` (`host:port`) and negotiates API versions.
+    pub fn open(addr: &str, config: &ConnectionConfig) -> Result<Self, KafkaError> {
+        let connect_err = |source| KafkaError::Connect {
+            broker: addr.to_string(),
+            source: std::sync::Arc::new(source),
+        };
+        let addrs: Vec<_> = addr.to_socket_addrs().map_err(connect_err)?.collect();
+        let mut last =
+            std::io::Error::new(std::io::ErrorKind::NotFound, "address resolves to nothing");
+        let mut stream = None;
+        for a in &addrs {
+            match TcpStream::connect_timeout(a, config.connect_timeout) {
+                Ok(s) => {
+                    stream = Some(s);
+                    break;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                    return Err(KafkaError::Timeout {
+                        broker: addr.to_string(),
+                        phase: "connect",
+                        millis: config.connect_timeout.as_millis(),
+                    });
+                }
+                Err(e) => last = e,
+            }
+        }
+        let stream = stream.ok_or_else(|| connect_err(last))?;
+        let io = |e| KafkaError::Io {
+            broker: addr.to_string(),
+            source: std::sync::Arc::new(e),
+        };
+        stream.set_nodelay(true).map_err(io)?;
+        stream
+            .set_read_timeout(Some(config.request_timeout))
+            .map_err(io)?;
+        stream
+            .set_write_timeout(Some(config.request_timeout))
+            .map_err(io)?;
+        let mut conn = Connection {
+            broker: addr.to_string(),
+            stream,
+            correlation_id: 0,
+            client_id: StrBytes::from_string(config.client_id.clone()),
+            request_timeout: config.request_timeout,
+            supported: HashMap::new(),
+        };
+        conn.handshake()?;
+        Ok(conn)
+    }
+
+    /// The `host:port` this connection talks to.
+    pub fn broker(&self) -> &str {
+        &self.broker
+    }
+
+    fn handshake(&mut self) -> Result<(), KafkaError> {
+        let request = ApiVersionsRequest::default()
+            .with_client_software_name(StrBytes::from_static_str("kafka-store"))
+            .with_client_software_version(StrBytes::from_static_str(env!("CARGO_PKG_VERSION")));
+        let body = self.round_trip::<ApiVersionsRequest>(&request, API_VERSIONS_VERSION)?;
+        let response = match ApiVersionsResponse::decode(&mut body.clone(), API_VERSIONS_VERSION) {
+            Ok(r) if r.error_code == 0 => r,
+            _ => {
+                // An older broker answers an unknown version in v0 form with
+                // its own range for ApiVersions; speak that.
+                let v0 = ApiVersionsResponse::decode(&mut body.clone(), 0)
+                    .map_err(|e| self.protocol(format!("undecodable ApiVersions response: {e}")))?;
+                if v0.error_code != UNSUPPORTED_VERSION {
+                    return Err(KafkaError::Broker {
+                        what: format!("api versions handshake with {}", self.broker),
+                        code: kafka_protocol::ResponseError::try_from_code(v0.error_code)
+                            .unwrap_or(kafka_protocol::ResponseError::UnknownServerError),
+                    });
+                }
+                let theirs = v0
+                    .api_keys
+                    .iter()
+                    .find(|k| k.api_key == ApiKey::ApiVersions as i16)
+                    .map(|k| (k.min_version, k.max_version));
+                let version =
+                    choose_version(ApiVersionsRequest::VERSIONS, theirs).ok_or_else(|| {
+                        self.unsupported("ApiVersions", ApiVersionsRequest::VERSIONS, theirs)
+                    })?;
+                let body = self.round_trip::<ApiVersionsRequest>(&request, version)?;
+                ApiVersionsResponse::decode(&mut body.clone(), version)
+                    .map_err(|e| self.protocol(format!("undecodable ApiVersions response: {e}")))?
+            }
+        };
+        self.supported = response
+            .api_keys
+            .iter()
+            .map(|k| (k.api_key, (k.min_version, k.max_version)))
+            .collect();
+        Ok(())
+    }
+
+    /// The version to use for `R`, given the range this client implements.
+    pub fn version_for<R: Request>(&self, ours: VersionRange) -> Result<i16, KafkaError> {
+        let theirs = self.supported.get(&R::KEY).copied();
+        choose_version(ours, theirs).ok_or_else(|| self.unsupported(api_name(R::KEY), ours, theirs))
+    }
+
+    /// Sends `request` at `version` and decodes the response.
+    pub fn send<R: Request>(
+        &mut self,
+        request: &R,
+        version: i16,
+    ) -> Result<R::Response, KafkaError> {
+        let mut body = self.round_trip(request, version)?;
+        R::Response::decode(&mut body, version).map_err(|e| {
+            self.protocol(format!(
+                "undecodable {} v{version} response: {e}",
+                api_name(R::KEY)
+            ))
+        })
+    }
+
+    /// Writes one framed request and reads its response body (after the header).
+    fn round_trip<R: Request>(&mut self, request: &R, version: i16) -> Result<Bytes, KafkaError> {
+        self.correlation_id = self.correlation_id.wrapping_add(1);
+        let header = RequestHeader::default()
+            .with_request_api_key(R::KEY)
+            .with_request_api_version(version)
+            .with_correlation_id(self.correlation_id)
+            .with_client_id(Some(self.client_id.clone()));
+        let mut buf = BytesMut::with_capacity(256);
+        buf.extend_from_slice(&[0; 4]);
+        header
+            .encode(&mut buf, R::header_version(version))
+            .and_then(|()| request.encode(&mut buf, version))
+            .map_err(|e| {
+                self.protocol(format!(
+                    "cannot encode {} v{version}: {e}",
+                    api_name(R::KEY)
+                ))
+            })?;
+        let size = (buf.len() - 4) as u32;
+        buf[..4].copy_from_slice(&size.to_be_bytes());
+
+        let started = Instant::now();
+        let millis = self.request_timeout.as_millis();
+        let broker = self.broker.clone();
+        let io = |e| KafkaError::from_io(&broker, "request", millis, e);
+        self.stream.write_all(&buf).map_err(io)?;
+        let mut size = [0u8; 4];
+        self.stream.read_exact(&mut size).map_err(io)?;
+        let size = i32::from_be_bytes(size);
+        if size < 4 || size as usize > MAX_RESPONSE_BYTES {
+            return Err(self.protocol(format!("invalid response size {size}")));
+        }
+        let mut body = vec![0u8; size as usize];
+        self.stream.read_exact(&mut body).map_err(io)?;
+        if started.elapsed() > self.request_timeout {
+            return Err(KafkaError::Timeout {
+                broker: self.broker.clone(),
+                phase: "request",
+                millis,
+            });
+        }
+        let mut body = Bytes::from(body);
+        let response_header_version = R::Response::header_version(version);
+        let header = ResponseHeader::decode(&mut body, response_header_version)
+            .map_err(|e| self.protocol(format!("undecodable response header: {e}")))?;
+        if header.correlation_id != self.correlation_id {
+            return Err(self.protocol(format!(
+                "correlation id {} does not match request {}",
+                header.correlation_id, self.correlation_id
+            )));
+        }
+        Ok(body)
+    }
+
+    fn protocol(&self, what: String) -> KafkaError {
+        KafkaError::Protocol {
+            broker: self.broker.clone(),
+            what,
+        }
+    }
+
+    fn unsupported(
+        &self,
+        api: &'static str,
+        ours: VersionRange,
+        theirs: Option<(i16, i16)>,
+    ) -> KafkaError {
+        KafkaError::Unsupported {
+            broker: self.broker.clone(),
+            api,
+            ours: format!("{}..={}", ours.min, ours.max),
+            theirs: theirs.map_or("none".into(), |(a, b)| format!("{a}..={b}")),
+        }
+    }
+}
+
+/// The protocol guide's name of an API key.
+pub fn api_name(key: i16) -> &'static str {
+    match ApiKey::try_from(key) {
+        Ok(ApiKey::Fetch) => "Fetch",
+        Ok(ApiKey::ListOffsets) => "ListOffsets",
+        Ok(ApiKey::Metadata) => "Metadata",
+        Ok(ApiKey::OffsetCommit) => "OffsetCommit",
+        Ok(ApiKey::OffsetFetch) => "OffsetFetch",
+        Ok(ApiKey::FindCoordinator) => "FindCoordinator",
+        Ok(ApiKey::JoinGroup) => "JoinGroup",
+        Ok(ApiKey::Heartbeat) => "Heartbeat",
+        Ok(ApiKey::LeaveGroup) => "LeaveGroup",
+        Ok(ApiKey::SyncGroup) => "SyncGroup",
+        Ok(ApiKey::ApiVersions) => "ApiVersions",
+        _ => "request",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn range(min: i16, max: i16) -> VersionRange {
+        VersionRange { min, max }
+    }
+
+    #[test]
+    fn the_highest_common_version_is_chosen() {
+        let cases = [
+            // (ours, theirs, expected)
+            (range(4, 17), Some((0, 18)), Some(17)),
+            (range(4, 17), Some((4, 12)), Some(12)),
+            (range(4, 17), Some((0, 3)), None),
+            (range(4, 17), Some((18, 20)), None),
+            (range(4, 17), None, None),
+            (range(0, 0), Some((0, 9)), Some(0)),
+        ];
+        for (ours, theirs, want) in cases {
+            assert_eq!(choose_version(ours, theirs), want, "{ours:?} vs {theirs:?}");
+        }
+    }
+
+    #[test]
+    fn an_unreachable_broker_fails_fast_with_its_address() {
+        // Port 1 on loopback refuses at once.
+        let config = ConnectionConfig {
+            client_id: "t".into(),
+            connect_timeout: Duration::from_secs(2),
+            request_timeout: Duration::from_secs(2),
+        };
+        let started = Instant::now();
+        let err = Connection::open("127.0.0.1:1", &config).err().unwrap();
+        assert!(started.elapsed() < Duration::from_secs(2));
+        assert!(err.to_string().contains("127.0.0.1:1"), "{err}");
+        assert!(err.is_retriable());
+    }
+}

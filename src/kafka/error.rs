@@ -1,0 +1,261 @@
+//! Typed Kafka client errors and the one place that decides what a failure
+//! means: retry as is, retry after refreshing metadata or the coordinator, or
+//! give up.
+//!
+//! Never performs I/O and never sleeps; callers own the retry loops.
+
+use std::io;
+use std::sync::Arc;
+
+use kafka_protocol::error::ResponseError;
+
+/// What the caller should do about a broker error code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Transient: back off and send the same request again.
+    Retry,
+    /// Leadership or topic layout changed: refresh metadata, then retry.
+    RefreshMetadata,
+    /// The group coordinator moved or is loading: look it up again, then retry.
+    RefreshCoordinator,
+    /// Retrying cannot help; report it.
+    Fatal,
+}
+
+/// Classifies a broker error code (Kafka's `Errors.java` is the reference).
+pub fn classify(code: ResponseError) -> Action {
+    use ResponseError as E;
+    match code {
+        E::NotLeaderOrFollower
+        | E::LeaderNotAvailable
+        | E::FencedLeaderEpoch
+        | E::UnknownLeaderEpoch
+        | E::UnknownTopicOrPartition
+        | E::UnknownTopicId
+        | E::InconsistentTopicId
+        | E::ReplicaNotAvailable
+        | E::KafkaStorageError
+        | E::OffsetNotAvailable => Action::RefreshMetadata,
+        E::NotCoordinator | E::CoordinatorNotAvailable => Action::RefreshCoordinator,
+        E::CoordinatorLoadInProgress
+        | E::RequestTimedOut
+        | E::NetworkException
+        | E::NotEnoughReplicas
+        | E::NotEnoughReplicasAfterAppend
+        | E::ThrottlingQuotaExceeded
+        | E::ConcurrentTransactions
+        | E::UnstableOffsetCommit => Action::Retry,
+        // Kafka marks these retriable too, but for a reader they mean data
+        // or configuration trouble that a retry will not fix.
+        E::CorruptMessage => Action::Fatal,
+        other if other.is_retriable() => Action::Retry,
+        _ => Action::Fatal,
+    }
+}
+
+/// Kafka's own spelling of an error code, e.g. `NOT_LEADER_OR_FOLLOWER`.
+pub fn code_name(code: ResponseError) -> String {
+    let camel = code.to_string();
+    if let ResponseError::Unknown(n) = code {
+        return format!("UNKNOWN_ERROR_CODE_{n}");
+    }
+    let mut out = String::with_capacity(camel.len() + 8);
+    for (i, c) in camel.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.push(c.to_ascii_uppercase());
+    }
+    out
+}
+
+/// Errors of the Kafka client. Messages are one lowercase line naming the
+/// broker, topic, partition or offset involved.
+#[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KafkaError {
+    /// No TCP connection could be made (refused, unreachable, DNS).
+    #[error("cannot connect to kafka broker {broker}: {source}")]
+    Connect {
+        broker: String,
+        source: Arc<io::Error>,
+    },
+    /// The connection failed while a request was in flight.
+    #[error("connection to kafka broker {broker} lost: {source}")]
+    Io {
+        broker: String,
+        source: Arc<io::Error>,
+    },
+    /// A phase (connect, request) took longer than its configured timeout.
+    #[error("kafka broker {broker} did not answer within {millis} ms ({phase})")]
+    Timeout {
+        broker: String,
+        phase: &'static str,
+        millis: u128,
+    },
+    /// The broker answered with an error code.
+    #[error("kafka {what} failed: {}", code_name(*.code))]
+    Broker { what: String, code: ResponseError },
+    /// A fetch position outside the partition's log; never retried silently.
+    #[error("offset {offset} is out of range for {topic}/{partition}")]
+    OffsetOutOfRange {
+        topic: String,
+        partition: i32,
+        offset: i64,
+    },
+    /// A configured topic does not exist.
+    #[error("kafka topic {topic:?} does not exist")]
+    UnknownTopic { topic: String },
+    /// A record batch failed its CRC or could not be decoded.
+    #[error("corrupt record batch in {topic}/{partition} at offset {offset}: {reason}")]
+    CorruptBatch {
+        topic: String,
+        partition: i32,
+        offset: i64,
+        reason: String,
+    },
+    /// The broker sent bytes that do not decode as the expected response.
+    #[error("unexpected response from kafka broker {broker}: {what}")]
+    Protocol { broker: String, what: String },
+    /// No protocol version both sides speak for an API we need.
+    #[error(
+        "kafka broker {broker} does not support {api} in a version this client speaks (ours {ours}, broker's {theirs})"
+    )]
+    Unsupported {
+        broker: String,
+        api: &'static str,
+        ours: String,
+        theirs: String,
+    },
+}
+
+impl KafkaError {
+    /// What to do about this error (see [`classify`] for broker codes).
+    pub fn action(&self) -> Action {
+        match self {
+            KafkaError::Connect { .. } | KafkaError::Io { .. } | KafkaError::Timeout { .. } => {
+                Action::RefreshMetadata
+            }
+            KafkaError::Broker { code, .. } => classify(*code),
+            KafkaError::OffsetOutOfRange { .. }
+            | KafkaError::UnknownTopic { .. }
+            | KafkaError::CorruptBatch { .. }
+            | KafkaError::Protocol { .. }
+            | KafkaError::Unsupported { .. } => Action::Fatal,
+        }
+    }
+
+    /// True when waiting and trying again may succeed.
+    pub fn is_retriable(&self) -> bool {
+        self.action() != Action::Fatal
+    }
+
+    /// Maps an I/O error on an established connection: timeouts are their own kind.
+    pub(crate) fn from_io(broker: &str, phase: &'static str, millis: u128, e: io::Error) -> Self {
+        match e.kind() {
+            io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => KafkaError::Timeout {
+                broker: broker.to_string(),
+                phase,
+                millis,
+            },
+            _ => KafkaError::Io {
+                broker: broker.to_string(),
+                source: Arc::new(e),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broker_codes_are_classified_like_the_java_client() {
+        use ResponseError as E;
+        let table = [
+            (E::NotLeaderOrFollower, Action::RefreshMetadata),
+            (E::LeaderNotAvailable, Action::RefreshMetadata),
+            (E::FencedLeaderEpoch, Action::RefreshMetadata),
+            (E::UnknownTopicOrPartition, Action::RefreshMetadata),
+            (E::NotCoordinator, Action::RefreshCoordinator),
+            (E::CoordinatorNotAvailable, Action::RefreshCoordinator),
+            (E::CoordinatorLoadInProgress, Action::Retry),
+            (E::RequestTimedOut, Action::Retry),
+            (E::OffsetOutOfRange, Action::Fatal),
+            (E::CorruptMessage, Action::Fatal),
+            (E::TopicAuthorizationFailed, Action::Fatal),
+            (E::GroupAuthorizationFailed, Action::Fatal),
+            (E::SaslAuthenticationFailed, Action::Fatal),
+            (E::UnsupportedVersion, Action::Fatal),
+            (E::Unknown(12345), Action::Fatal),
+        ];
+        for (code, want) in table {
+            assert_eq!(classify(code), want, "{code:?}");
+        }
+    }
+
+    #[test]
+    fn connection_failures_are_retriable_and_data_errors_are_not() {
+        let io = || Arc::new(io::Error::from(io::ErrorKind::ConnectionReset));
+        let retriable = [
+            KafkaError::Connect {
+                broker: "b".into(),
+                source: io(),
+            },
+            KafkaError::Io {
+                broker: "b".into(),
+                source: io(),
+            },
+            KafkaError::from_io(
+                "b",
+                "request",
+                5,
+                io::Error::from(io::ErrorKind::WouldBlock),
+            ),
+        ];
+        for e in retriable {
+            assert!(e.is_retriable(), "{e}");
+        }
+        let fatal = [
+            KafkaError::OffsetOutOfRange {
+                topic: "t".into(),
+                partition: 0,
+                offset: 5,
+            },
+            KafkaError::CorruptBatch {
+                topic: "t".into(),
+                partition: 0,
+                offset: 5,
+                reason: "crc".into(),
+            },
+        ];
+        for e in fatal {
+            assert!(!e.is_retriable(), "{e}");
+        }
+    }
+
+    #[test]
+    fn error_names_use_kafka_spelling() {
+        assert_eq!(
+            code_name(ResponseError::NotLeaderOrFollower),
+            "NOT_LEADER_OR_FOLLOWER"
+        );
+        assert_eq!(
+            code_name(ResponseError::OffsetOutOfRange),
+            "OFFSET_OUT_OF_RANGE"
+        );
+        assert_eq!(
+            code_name(ResponseError::Unknown(999)),
+            "UNKNOWN_ERROR_CODE_999"
+        );
+        let e = KafkaError::Broker {
+            what: "fetch of events/3".into(),
+            code: ResponseError::NotLeaderOrFollower,
+        };
+        assert_eq!(
+            e.to_string(),
+            "kafka fetch of events/3 failed: NOT_LEADER_OR_FOLLOWER"
+        );
+    }
+}

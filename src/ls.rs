@@ -1,0 +1,80 @@
+//! `kafka-store ls`: the archive's files with their offset ranges, record
+//! counts, sizes and time spans, and the first gap or overlap of each
+//! partition's chain. Reads the store only.
+
+use std::io::Write;
+
+use anyhow::Context as _;
+
+use crate::logging::format_millis;
+use crate::naming::{ObjectKey, check_tiling};
+use crate::store::Store;
+
+/// Prints the listing; returns false if some partition's files do not tile.
+pub fn ls(
+    store: &dyn Store,
+    topic: Option<&str>,
+    partition: Option<i32>,
+    out: &mut dyn Write,
+) -> anyhow::Result<bool> {
+    let topics = match topic {
+        Some(t) => vec![t.to_string()],
+        None => store.topics()?,
+    };
+    let mut all_tile = true;
+    writeln!(
+        out,
+        "OBJECT\tFIRST\tNEXT\tRECORDS\tBYTES\tMIN_TIMESTAMP\tMAX_TIMESTAMP"
+    )?;
+    for topic in &topics {
+        let partitions = match partition {
+            Some(p) => vec![p],
+            None => store.partitions(topic)?,
+        };
+        for p in partitions {
+            let mut ranges = Vec::new();
+            let (mut records, mut bytes) = (0u64, 0u64);
+            for first in store.list(topic, p)? {
+                let key = ObjectKey {
+                    topic: topic.as_str().into(),
+                    partition: p,
+                    first,
+                };
+                let info = store.head(&key)?.with_context(|| {
+                    format!("object {} vanished while listing", store.object_url(&key))
+                })?;
+                let s = &info.summary;
+                let ts = |t: Option<i64>| t.map_or("-".to_string(), format_millis);
+                writeln!(
+                    out,
+                    "{}\t{first}\t{}\t{}\t{}\t{}\t{}",
+                    store.object_url(&key),
+                    s.next_offset,
+                    s.record_count,
+                    info.size,
+                    ts(s.min_timestamp),
+                    ts(s.max_timestamp)
+                )?;
+                ranges.push((first, s.next_offset));
+                records += s.record_count;
+                bytes += info.size;
+            }
+            let verdict = match check_tiling(&ranges) {
+                None => "no gaps".to_string(),
+                Some(problem) => {
+                    all_tile = false;
+                    format!("FIRST PROBLEM: {problem}")
+                }
+            };
+            match (ranges.first(), ranges.last()) {
+                (Some((first, _)), Some((_, next))) => writeln!(
+                    out,
+                    "# {topic}/{p}: {} file(s), offsets {first}..{next}, {records} records, {bytes} bytes, {verdict}",
+                    ranges.len()
+                )?,
+                _ => writeln!(out, "# {topic}/{p}: no files")?,
+            }
+        }
+    }
+    Ok(all_tile)
+}

@@ -1,0 +1,145 @@
+//! The `kafka-store` binary: parse the command line, load the config, run
+//! the command, map the outcome to an exit code. Errors are printed once,
+//! on one line.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use anyhow::Context as _;
+
+use kafka_store::cli::{self, Command, Source, UsageError};
+use kafka_store::config::{Config, ConfigError, StoreUrl};
+use kafka_store::naming::ObjectKey;
+use kafka_store::pipeline::{self, RunOptions};
+use kafka_store::{cat, logging, ls, store};
+
+/// Exit codes, as documented in `--help`.
+#[derive(Clone, Copy)]
+enum Exit {
+    Ok = 0,
+    Failure = 1,
+    Usage = 2,
+    Data = 3,
+}
+
+fn main() -> ExitCode {
+    let code = match run() {
+        Ok(code) => code,
+        Err(e) if is_broken_pipe(&e) => Exit::Ok,
+        Err(e) => {
+            let code = if e.is::<UsageError>() || e.is::<ConfigError>() {
+                Exit::Usage
+            } else {
+                Exit::Failure
+            };
+            eprintln!("kafka-store: {}", one_line(&e));
+            code
+        }
+    };
+    ExitCode::from(code as u8)
+}
+
+/// Output cut short by a closed pipe (`kafka-store cat … | head`) is not an error.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain()
+        .filter_map(|c| c.downcast_ref::<std::io::Error>())
+        .any(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+}
+
+/// The error and its causes on one line.
+fn one_line(e: &anyhow::Error) -> String {
+    format!("{e:#}").replace('\n', " ")
+}
+
+fn run() -> anyhow::Result<Exit> {
+    let args = cli::parse(std::env::args_os().skip(1))?;
+    let level = args
+        .log_level
+        .or_else(|| std::env::var("KAFKA_STORE_LOG").ok())
+        .unwrap_or_else(|| "info".into());
+    logging::init(&level).map_err(|e| UsageError(format!("--log-level: {e}")))?;
+    match args.command {
+        Command::Help => {
+            print!("{}", cli::HELP);
+            Ok(Exit::Ok)
+        }
+        Command::Version => {
+            println!("kafka-store {}", env!("CARGO_PKG_VERSION"));
+            Ok(Exit::Ok)
+        }
+        Command::Run {
+            config,
+            until_caught_up,
+        } => {
+            let config = Config::load(&config)?;
+            let signalled = Arc::new(AtomicBool::new(false));
+            for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+                // A second signal ends the process at once.
+                signal_hook::flag::register_conditional_shutdown(signal, 1, signalled.clone())
+                    .context("cannot install signal handlers")?;
+                signal_hook::flag::register(signal, signalled.clone())
+                    .context("cannot install signal handlers")?;
+            }
+            let outcome = pipeline::run(&config, RunOptions { until_caught_up }, signalled)?;
+            if outcome.halted.is_empty() {
+                log::info!("stopped");
+                Ok(Exit::Ok)
+            } else {
+                for (tp, why) in &outcome.halted {
+                    eprintln!("kafka-store: {tp} was not archived: {why}");
+                }
+                Ok(Exit::Data)
+            }
+        }
+        Command::Ls {
+            source,
+            topic,
+            partition,
+        } => {
+            let store = store::open(&store_url(&source)?)?;
+            let mut out = std::io::stdout().lock();
+            let tiles = ls::ls(store.as_ref(), topic.as_deref(), partition, &mut out)?;
+            out.flush()?;
+            Ok(if tiles { Exit::Ok } else { Exit::Data })
+        }
+        Command::Cat { source, object } => {
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            match source {
+                None => {
+                    let path = object.strip_prefix("file://").unwrap_or(&object);
+                    let file =
+                        std::fs::File::open(path).with_context(|| format!("cannot open {path}"))?;
+                    cat::cat(std::io::BufReader::new(file), path, &mut out)?;
+                }
+                Some(source) => {
+                    let store = store::open(&store_url(&source)?)?;
+                    let name = object
+                        .strip_prefix(&store.url())
+                        .unwrap_or(&object)
+                        .trim_start_matches('/');
+                    let key = ObjectKey::parse(name).ok_or_else(|| {
+                        UsageError(format!(
+                            "cat: {object:?} is not an archive object name (topic/000000/00000000000000000000.avro)"
+                        ))
+                    })?;
+                    let url = store.object_url(&key);
+                    cat::cat(store.open(&key)?, &url, &mut out)?;
+                }
+            }
+            out.flush()?;
+            Ok(Exit::Ok)
+        }
+    }
+}
+
+/// The store named by a config file or given directly.
+fn store_url(source: &Source) -> anyhow::Result<StoreUrl> {
+    Ok(match source {
+        Source::Config(path) => Config::load(path)?.store.url,
+        Source::Store(url) => {
+            StoreUrl::parse(url).map_err(|e| ConfigError(format!("--store: {}", e.0)))?
+        }
+    })
+}

@@ -1,0 +1,136 @@
+//! The spool: local files under construction and finished files waiting for
+//! the store, in `spool_dir`.
+//!
+//! The archive is the ledger, not the spool: at start the leftovers of a
+//! crash are deleted (a rebuild makes the same bytes). A lock file keeps two
+//! processes from sharing one spool directory. Owns file creation and
+//! removal only; never decides what a file holds or when it closes.
+
+use std::fs::{self, File};
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::naming::ObjectKey;
+
+const SUFFIX: &str = ".spool";
+const LOCK: &str = ".lock";
+
+/// A locked spool directory.
+pub struct Spool {
+    dir: PathBuf,
+    /// Held (with an exclusive lock) for the life of the process.
+    _lock: File,
+}
+
+impl Spool {
+    /// Creates and locks the directory, then deletes crash leftovers.
+    pub fn open(dir: &Path) -> anyhow::Result<Spool> {
+        use anyhow::Context as _;
+        fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create spool directory {}", dir.display()))?;
+        let lock_path = dir.join(LOCK);
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .with_context(|| format!("spool directory {} is not writable", dir.display()))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => anyhow::bail!(
+                "spool directory {} is in use by another kafka-store process; give each process its own store.spool_dir",
+                dir.display()
+            ),
+            Err(fs::TryLockError::Error(e)) => {
+                return Err(e)
+                    .with_context(|| format!("cannot lock spool directory {}", dir.display()));
+            }
+        }
+        let spool = Spool {
+            dir: dir.to_path_buf(),
+            _lock: lock,
+        };
+        let removed = spool
+            .remove_leftovers(&spool.dir)
+            .with_context(|| format!("cannot clean spool directory {}", dir.display()))?;
+        if removed > 0 {
+            log::info!(
+                "removed {removed} unfinished file(s) from spool {} (they are rebuilt from kafka)",
+                dir.display()
+            );
+        }
+        Ok(spool)
+    }
+
+    /// Deletes `*.spool` files in the directory and its topic folders.
+    fn remove_leftovers(&self, dir: &Path) -> io::Result<usize> {
+        let mut removed = 0;
+        for entry in fs::read_dir(dir)? {
+            let entry = entry?;
+            let path = entry.path();
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if entry.file_type()?.is_dir() && dir == self.dir && !name.starts_with('.') {
+                removed += self.remove_leftovers(&path)?;
+            } else if name.ends_with(SUFFIX) {
+                fs::remove_file(&path)?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Creates the spool file for the archive file `key`, built in
+    /// assignment `epoch` (two epochs may build the same name).
+    pub fn create(&self, key: &ObjectKey, epoch: u64) -> io::Result<(PathBuf, File)> {
+        let folder = self.dir.join(&*key.topic);
+        fs::create_dir_all(&folder)?;
+        let path = folder.join(format!(
+            "{:06}-{:020}-{epoch}{SUFFIX}",
+            key.partition, key.first
+        ));
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)?;
+        Ok((path, file))
+    }
+
+    /// Removes a spool file that is stored or abandoned.
+    pub fn remove(path: &Path) {
+        if let Err(e) = fs::remove_file(path)
+            && e.kind() != io::ErrorKind::NotFound
+        {
+            log::warn!("cannot remove spool file {}: {e}", path.display());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kafka::TopicPartition;
+
+    #[test]
+    fn leftovers_are_removed_and_a_second_process_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = ObjectKey::new(&TopicPartition::new("t", 1), 5);
+        {
+            let spool = Spool::open(dir.path()).unwrap();
+            let (path, _) = spool.create(&key, 0).unwrap();
+            assert!(path.exists());
+            let err = Spool::open(dir.path()).err().unwrap().to_string();
+            assert!(
+                err.contains("in use by another kafka-store process"),
+                "{err}"
+            );
+        }
+        fs::write(dir.path().join("keep.txt"), b"not ours").unwrap();
+        let _spool = Spool::open(dir.path()).unwrap();
+        let left: Vec<_> = fs::read_dir(dir.path().join("t")).unwrap().collect();
+        assert!(left.is_empty());
+        assert!(dir.path().join("keep.txt").exists());
+    }
+}

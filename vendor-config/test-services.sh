@@ -1,0 +1,409 @@
+#!/usr/bin/env bash
+# Loopback services for kafka-store's integration tests.
+#
+#   kafka         127.0.0.1:9092  Apache Kafka 4.1.1 from Maven Central, single
+#                                 KRaft node (broker+controller, controller 9093)
+#   gcs-emulator  http://127.0.0.1:9023  gcp-storage-emulator (PyPI), in memory
+#   mariadb       127.0.0.1:3306  Debian's mariadb-server, root with no password
+#
+# Usage: vendor-config/test-services.sh COMMAND
+#   install      fetch the Kafka jars (Maven), the Python venv (PyPI) and the
+#                Debian packages that are missing; quick when already done
+#   up           install, then start whatever is not running and wait until
+#                all three answer; prints one "<service> <address>" line each
+#   down         stop all three and delete their data (keeps jars and venv)
+#   status       say which are running (exit 1 unless all three are)
+#   stop-kafka   stop the broker, keeping its data (SIGKILL after 20 s)
+#   start-kafka  start the broker again and wait until it answers
+#
+# State (jars, venv, data, logs, pid files) lives in
+# ${KAFKA_STORE_SERVICES:-<repo>/.services}; logs in <state>/logs/.
+# Helper for topics and producing: tests/support/kafka_tool.py, run it with
+# <state>/venv/bin/python.
+set -euo pipefail
+
+SCRIPT_DIR=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)
+REPO=$(dirname -- "$SCRIPT_DIR")
+STATE=${KAFKA_STORE_SERVICES:-$REPO/.services}
+mkdir -p -- "$STATE"
+STATE=$(cd -- "$STATE" && pwd -P)
+
+readonly HOST=127.0.0.1
+readonly KAFKA_PORT=9092
+readonly CONTROLLER_PORT=9093
+readonly GCS_PORT=9023
+readonly MARIADB_PORT=3306
+# Any fixed base64url UUID; the data dir is formatted with it once.
+readonly KAFKA_CLUSTER_ID=jIkRTXagShG74tkKzvHC6Q
+readonly KAFKA_READY_TIMEOUT=60
+readonly KAFKA_STOP_TIMEOUT=20
+
+readonly KAFKA_CONFIG_DIR=$SCRIPT_DIR/kafka
+readonly KAFKA_POM=$KAFKA_CONFIG_DIR/pom.xml
+readonly REQUIREMENTS=$REPO/tests/support/requirements.txt
+readonly KAFKA_TOOL=$REPO/tests/support/kafka_tool.py
+
+readonly LOGS=$STATE/logs
+readonly RUN=$STATE/run
+readonly VENV=$STATE/venv
+readonly KAFKA_LIBS=$STATE/kafka/libs
+readonly KAFKA_LIBS_STAMP=$STATE/kafka/libs.stamp
+readonly KAFKA_DATA=$STATE/kafka/data
+readonly KAFKA_CONF=$STATE/kafka/server.properties
+readonly VENV_STAMP=$VENV/.requirements.sha256
+readonly MDB_DIR=$STATE/mariadb
+readonly MDB_DATA=$MDB_DIR/data
+readonly MDB_SOCK=$MDB_DIR/mariadb.sock
+
+JAVA=${JAVA:-java}
+PYTHON=${PYTHON:-python3}
+
+log() { printf 'test-services: %s\n' "$*" >&2; }
+die() {
+	log "error: $*"
+	exit 1
+}
+
+as_root() {
+	if [[ $(id -u) -eq 0 ]]; then
+		"$@"
+	elif command -v sudo >/dev/null 2>&1; then
+		sudo "$@"
+	else
+		die "need root for: $*"
+	fi
+}
+
+sha_of() { cat -- "$@" | sha256sum | cut -d' ' -f1; }
+
+# True when something accepts TCP connections on HOST:$1.
+port_open() { (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }
+
+# True when pid $1 exists and is not a zombie.
+proc_alive() {
+	local stat
+	stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+	stat=${stat##*) }
+	[[ ${stat:0:1} != Z ]]
+}
+
+# Prints the pid recorded for service $1 if that process is alive and its
+# command line contains $2 (guards against a recycled pid).
+running_pid() {
+	local f=$RUN/$1.pid pid
+	[[ -s $f ]] || return 1
+	pid=$(<"$f")
+	[[ $pid =~ ^[0-9]+$ ]] || return 1
+	proc_alive "$pid" || return 1
+	tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$2" || return 1
+	printf '%s\n' "$pid"
+}
+
+# launch NAME CMD...: start CMD detached (own session, stdin closed, output
+# appended to logs/NAME.log) and record its pid. The lock fd is not inherited.
+launch() {
+	local name=$1
+	shift
+	printf '\n===== %s starting %s =====\n' "$name" "$(date '+%F %T')" >>"$LOGS/$name.log"
+	setsid nohup "$@" </dev/null >>"$LOGS/$name.log" 2>&1 9>&- &
+	printf '%s\n' "$!" >"$RUN/$name.pid"
+}
+
+fail_with_log() { # NAME MESSAGE
+	log "error: $2; last lines of $LOGS/$1.log:"
+	tail -n 40 -- "$LOGS/$1.log" >&2 || true
+	exit 1
+}
+
+# wait_ready NAME PATTERN TIMEOUT PROBE...: poll PROBE until it succeeds; fail
+# early if the process died.
+wait_ready() {
+	local name=$1 pattern=$2 timeout=$3
+	shift 3
+	local deadline=$((SECONDS + timeout))
+	while true; do
+		if "$@" >/dev/null 2>&1; then
+			return 0
+		fi
+		if ! running_pid "$name" "$pattern" >/dev/null; then
+			fail_with_log "$name" "$name exited during start-up"
+		fi
+		if ((SECONDS >= deadline)); then
+			fail_with_log "$name" "$name not ready after $timeout s"
+		fi
+		sleep 0.2
+	done
+}
+
+# stop_service NAME PATTERN TIMEOUT [PORT...]: SIGTERM, wait, SIGKILL after
+# TIMEOUT s; then wait until the ports are closed.
+stop_service() {
+	local name=$1 pattern=$2 timeout=$3
+	shift 3
+	local pid deadline port
+	if pid=$(running_pid "$name" "$pattern"); then
+		kill -TERM "$pid" 2>/dev/null || true
+		deadline=$((SECONDS + timeout))
+		while proc_alive "$pid" && ((SECONDS < deadline)); do sleep 0.1; done
+		if proc_alive "$pid"; then
+			log "$name (pid $pid) still running after $timeout s: SIGKILL"
+			kill -KILL "$pid" 2>/dev/null || true
+			deadline=$((SECONDS + 10))
+			while proc_alive "$pid" && ((SECONDS < deadline)); do sleep 0.1; done
+			proc_alive "$pid" && die "$name (pid $pid) survived SIGKILL"
+		fi
+		log "$name stopped"
+	fi
+	rm -f -- "$RUN/$name.pid"
+	for port in "$@"; do
+		deadline=$((SECONDS + 10))
+		while port_open "$port"; do
+			((SECONDS < deadline)) || die "port $port still open after stopping $name"
+			sleep 0.1
+		done
+	done
+}
+
+# ------------------------------------------------------------------ install
+
+install_debs() {
+	local -a want=(mariadb-server musl-tools curl) missing=()
+	local p
+	command -v "$JAVA" >/dev/null 2>&1 || want+=(openjdk-17-jre-headless)
+	command -v mvn >/dev/null 2>&1 || want+=(maven)
+	for p in "${want[@]}"; do
+		dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$' || missing+=("$p")
+	done
+	((${#missing[@]} == 0)) && return 0
+	log "apt-get install ${missing[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	if ! as_root apt-get install -y -q --no-install-recommends "${missing[@]}" >>"$LOGS/install.log" 2>&1; then
+		log "apt-get install failed; apt-get update and retry"
+		as_root apt-get update -q >>"$LOGS/install.log" 2>&1 || die "apt-get update failed (see $LOGS/install.log)"
+		as_root apt-get install -y -q --no-install-recommends "${missing[@]}" >>"$LOGS/install.log" 2>&1 ||
+			die "apt-get install ${missing[*]} failed (see $LOGS/install.log)"
+	fi
+	# Where the package's scripts may start the system MariaDB, it would hold
+	# port 3306 with socket-only root: stop it, ours runs from its own data dir.
+	if [[ " ${missing[*]} " == *" mariadb-server "* ]] && command -v service >/dev/null 2>&1; then
+		as_root service mariadb stop >>"$LOGS/install.log" 2>&1 || true
+	fi
+}
+
+install_kafka() {
+	local want
+	want=$(sha_of "$KAFKA_POM")
+	if [[ -f $KAFKA_LIBS_STAMP && $(<"$KAFKA_LIBS_STAMP") == "$want" ]] &&
+		compgen -G "$KAFKA_LIBS/kafka_2.13-*.jar" >/dev/null; then
+		return 0
+	fi
+	log "resolving Kafka jars with Maven ($KAFKA_POM)"
+	rm -rf -- "$KAFKA_LIBS" "$KAFKA_LIBS.tmp" "$KAFKA_LIBS_STAMP"
+	mkdir -p -- "$STATE/kafka"
+	if ! mvn -q -B -Dstyle.color=never -f "$KAFKA_POM" dependency:copy-dependencies \
+		-DincludeScope=runtime -DoutputDirectory="$KAFKA_LIBS.tmp" >>"$LOGS/install.log" 2>&1; then
+		tail -n 30 -- "$LOGS/install.log" >&2 || true
+		die "mvn dependency:copy-dependencies failed (see $LOGS/install.log)"
+	fi
+	mv -- "$KAFKA_LIBS.tmp" "$KAFKA_LIBS"
+	printf '%s\n' "$want" >"$KAFKA_LIBS_STAMP"
+	log "Kafka: $(find "$KAFKA_LIBS" -name '*.jar' | wc -l) jars in $KAFKA_LIBS"
+}
+
+install_venv() {
+	local want
+	want=$(sha_of "$REQUIREMENTS")
+	if [[ -x $VENV/bin/python && -f $VENV_STAMP && $(<"$VENV_STAMP") == "$want" ]]; then
+		return 0
+	fi
+	if [[ ! -x $VENV/bin/python ]]; then
+		log "creating Python venv $VENV"
+		rm -rf -- "$VENV"
+		"$PYTHON" -m venv "$VENV" >>"$LOGS/install.log" 2>&1 ||
+			die "$PYTHON -m venv failed (see $LOGS/install.log; Debian's python3 needs python3-venv)"
+	fi
+	log "pip install -r $REQUIREMENTS"
+	"$VENV/bin/python" -m pip install -q --disable-pip-version-check -r "$REQUIREMENTS" >>"$LOGS/install.log" 2>&1 ||
+		die "pip install failed (see $LOGS/install.log)"
+	printf '%s\n' "$want" >"$VENV_STAMP"
+}
+
+cmd_install() {
+	install_debs
+	install_kafka
+	install_venv
+}
+
+# ------------------------------------------------------------------ kafka
+
+kafka_probe() {
+	port_open "$KAFKA_PORT" &&
+		"$VENV/bin/python" "$KAFKA_TOOL" --bootstrap "$HOST:$KAFKA_PORT" --timeout 5 metadata
+}
+
+KAFKA_JAVA=(
+	"$JAVA" -Xmx512m -Xms128m -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:+ExitOnOutOfMemoryError
+	-Djava.awt.headless=true "-Dlog4j2.configurationFile=$KAFKA_CONFIG_DIR/log4j2.properties"
+	-cp "$KAFKA_LIBS/*"
+)
+
+# Start the broker if it is not running (formatting its data dir on first use);
+# does not wait.
+launch_kafka() {
+	if running_pid kafka kafka.Kafka >/dev/null; then
+		return 0
+	fi
+	local port
+	for port in "$KAFKA_PORT" "$CONTROLLER_PORT"; do
+		port_open "$port" && die "port $port is in use by a process this script did not start"
+	done
+	mkdir -p -- "$KAFKA_DATA"
+	sed "s|@DATA_DIR@|$KAFKA_DATA|g" "$KAFKA_CONFIG_DIR/server.properties" >"$KAFKA_CONF"
+	if [[ ! -f $KAFKA_DATA/meta.properties ]]; then
+		printf '\n===== format %s =====\n' "$(date '+%F %T')" >>"$LOGS/kafka.log"
+		"${KAFKA_JAVA[@]}" kafka.tools.StorageTool format -t "$KAFKA_CLUSTER_ID" -c "$KAFKA_CONF" >>"$LOGS/kafka.log" 2>&1 9>&- ||
+			fail_with_log kafka "formatting $KAFKA_DATA failed"
+	fi
+	launch kafka "${KAFKA_JAVA[@]}" kafka.Kafka "$KAFKA_CONF"
+}
+
+wait_kafka() { wait_ready kafka kafka.Kafka "$KAFKA_READY_TIMEOUT" kafka_probe; }
+
+# ------------------------------------------------------------------ gcs emulator
+
+gcs_probe() { curl -s -o /dev/null --max-time 2 "http://$HOST:$GCS_PORT/storage/v1/b"; }
+
+launch_gcs() {
+	if running_pid gcs-emulator gcp-storage-emulator >/dev/null; then
+		return 0
+	fi
+	port_open "$GCS_PORT" && die "port $GCS_PORT is in use by a process this script did not start"
+	launch gcs-emulator "$VENV/bin/gcp-storage-emulator" start --host "$HOST" --port "$GCS_PORT" --in-memory
+}
+
+wait_gcs() { wait_ready gcs-emulator gcp-storage-emulator 30 gcs_probe; }
+
+# ------------------------------------------------------------------ mariadb
+
+mariadb_probe() {
+	mariadb --no-defaults -h "$HOST" -P "$MARIADB_PORT" -uroot --connect-timeout=2 -e 'select 1'
+}
+
+launch_mariadb() {
+	if running_pid mariadb mariadbd >/dev/null; then
+		return 0
+	fi
+	port_open "$MARIADB_PORT" && die "port $MARIADB_PORT is in use by a process this script did not start"
+	local user
+	if [[ ! -d $MDB_DATA/mysql ]]; then
+		rm -rf -- "$MDB_DIR"
+		mkdir -p -- "$MDB_DATA"
+		# mariadbd runs as mysql when that user can reach the state dir (not,
+		# e.g., under a 0700 home); otherwise as root.
+		user=root
+		if [[ $(id -u) -eq 0 ]] && id mysql >/dev/null 2>&1; then
+			chown -R mysql:mysql -- "$MDB_DIR"
+			if runuser -u mysql -- test -w "$MDB_DATA" 2>/dev/null; then
+				user=mysql
+			else
+				chown -R root:root -- "$MDB_DIR"
+			fi
+		fi
+		printf '\n===== install-db %s =====\n' "$(date '+%F %T')" >>"$LOGS/mariadb.log"
+		mariadb-install-db --no-defaults --datadir="$MDB_DATA" --auth-root-authentication-method=normal \
+			--user="$user" --skip-test-db >>"$LOGS/mariadb.log" 2>&1 9>&- ||
+			fail_with_log mariadb "mariadb-install-db failed"
+	fi
+	user=$(stat -c %U -- "$MDB_DATA")
+	local mariadbd
+	mariadbd=$(command -v mariadbd || echo /usr/sbin/mariadbd)
+	launch mariadb "$mariadbd" --no-defaults --user="$user" --datadir="$MDB_DATA" \
+		--socket="$MDB_SOCK" --port="$MARIADB_PORT" --bind-address="$HOST" \
+		--innodb-flush-log-at-trx-commit=2
+}
+
+wait_mariadb() { wait_ready mariadb mariadbd 30 mariadb_probe; }
+
+# ------------------------------------------------------------------ commands
+
+cmd_up() {
+	cmd_install
+	launch_gcs
+	launch_mariadb
+	launch_kafka
+	wait_gcs
+	wait_mariadb
+	wait_kafka
+	printf 'kafka %s:%s\n' "$HOST" "$KAFKA_PORT"
+	printf 'gcs-emulator http://%s:%s\n' "$HOST" "$GCS_PORT"
+	printf 'mariadb %s:%s\n' "$HOST" "$MARIADB_PORT"
+}
+
+cmd_down() {
+	stop_service kafka kafka.Kafka "$KAFKA_STOP_TIMEOUT" "$KAFKA_PORT" "$CONTROLLER_PORT"
+	stop_service gcs-emulator gcp-storage-emulator 10 "$GCS_PORT"
+	stop_service mariadb mariadbd 30 "$MARIADB_PORT"
+	rm -rf -- "$KAFKA_DATA" "$KAFKA_CONF" "$MDB_DIR"
+}
+
+cmd_stop_kafka() {
+	stop_service kafka kafka.Kafka "$KAFKA_STOP_TIMEOUT" "$KAFKA_PORT" "$CONTROLLER_PORT"
+}
+
+cmd_start_kafka() {
+	install_kafka
+	install_venv
+	launch_kafka
+	wait_kafka
+	printf 'kafka %s:%s\n' "$HOST" "$KAFKA_PORT"
+}
+
+cmd_status() {
+	local all=0 pid
+	if pid=$(running_pid kafka kafka.Kafka); then
+		printf 'kafka running (pid %s) %s:%s\n' "$pid" "$HOST" "$KAFKA_PORT"
+	else
+		printf 'kafka stopped\n'
+		all=1
+	fi
+	if pid=$(running_pid gcs-emulator gcp-storage-emulator); then
+		printf 'gcs-emulator running (pid %s) http://%s:%s\n' "$pid" "$HOST" "$GCS_PORT"
+	else
+		printf 'gcs-emulator stopped\n'
+		all=1
+	fi
+	if pid=$(running_pid mariadb mariadbd); then
+		printf 'mariadb running (pid %s) %s:%s\n' "$pid" "$HOST" "$MARIADB_PORT"
+	else
+		printf 'mariadb stopped\n'
+		all=1
+	fi
+	return "$all"
+}
+
+usage() {
+	sed -n '9,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+	exit 2
+}
+
+main() {
+	(($# == 1)) || usage
+	mkdir -p -- "$LOGS" "$RUN"
+	# One invocation at a time per state dir (children do not inherit fd 9).
+	exec 9>"$STATE/.lock"
+	flock 9
+	local t0=$SECONDS
+	case $1 in
+	install) cmd_install ;;
+	up) cmd_up ;;
+	down) cmd_down ;;
+	status) cmd_status ;;
+	stop-kafka) cmd_stop_kafka ;;
+	start-kafka) cmd_start_kafka ;;
+	-h | --help | help) usage ;;
+	*) usage ;;
+	esac
+	log "$1 done in $((SECONDS - t0)) s"
+}
+
+main "$@"
