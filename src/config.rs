@@ -447,10 +447,8 @@ impl RawConfig {
         if !(1024..=64 << 20).contains(&block_bytes) {
             return Err(err("files.block_bytes: must be between 1KiB and 64MiB"));
         }
-        if max_file_bytes < block_bytes {
-            return Err(err(
-                "files.max_file_bytes: must be at least files.block_bytes",
-            ));
+        if max_file_bytes == 0 {
+            return Err(err("files.max_file_bytes: must be greater than zero"));
         }
         let files = FilesConfig {
             codec,

@@ -1,1 +1,9 @@
+//! Integration tests against real services (Kafka, and later the GCS
+//! emulator and MariaDB), started by `vendor-config/test-services.sh`.
+//! One test binary, one helper module (`support`).
 
+mod support;
+
+mod archive;
+mod bad_input;
+mod kafka_client;

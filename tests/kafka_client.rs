@@ -1,0 +1,404 @@
+//! The Kafka client against a genuine Apache Kafka broker: every codec,
+//! transactions, a broker restart mid-fetch, group offsets, and the errors
+//! a user meets first.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use kafka_store::kafka::records::{self, Event, RecordsError, TxnFilter};
+use kafka_store::kafka::{
+    Client, ClientConfig, ConnectionConfig, KafkaError, OffsetSpec, TopicPartition,
+};
+use kafka_store::record::{OwnedRecord, TimestampType};
+
+use crate::support::{self, BOOTSTRAP, Frame, Rec};
+
+fn config(brokers: &[&str]) -> ClientConfig {
+    ClientConfig {
+        brokers: brokers.iter().map(|b| b.to_string()).collect(),
+        connection: ConnectionConfig {
+            client_id: "kafka-store-test".into(),
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(10),
+        },
+        retry_timeout: Duration::from_secs(20),
+        retry_backoff: Duration::from_millis(50),
+        retry_backoff_max: Duration::from_secs(1),
+        fetch_max_wait: Duration::from_millis(200),
+        fetch_max_bytes: 4 << 20,
+        partition_fetch_bytes: 256 << 10,
+    }
+}
+
+/// What fetching a partition range produced.
+#[derive(Default)]
+struct Fetched {
+    records: BTreeMap<(i32, i64), OwnedRecord>,
+    /// Offsets reported as skipped (control batches, aborted records).
+    skipped_to: Vec<(i32, i64)>,
+    errors: usize,
+}
+
+/// Fetches every partition of `topic` from its start to `ends`, checking
+/// that offsets come exactly once and in order.
+fn fetch_until(
+    client: &mut Client,
+    topic: &str,
+    ends: &BTreeMap<i32, (i64, i64)>,
+    out: &mut Fetched,
+    positions: &mut BTreeMap<i32, i64>,
+    deadline: Duration,
+    rounds: Option<usize>,
+) {
+    let started = Instant::now();
+    let mut scratch = Vec::new();
+    let mut round = 0;
+    loop {
+        let wanted: Vec<(TopicPartition, i64)> = positions
+            .iter()
+            .filter(|(p, pos)| **pos < ends[p].1)
+            .map(|(p, pos)| (TopicPartition::new(topic, *p), *pos))
+            .collect();
+        if wanted.is_empty() || rounds.is_some_and(|r| round >= r) {
+            return;
+        }
+        assert!(
+            started.elapsed() < deadline,
+            "fetching {topic} took longer than {deadline:?}"
+        );
+        round += 1;
+        for (tp, result) in client.fetch(&wanted) {
+            let data = match result {
+                Ok(d) => d,
+                Err(e) => {
+                    assert!(e.is_retriable(), "{tp}: {e}");
+                    out.errors += 1;
+                    std::thread::sleep(Duration::from_millis(50));
+                    continue;
+                }
+            };
+            let pos = positions.get_mut(&tp.partition).unwrap();
+            assert_eq!(data.fetch_offset, *pos);
+            let mut last = *pos - 1;
+            let next = records::visit::<RecordsError>(
+                &data.records,
+                *pos,
+                &mut TxnFilter::new(data.aborted.clone()),
+                &mut scratch,
+                |e| {
+                    match e {
+                        Event::Record(r) => {
+                            assert!(r.offset > last, "{tp}: offset {} after {last}", r.offset);
+                            last = r.offset;
+                            let owned = OwnedRecord {
+                                offset: r.offset,
+                                timestamp: r.timestamp,
+                                timestamp_type: r.timestamp_type,
+                                key: r.key.map(<[u8]>::to_vec),
+                                value: r.value.map(<[u8]>::to_vec),
+                                headers: r
+                                    .headers
+                                    .iter()
+                                    .map(|h| {
+                                        (
+                                            String::from_utf8(h.key.to_vec()).unwrap(),
+                                            h.value.map(<[u8]>::to_vec),
+                                        )
+                                    })
+                                    .collect(),
+                            };
+                            assert!(
+                                out.records
+                                    .insert((tp.partition, r.offset), owned)
+                                    .is_none(),
+                                "{tp}: offset {} twice",
+                                r.offset
+                            );
+                        }
+                        Event::Skipped { next } => out.skipped_to.push((tp.partition, next)),
+                    }
+                    Ok(())
+                },
+            )
+            .unwrap_or_else(|e| panic!("{tp}: {e}"));
+            *pos = next;
+        }
+    }
+}
+
+fn compare(fetched: &Fetched, produced: &BTreeMap<(i32, i64), Rec>) {
+    assert_eq!(fetched.records.len(), produced.len());
+    for (k, rec) in produced {
+        let got = &fetched.records[k];
+        assert_eq!(got.timestamp, rec.timestamp, "{k:?} timestamp");
+        assert_eq!(got.timestamp_type, TimestampType::Create, "{k:?}");
+        assert_eq!(got.key, rec.key, "{k:?} key");
+        assert_eq!(got.value, rec.value, "{k:?} value");
+        assert_eq!(got.headers, rec.headers, "{k:?} headers");
+    }
+}
+
+#[test]
+fn every_record_of_every_codec_is_fetched_once_in_order_with_all_fields() {
+    let _broker = support::shared_broker();
+    let topic = support::unique("codecs");
+    support::create_topic(&topic, 4, &[]);
+    let mut produced = BTreeMap::new();
+    for (i, codec) in ["none", "gzip", "snappy", "lz4", "zstd"].iter().enumerate() {
+        let recs = support::gen_records(
+            i as u64 + 1,
+            50_000,
+            4,
+            1_700_000_000_000 + i as i64 * 10_000_000,
+        );
+        produced.extend(support::produce(&topic, &recs, codec));
+    }
+    let ends = support::extents(&topic);
+    let mut client = Client::connect(config(&[BOOTSTRAP])).unwrap();
+    assert_eq!(client.partitions(&topic).unwrap(), vec![0, 1, 2, 3]);
+    let starts = client
+        .list_offsets(
+            &(0..4)
+                .map(|p| TopicPartition::new(&topic, p))
+                .collect::<Vec<_>>(),
+            OffsetSpec::Earliest,
+        )
+        .unwrap();
+    let mut positions: BTreeMap<i32, i64> =
+        starts.iter().map(|(tp, o)| (tp.partition, *o)).collect();
+    let mut fetched = Fetched::default();
+    fetch_until(
+        &mut client,
+        &topic,
+        &ends,
+        &mut fetched,
+        &mut positions,
+        Duration::from_secs(120),
+        None,
+    );
+    compare(&fetched, &produced);
+    let latest = client
+        .list_offsets(
+            &(0..4)
+                .map(|p| TopicPartition::new(&topic, p))
+                .collect::<Vec<_>>(),
+            OffsetSpec::Latest,
+        )
+        .unwrap();
+    for (tp, end) in latest {
+        assert_eq!(end, ends[&tp.partition].1, "{tp} latest");
+        assert_eq!(positions[&tp.partition], end);
+    }
+}
+
+#[test]
+fn log_append_time_records_carry_the_broker_time() {
+    let _broker = support::shared_broker();
+    let topic = support::unique("logappend");
+    support::create_topic(&topic, 1, &["message.timestamp.type=LogAppendTime"]);
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let produced = support::produce(&topic, &support::gen_records(9, 500, 1, 1_000), "lz4");
+    let after = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let ends = support::extents(&topic);
+    let mut client = Client::connect(config(&[BOOTSTRAP])).unwrap();
+    let mut fetched = Fetched::default();
+    fetch_until(
+        &mut client,
+        &topic,
+        &ends,
+        &mut fetched,
+        &mut BTreeMap::from([(0, 0)]),
+        Duration::from_secs(30),
+        None,
+    );
+    assert_eq!(fetched.records.len(), produced.len());
+    for r in fetched.records.values() {
+        assert_eq!(r.timestamp_type, TimestampType::LogAppend);
+        assert!(
+            (before - 1000..=after + 1000).contains(&r.timestamp),
+            "{} not in [{before}, {after}]",
+            r.timestamp
+        );
+    }
+}
+
+#[test]
+fn aborted_transactions_are_skipped_and_positions_move_past_markers() {
+    let _broker = support::shared_broker();
+    let topic = support::unique("txn");
+    support::create_topic(&topic, 1, &[]);
+    let recs = support::gen_records(7, 90, 1, 1_700_000_000_000);
+    let mut frames = Vec::new();
+    for (i, chunk) in recs.chunks(30).enumerate() {
+        frames.push(Frame::Begin);
+        frames.extend(chunk.iter().cloned().map(Frame::Rec));
+        frames.push(if i == 1 { Frame::Abort } else { Frame::Commit });
+    }
+    let offsets = support::produce_frames(&topic, &frames, "gzip", Some(&support::unique("tx")));
+    let committed: BTreeMap<(i32, i64), Rec> = offsets
+        .iter()
+        .zip(&recs)
+        .enumerate()
+        .filter(|(i, _)| !(30..60).contains(i))
+        .map(|(_, (k, r))| (*k, r.clone()))
+        .collect();
+    let ends = support::extents(&topic);
+    assert_eq!(ends[&0].1, 93, "90 records and three markers");
+    let mut client = Client::connect(config(&[BOOTSTRAP])).unwrap();
+    let mut fetched = Fetched::default();
+    let mut positions = BTreeMap::from([(0, 0)]);
+    fetch_until(
+        &mut client,
+        &topic,
+        &ends,
+        &mut fetched,
+        &mut positions,
+        Duration::from_secs(30),
+        None,
+    );
+    compare(&fetched, &committed);
+    assert_eq!(positions[&0], 93, "the position moves past the last marker");
+    // The markers at 30, 61 and 92 and the aborted batch were reported as skipped.
+    for next in [31, 62, 93] {
+        assert!(
+            fetched.skipped_to.contains(&(0, next)),
+            "skipped {next}: {:?}",
+            fetched.skipped_to
+        );
+    }
+}
+
+#[test]
+fn a_broker_restart_mid_fetch_resumes_at_the_right_offset() {
+    let _broker = support::exclusive_broker();
+    let topic = support::unique("restart");
+    support::create_topic(&topic, 2, &[]);
+    let produced = support::produce(
+        &topic,
+        &support::gen_records(11, 20_000, 2, 1_700_000_000_000),
+        "snappy",
+    );
+    let ends = support::extents(&topic);
+    let mut cfg = config(&[BOOTSTRAP]);
+    cfg.partition_fetch_bytes = 32 << 10;
+    let mut client = Client::connect(cfg).unwrap();
+    let mut fetched = Fetched::default();
+    let mut positions = BTreeMap::from([(0, 0), (1, 0)]);
+    fetch_until(
+        &mut client,
+        &topic,
+        &ends,
+        &mut fetched,
+        &mut positions,
+        Duration::from_secs(30),
+        Some(20),
+    );
+    assert!(fetched.records.len() > 1000 && fetched.records.len() < produced.len());
+
+    support::test_services("stop-kafka");
+    let wanted: Vec<_> = positions
+        .iter()
+        .map(|(p, o)| (TopicPartition::new(&topic, *p), *o))
+        .collect();
+    for (tp, result) in client.fetch(&wanted) {
+        let e = result.expect_err("the broker is down");
+        assert!(e.is_retriable(), "{tp}: {e}");
+    }
+    support::test_services("start-kafka");
+    fetch_until(
+        &mut client,
+        &topic,
+        &ends,
+        &mut fetched,
+        &mut positions,
+        Duration::from_secs(90),
+        None,
+    );
+    compare(&fetched, &produced);
+}
+
+#[test]
+fn group_offsets_round_trip_with_their_metadata() {
+    let _broker = support::shared_broker();
+    let topic = support::unique("offsets");
+    support::create_topic(&topic, 3, &[]);
+    let group = support::unique("group");
+    let mut client = Client::connect(config(&[BOOTSTRAP])).unwrap();
+    let tps: Vec<_> = (0..3).map(|p| TopicPartition::new(&topic, p)).collect();
+    assert!(client.committed_offsets(&group, &tps).unwrap().is_empty());
+    client
+        .commit_offsets(
+            &group,
+            &[(tps[0].clone(), 42), (tps[2].clone(), 7)],
+            "kafka-store/1",
+        )
+        .unwrap();
+    let got = client.committed_offsets(&group, &tps).unwrap();
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[&tps[0]].offset, 42);
+    assert_eq!(got[&tps[0]].metadata, "kafka-store/1");
+    assert_eq!(got[&tps[2]].offset, 7);
+    client
+        .commit_offsets(&group, &[(tps[0].clone(), 50)], "x")
+        .unwrap();
+    let got = Client::connect(config(&[BOOTSTRAP]))
+        .unwrap()
+        .committed_offsets(&group, &tps)
+        .unwrap();
+    assert_eq!(
+        (got[&tps[0]].offset, got[&tps[0]].metadata.as_str()),
+        (50, "x")
+    );
+}
+
+#[test]
+fn an_unreachable_broker_fails_in_bounded_time_naming_it() {
+    let mut cfg = config(&["127.0.0.1:1"]);
+    cfg.retry_timeout = Duration::from_secs(2);
+    let started = Instant::now();
+    let err = Client::connect(cfg)
+        .err()
+        .expect("nothing listens on port 1");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    let msg = err.to_string();
+    assert!(msg.contains("127.0.0.1:1") && !msg.contains('\n'), "{msg}");
+}
+
+#[test]
+fn an_unknown_topic_is_a_clear_error_not_a_retry_loop() {
+    let _broker = support::shared_broker();
+    let mut client = Client::connect(config(&[BOOTSTRAP])).unwrap();
+    let started = Instant::now();
+    let err = client.partitions("no-such-topic-here").unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(matches!(err, KafkaError::UnknownTopic { .. }), "{err}");
+    assert_eq!(
+        err.to_string(),
+        "kafka topic \"no-such-topic-here\" does not exist"
+    );
+}
+
+#[test]
+fn an_offset_out_of_range_is_reported_not_hidden() {
+    let _broker = support::shared_broker();
+    let topic = support::unique("oor");
+    support::create_topic(&topic, 1, &[]);
+    support::produce(&topic, &support::gen_records(3, 10, 1, 0), "none");
+    let mut client = Client::connect(config(&[BOOTSTRAP])).unwrap();
+    let results = client.fetch(&[(TopicPartition::new(&topic, 0), 1_000)]);
+    let err = results[0].1.as_ref().unwrap_err();
+    assert!(
+        matches!(err, KafkaError::OffsetOutOfRange { offset: 1000, .. }),
+        "{err}"
+    );
+}

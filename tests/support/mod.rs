@@ -1,0 +1,667 @@
+//! The one helper module of the integration tests: starts the real services
+//! (through `vendor-config/test-services.sh`), creates topics and produces
+//! records with an independent client (confluent-kafka, via
+//! `tests/support/kafka_tool.py`), runs the `kafka-store` binary, and reads
+//! archives back with an independent Avro reader (`apache-avro`).
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
+
+pub const BOOTSTRAP: &str = "127.0.0.1:9092";
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn state_dir() -> PathBuf {
+    std::env::var_os("KAFKA_STORE_SERVICES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join(".services"))
+}
+
+/// Brings the services up once per test binary (idempotent and quick when
+/// they already run).
+pub fn services() {
+    static UP: OnceLock<()> = OnceLock::new();
+    UP.get_or_init(|| {
+        let out = Command::new("bash")
+            .arg(repo().join("vendor-config/test-services.sh"))
+            .arg("up")
+            .output()
+            .expect("run test-services.sh");
+        assert!(
+            out.status.success(),
+            "test-services.sh up failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+}
+
+/// Tests share the broker; a test that restarts it takes it alone.
+static BROKER: RwLock<()> = RwLock::new(());
+
+pub fn shared_broker() -> RwLockReadGuard<'static, ()> {
+    services();
+    BROKER.read().unwrap_or_else(|e| e.into_inner())
+}
+
+pub fn exclusive_broker() -> RwLockWriteGuard<'static, ()> {
+    services();
+    BROKER.write().unwrap_or_else(|e| e.into_inner())
+}
+
+pub fn test_services(cmd: &str) {
+    let out = Command::new("bash")
+        .arg(repo().join("vendor-config/test-services.sh"))
+        .arg(cmd)
+        .output()
+        .expect("run test-services.sh");
+    assert!(
+        out.status.success(),
+        "test-services.sh {cmd} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A name no other test (or earlier run) uses.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+        % 1_000_000_000;
+    format!(
+        "{prefix}-{}-{}-{nanos}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+fn kafka_tool(args: &[&str], stdin: Option<&[u8]>) -> String {
+    let mut cmd = Command::new(state_dir().join("venv/bin/python"));
+    cmd.arg(repo().join("tests/support/kafka_tool.py"))
+        .args(["--bootstrap", BOOTSTRAP, "--timeout", "60"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
+    let mut child = cmd.spawn().expect("run kafka_tool.py");
+    if let Some(data) = stdin {
+        let mut pipe = child.stdin.take().unwrap();
+        let data = data.to_vec();
+        std::thread::spawn(move || {
+            let _ = pipe.write_all(&data);
+        });
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "kafka_tool {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+pub fn create_topic(topic: &str, partitions: i32, configs: &[&str]) {
+    let p = partitions.to_string();
+    let mut args = vec!["create-topic", "--topic", topic, "--partitions", &p];
+    for c in configs {
+        args.extend(["--config", c]);
+    }
+    kafka_tool(&args, None);
+}
+
+/// (partition, low, high) per partition.
+pub fn watermarks(topic: &str) -> Vec<(i32, i64, i64)> {
+    kafka_tool(&["high-watermarks", "--topic", topic], None)
+        .lines()
+        .map(|l| {
+            let v: Vec<i64> = l.split_whitespace().map(|x| x.parse().unwrap()).collect();
+            (v[0] as i32, v[1], v[2])
+        })
+        .collect()
+}
+
+/// A record as produced (and as it must come back).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rec {
+    pub partition: i32,
+    pub timestamp: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
+}
+
+pub enum Frame {
+    Rec(Rec),
+    Begin,
+    Commit,
+    Abort,
+}
+
+/// Produces frames with the given codec; returns (partition, offset) per record.
+pub fn produce_frames(
+    topic: &str,
+    frames: &[Frame],
+    compression: &str,
+    transactional_id: Option<&str>,
+) -> Vec<(i32, i64)> {
+    let mut buf = Vec::new();
+    let nullable = |buf: &mut Vec<u8>, v: &Option<Vec<u8>>| match v {
+        None => buf.extend_from_slice(&(-1i32).to_be_bytes()),
+        Some(b) => {
+            buf.extend_from_slice(&(b.len() as i32).to_be_bytes());
+            buf.extend_from_slice(b);
+        }
+    };
+    for f in frames {
+        match f {
+            Frame::Begin => buf.push(b'B'),
+            Frame::Commit => buf.push(b'C'),
+            Frame::Abort => buf.push(b'A'),
+            Frame::Rec(r) => {
+                buf.push(b'R');
+                buf.extend_from_slice(&r.partition.to_be_bytes());
+                buf.extend_from_slice(&r.timestamp.to_be_bytes());
+                nullable(&mut buf, &r.key);
+                nullable(&mut buf, &r.value);
+                buf.extend_from_slice(&(r.headers.len() as i32).to_be_bytes());
+                for (k, v) in &r.headers {
+                    nullable(&mut buf, &Some(k.as_bytes().to_vec()));
+                    nullable(&mut buf, v);
+                }
+            }
+        }
+    }
+    let mut args = vec!["produce", "--topic", topic, "--compression", compression];
+    if let Some(id) = transactional_id {
+        args.extend(["--transactional-id", id]);
+    }
+    kafka_tool(&args, Some(&buf))
+        .lines()
+        .map(|l| {
+            let (p, o) = l.split_once(' ').unwrap();
+            (p.parse().unwrap(), o.parse().unwrap())
+        })
+        .collect()
+}
+
+/// Produces records; returns the map (partition, offset) → record.
+pub fn produce(topic: &str, records: &[Rec], compression: &str) -> BTreeMap<(i32, i64), Rec> {
+    let frames: Vec<Frame> = records.iter().cloned().map(Frame::Rec).collect();
+    let offsets = produce_frames(topic, &frames, compression, None);
+    assert_eq!(offsets.len(), records.len());
+    offsets.into_iter().zip(records.iter().cloned()).collect()
+}
+
+/// A small deterministic PRNG (xorshift64*), so runs are reproducible.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+}
+
+/// `n` varied records spread over `partitions`: null and empty keys and
+/// values, binary and UTF-8 payloads, headers with null values and
+/// repeated keys, CreateTime timestamps that mostly rise.
+pub fn gen_records(seed: u64, n: usize, partitions: i32, ts_start: i64) -> Vec<Rec> {
+    let mut rng = Rng::new(seed);
+    let mut ts = ts_start;
+    (0..n)
+        .map(|i| {
+            ts += rng.below(20) as i64 - 2;
+            let key = match rng.below(10) {
+                0 => None,
+                1 => Some(Vec::new()),
+                2 => Some(rng.bytes(8)),
+                _ => Some(format!("key-{}", rng.below(1000)).into_bytes()),
+            };
+            let value = match rng.below(20) {
+                0 => None,
+                1 => Some(Vec::new()),
+                2..=4 => {
+                    let len = rng.below(300) as usize;
+                    Some(rng.bytes(len))
+                }
+                _ => Some(
+                    format!(
+                        r#"{{"seq":{i},"user":"user-{}","text":"héllo wörld {}","pad":"{}"}}"#,
+                        rng.below(5000),
+                        rng.below(100),
+                        "x".repeat(rng.below(200) as usize)
+                    )
+                    .into_bytes(),
+                ),
+            };
+            let headers = (0..rng.below(4))
+                .map(|h| {
+                    let k = if h == 2 {
+                        "trace".to_string()
+                    } else {
+                        ["trace", "src", "ünï"][rng.below(3) as usize].to_string()
+                    };
+                    let v = if rng.below(4) == 0 {
+                        None
+                    } else {
+                        let len = rng.below(12) as usize;
+                        Some(rng.bytes(len))
+                    };
+                    (k, v)
+                })
+                .collect();
+            Rec {
+                partition: (i as i32) % partitions,
+                timestamp: ts,
+                key,
+                value,
+                headers,
+            }
+        })
+        .collect()
+}
+
+// ---- running kafka-store -------------------------------------------------
+
+/// The binary under test: `KAFKA_STORE_BIN` (e.g. the static musl build) or
+/// the one cargo built for these tests.
+pub fn binary() -> PathBuf {
+    std::env::var_os("KAFKA_STORE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_kafka-store")))
+}
+
+/// A scratch directory with a config file, an archive and a spool.
+pub struct Setup {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub archive: PathBuf,
+}
+
+impl Setup {
+    /// Writes a config for `topics` with extra TOML appended to the
+    /// `[kafka]`, `[files]` sections.
+    pub fn new(topics: &[&str], group: &str, kafka_extra: &str, files_extra: &str) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = dir.path().join("archive");
+        let spool = dir.path().join("spool");
+        let config = dir.path().join("kafka-store.toml");
+        Setup::write(
+            &config,
+            topics,
+            group,
+            &archive,
+            &spool,
+            kafka_extra,
+            files_extra,
+        );
+        Setup {
+            dir,
+            config,
+            archive,
+        }
+    }
+
+    pub fn write(
+        config: &Path,
+        topics: &[&str],
+        group: &str,
+        archive: &Path,
+        spool: &Path,
+        kafka_extra: &str,
+        files_extra: &str,
+    ) {
+        let topics: Vec<String> = topics.iter().map(|t| format!("{t:?}")).collect();
+        std::fs::write(
+            config,
+            format!(
+                "[kafka]\nbrokers = [\"{BOOTSTRAP}\"]\ngroup_id = \"{group}\"\ntopics = [{}]\nretry_timeout = \"20s\"\ncommit_interval = \"200ms\"\n{kafka_extra}\n\n[store]\nurl = \"file://{}\"\nspool_dir = \"{}\"\n\n[files]\n{files_extra}\n",
+                topics.join(", "),
+                archive.display(),
+                spool.display()
+            ),
+        )
+        .unwrap();
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(binary());
+        cmd.args(args).env("KAFKA_STORE_LOG", "info");
+        cmd
+    }
+
+    /// `kafka-store run --until-caught-up`, which must succeed.
+    pub fn run_to_end(&self) -> Output {
+        let out = run_with_timeout(
+            self.command(&[
+                "run",
+                "--config",
+                self.config.to_str().unwrap(),
+                "--until-caught-up",
+            ]),
+            Duration::from_secs(300),
+        );
+        assert!(
+            out.status.success(),
+            "kafka-store run failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// `kafka-store run` in the background.
+    pub fn spawn(&self, extra: &[&str]) -> Child {
+        let mut args = vec!["run", "--config", self.config.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        self.command(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+}
+
+/// Runs a command, killing it after `limit`.
+pub fn run_with_timeout(mut cmd: Command, limit: Duration) -> Output {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "{cmd:?} did not finish within {limit:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Sends a signal to a child process.
+pub fn signal(child: &Child, sig: &str) {
+    let status = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Waits for a child, killing it after `limit`.
+pub fn wait_with_timeout(mut child: Child, limit: Duration) -> Output {
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            panic!("process did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+// ---- reading archives back -----------------------------------------------
+
+/// A record as read back by apache-avro.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadRec {
+    pub offset: i64,
+    pub timestamp: i64,
+    pub timestamp_type: String,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
+}
+
+/// One archive file as read back.
+#[derive(Clone, Debug)]
+pub struct ArchFile {
+    pub path: PathBuf,
+    pub first: i64,
+    pub next: i64,
+    pub records: Vec<ReadRec>,
+}
+
+/// topic → partition → files in offset order.
+pub type Archive = BTreeMap<String, BTreeMap<i32, Vec<ArchFile>>>;
+
+fn bytes_of(v: &apache_avro::types::Value) -> Option<Vec<u8>> {
+    use apache_avro::types::Value;
+    match v {
+        Value::Union(_, inner) => bytes_of(inner),
+        Value::Null => None,
+        Value::Bytes(b) => Some(b.clone()),
+        other => panic!("unexpected avro value {other:?}"),
+    }
+}
+
+/// Reads one file with apache-avro, checking its metadata against its name.
+pub fn read_file(path: &Path, topic: &str, partition: i32, first: i64) -> ArchFile {
+    use apache_avro::types::Value;
+    let reader = apache_avro::Reader::new(std::fs::File::open(path).unwrap()).unwrap();
+    let meta = reader.user_metadata().clone();
+    let text = |k: &str| {
+        String::from_utf8(
+            meta.get(k)
+                .unwrap_or_else(|| panic!("{path:?} lacks {k}"))
+                .clone(),
+        )
+        .unwrap()
+    };
+    assert_eq!(text("kafka.topic"), topic, "{path:?}");
+    assert_eq!(text("kafka.partition"), partition.to_string(), "{path:?}");
+    assert_eq!(text("kafka.first_offset"), first.to_string(), "{path:?}");
+    let next: i64 = text("kafka.next_offset").parse().unwrap();
+    let count: u64 = text("kafka.record_count").parse().unwrap();
+    let mut records = Vec::new();
+    for value in reader {
+        let Value::Record(fields) = value.unwrap() else {
+            panic!("not a record")
+        };
+        let f: BTreeMap<String, Value> = fields.into_iter().collect();
+        let long = |k: &str| match &f[k] {
+            Value::Long(n) => *n,
+            other => panic!("{k}: {other:?}"),
+        };
+        let Value::Enum(_, timestamp_type) = &f["timestamp_type"] else {
+            panic!("timestamp_type")
+        };
+        let Value::Array(headers) = &f["headers"] else {
+            panic!("headers")
+        };
+        let headers = headers
+            .iter()
+            .map(|h| {
+                let Value::Record(hf) = h else {
+                    panic!("header")
+                };
+                let Value::String(k) = &hf[0].1 else {
+                    panic!("header key")
+                };
+                (k.clone(), bytes_of(&hf[1].1))
+            })
+            .collect();
+        records.push(ReadRec {
+            offset: long("offset"),
+            timestamp: long("timestamp"),
+            timestamp_type: timestamp_type.clone(),
+            key: bytes_of(&f["key"]),
+            value: bytes_of(&f["value"]),
+            headers,
+        });
+    }
+    assert_eq!(
+        records.len() as u64,
+        count,
+        "{path:?}: record count in metadata"
+    );
+    for r in &records {
+        assert!(
+            r.offset >= first && r.offset < next,
+            "{path:?}: offset {} outside [{first}, {next})",
+            r.offset
+        );
+    }
+    ArchFile {
+        path: path.to_path_buf(),
+        first,
+        next,
+        records,
+    }
+}
+
+/// Reads every file of a `file://` archive.
+pub fn read_archive(root: &Path) -> Archive {
+    let mut out = Archive::new();
+    let Ok(topics) = std::fs::read_dir(root) else {
+        return out;
+    };
+    for t in topics {
+        let t = t.unwrap();
+        let topic = t.file_name().to_string_lossy().into_owned();
+        if topic.starts_with('.') {
+            continue;
+        }
+        for p in std::fs::read_dir(t.path()).unwrap() {
+            let p = p.unwrap();
+            let partition: i32 = p.file_name().to_string_lossy().parse().unwrap();
+            let mut files = Vec::new();
+            for f in std::fs::read_dir(p.path()).unwrap() {
+                let f = f.unwrap();
+                let name = f.file_name().to_string_lossy().into_owned();
+                assert!(
+                    !name.starts_with('.'),
+                    "leftover temporary file {name} in the archive"
+                );
+                let first: i64 = name.strip_suffix(".avro").unwrap().parse().unwrap();
+                assert_eq!(name, format!("{first:020}.avro"));
+                files.push(read_file(&f.path(), &topic, partition, first));
+            }
+            files.sort_by_key(|f| f.first);
+            out.entry(topic.clone())
+                .or_default()
+                .insert(partition, files);
+        }
+    }
+    out
+}
+
+/// Checks that the files of each partition tile `[start, end)` of its
+/// offsets (each file's `next` names the next file), and returns every
+/// record by (partition, offset), failing on a duplicate.
+pub fn check_tiling(
+    archive: &Archive,
+    topic: &str,
+    ends: &BTreeMap<i32, (i64, i64)>,
+) -> BTreeMap<(i32, i64), ReadRec> {
+    let mut all = BTreeMap::new();
+    let partitions = archive.get(topic).cloned().unwrap_or_default();
+    for (&p, &(start, end)) in ends {
+        let files = partitions.get(&p).cloned().unwrap_or_default();
+        let mut expect = start;
+        for f in &files {
+            assert_eq!(
+                f.first, expect,
+                "{topic}/{p}: file {} does not continue the chain",
+                f.first
+            );
+            assert!(f.next > f.first, "{topic}/{p}: empty range at {}", f.first);
+            expect = f.next;
+            for r in &f.records {
+                assert!(
+                    all.insert((p, r.offset), r.clone()).is_none(),
+                    "{topic}/{p}: offset {} twice",
+                    r.offset
+                );
+            }
+        }
+        assert_eq!(
+            expect, end,
+            "{topic}/{p}: chain ends at {expect}, log at {end}"
+        );
+    }
+    all
+}
+
+/// Compares what was read back with what was produced, field by field.
+pub fn assert_same_records(
+    read: &BTreeMap<(i32, i64), ReadRec>,
+    produced: &BTreeMap<(i32, i64), Rec>,
+) {
+    assert_eq!(read.len(), produced.len(), "record count");
+    for ((p, o), rec) in produced {
+        let got = read
+            .get(&(*p, *o))
+            .unwrap_or_else(|| panic!("{p}/{o} is missing from the archive"));
+        assert_eq!(got.timestamp, rec.timestamp, "{p}/{o} timestamp");
+        assert_eq!(got.timestamp_type, "create", "{p}/{o} timestamp type");
+        assert_eq!(got.key, rec.key, "{p}/{o} key");
+        assert_eq!(got.value, rec.value, "{p}/{o} value");
+        assert_eq!(got.headers, rec.headers, "{p}/{o} headers");
+    }
+}
+
+/// Every file's bytes by relative path.
+pub fn snapshot(root: &Path) -> BTreeMap<String, Vec<u8>> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                walk(root, &e.path(), out);
+            } else {
+                let rel = e
+                    .path()
+                    .strip_prefix(root)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
+                out.insert(rel, std::fs::read(e.path()).unwrap());
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    if root.exists() {
+        walk(root, root, &mut out);
+    }
+    out
+}
+
+/// (low, high) watermarks per partition of a topic.
+pub fn extents(topic: &str) -> BTreeMap<i32, (i64, i64)> {
+    watermarks(topic)
+        .into_iter()
+        .map(|(p, l, h)| (p, (l, h)))
+        .collect()
+}
