@@ -477,3 +477,55 @@ fn two_processes_on_one_store_and_group_archive_exactly_once() {
         "the twins' archive differs from a single process's"
     );
 }
+
+#[test]
+fn builders_that_cut_differently_adopt_each_others_files() {
+    let _broker = support::shared_broker();
+    let (topic, produced) = topic_with_records("cuts", 2, 15_000, &["zstd"]);
+    let group = support::unique("g");
+    // Two processes on one store, each cutting files elsewhere: whoever
+    // creates a name first wins; the other adopts the stored file's end.
+    let a = Setup::new(&[&topic], &group, "", "max_file_records = 700\n");
+    let b_config = a.dir.path().join("b.toml");
+    Setup::write(
+        &b_config,
+        &[&topic],
+        &group,
+        &a.archive,
+        &a.dir.path().join("spool-b"),
+        "",
+        "max_file_records = 1100\n",
+    );
+    let pa = a.spawn(&["--until-caught-up"]);
+    let pb = a
+        .command(&[
+            "run",
+            "--config",
+            b_config.to_str().unwrap(),
+            "--until-caught-up",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut logs = String::new();
+    for p in [pa, pb] {
+        let out = support::wait_with_timeout(p, Duration::from_secs(300));
+        logs.push_str(&String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "{logs}");
+    }
+    let ends: BTreeMap<i32, (i64, i64)> = support::extents(&topic)
+        .into_iter()
+        .map(|(p, (_, h))| (p, (0, h)))
+        .collect();
+    let archive = support::read_archive(&a.archive);
+    let read = support::check_tiling(&archive, &topic, &ends);
+    support::assert_same_records(&read, &produced);
+    let sizes: Vec<usize> = archive[&topic]
+        .values()
+        .flatten()
+        .map(|f| f.records.len())
+        .collect();
+    assert!(sizes.iter().all(|&n| n <= 1100), "{sizes:?}");
+    assert!(logs.contains("adopting it"), "no conflict happened: {logs}");
+}

@@ -269,6 +269,7 @@ impl Client {
     }
 
     fn absorb(&mut self, response: &MetadataResponse) {
+        let mut stale = false;
         for b in &response.brokers {
             self.brokers
                 .insert(b.node_id.0, format!("{}:{}", b.host.as_str(), b.port));
@@ -276,9 +277,18 @@ impl Client {
         for t in &response.topics {
             let Some(name) = &t.name else { continue };
             let name: Arc<str> = Arc::from(name.0.as_str());
-            if t.error_code != 0 {
-                self.topics.remove(&name);
-                continue;
+            match t.error_code {
+                0 => {}
+                // The topic is gone (or never was).
+                3 | 100 => {
+                    self.topics.remove(&name);
+                    continue;
+                }
+                // Being created or electing leaders: keep what is known, ask again.
+                _ => {
+                    stale = true;
+                    continue;
+                }
             }
             let partitions = t
                 .partitions
@@ -306,7 +316,7 @@ impl Client {
                 },
             );
         }
-        self.metadata_stale = false;
+        self.metadata_stale = stale;
         self.last_refresh = Some(Instant::now());
     }
 
@@ -382,8 +392,9 @@ impl Client {
         (p.leader >= 0).then_some((p.leader, p.leader_epoch))
     }
 
-    /// Makes sure the cache knows `topics` (refreshing for the unknown ones).
-    fn ensure_known(&mut self, tps: &[TopicPartition]) -> Result<(), KafkaError> {
+    /// Refreshes metadata for the topics of `tps` the cache does not know;
+    /// returns those that still do not exist.
+    fn refresh_unknown(&mut self, tps: &[TopicPartition]) -> Result<Vec<Arc<str>>, KafkaError> {
         let mut missing: Vec<Arc<str>> = tps
             .iter()
             .filter(|tp| !self.topics.contains_key(&tp.topic))
@@ -393,13 +404,9 @@ impl Client {
         missing.dedup();
         if !missing.is_empty() {
             self.refresh(&missing)?;
-            if let Some(t) = missing.iter().find(|t| !self.topics.contains_key(*t)) {
-                return Err(KafkaError::UnknownTopic {
-                    topic: t.to_string(),
-                });
-            }
+            missing.retain(|t| !self.topics.contains_key(t));
         }
-        Ok(())
+        Ok(missing)
     }
 
     /// ListOffsets for each partition at its leader (retried until
@@ -411,7 +418,11 @@ impl Client {
     ) -> Result<HashMap<TopicPartition, i64>, KafkaError> {
         let mut done = HashMap::new();
         self.retrying(|c| {
-            c.ensure_known(tps)?;
+            if let Some(topic) = c.refresh_unknown(tps)?.first() {
+                return Err(KafkaError::UnknownTopic {
+                    topic: topic.to_string(),
+                });
+            }
             if c.metadata_stale {
                 let topics: Vec<Arc<str>> = c.topics.keys().cloned().collect();
                 c.refresh(&topics)?;
@@ -490,23 +501,25 @@ impl Client {
     /// fetched in one request; brokers are asked one after another.
     pub fn fetch(&mut self, positions: &[(TopicPartition, i64)]) -> Vec<FetchOutcome> {
         let mut out = Vec::with_capacity(positions.len());
-        if let Err(e) = self.ensure_known(
-            &positions
-                .iter()
-                .map(|(tp, _)| tp.clone())
-                .collect::<Vec<_>>(),
-        ) {
-            for (tp, _) in positions {
-                out.push((tp.clone(), Err(e.clone())));
+        let tps: Vec<TopicPartition> = positions.iter().map(|(tp, _)| tp.clone()).collect();
+        let unknown = match self.refresh_unknown(&tps) {
+            Ok(unknown) => unknown,
+            Err(e) => {
+                self.note_failure(&e);
+                return tps.into_iter().map(|tp| (tp, Err(e.clone()))).collect();
             }
-            return out;
-        }
+        };
         self.refresh_if_stale();
         let mut by_leader: BTreeMap<i32, Vec<(TopicPartition, i64, i32)>> = BTreeMap::new();
         let n = positions.len().max(1);
         self.fetch_round = self.fetch_round.wrapping_add(1);
         for i in 0..positions.len() {
             let (tp, offset) = &positions[(i + self.fetch_round) % n];
+            if unknown.contains(&tp.topic) {
+                let topic = tp.topic.to_string();
+                out.push((tp.clone(), Err(KafkaError::UnknownTopic { topic })));
+                continue;
+            }
             match self.leader_of(tp) {
                 Some((leader, epoch)) if self.brokers.contains_key(&leader) => {
                     by_leader
