@@ -41,7 +41,7 @@ use crate::encoder;
 use crate::fetcher;
 use crate::kafka::{Client, KafkaError, OffsetSpec, PartitionData, TopicPartition};
 use crate::partition::{Closed, FileSettings};
-use crate::resume::{self, Resume};
+use crate::resume::{self, COMMIT_METADATA, Resume};
 use crate::rotation::Rules;
 use crate::spool::Spool;
 use crate::store;
@@ -327,6 +327,17 @@ pub fn run(
                 registry.halt(&tp, why);
             }
         }
+    }
+    // Record every start in the group now: a partition that starts fresh
+    // (`start = latest`, or an empty archive) resumes there after a restart,
+    // and records deleted meanwhile are then reported as a gap instead of
+    // being skipped silently. Each position is a chain end, so the store
+    // already covers everything before it.
+    if !starts.is_empty() {
+        let group = &config.kafka.group_id;
+        client
+            .commit_offsets(group, &starts, COMMIT_METADATA)
+            .with_context(|| format!("cannot record start positions in consumer group {group}"))?;
     }
     log::info!(
         "archiving {} partition(s) of {} to {} ({} halted)",

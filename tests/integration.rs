@@ -7,3 +7,4 @@ mod support;
 mod archive;
 mod bad_input;
 mod kafka_client;
+mod resume;

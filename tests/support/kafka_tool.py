@@ -14,8 +14,11 @@ Commands:
         Replication 1; waits until every partition has a leader.
     delete-topic --topic T
         Waits until the topic is gone from the metadata.
-    high-watermarks --topic T
-        One line per partition: "<partition> <low> <high>".
+    high-watermarks --topic T [--uncommitted]
+        One line per partition: "<partition> <low> <high>"; high is the last
+        stable offset, or the high watermark with --uncommitted.
+    delete-records --topic T --partition P --offset O
+        Deletes the records before O, as retention would.
     produce --topic T [--compression none|gzip|snappy|lz4|zstd]
             [--transactional-id ID] [--batch-size BYTES] [--linger-ms MS]
             [--producer-config key=value ...]
@@ -145,6 +148,8 @@ def cmd_high_watermarks(args):
             **_common_config(args),
             "group.id": "kafka-tool-watermarks",
             "enable.auto.commit": False,
+            # read_committed (the default) reports the last stable offset.
+            "isolation.level": "read_uncommitted" if args.uncommitted else "read_committed",
         }
     )
     try:
@@ -162,6 +167,18 @@ def cmd_high_watermarks(args):
         sys.stdout.write("".join(lines))
     finally:
         consumer.close()
+
+
+def cmd_delete_records(args):
+    """Deletes records before --offset in one partition (as retention would)."""
+    admin = AdminClient(_common_config(args))
+    tp = TopicPartition(args.topic, args.partition, args.offset)
+    futures = admin.delete_records([tp], request_timeout=args.timeout)
+    try:
+        for fut in futures.values():
+            fut.result(timeout=args.timeout)
+    except KafkaException as e:
+        raise ToolError(f"delete records of {args.topic}/{args.partition} before {args.offset}: {e}") from None
 
 
 # --------------------------------------------------------------------------- produce
@@ -387,7 +404,14 @@ def main(argv=None):
 
     p = sub.add_parser("high-watermarks", help="print '<partition> <low> <high>' per partition")
     p.add_argument("--topic", required=True)
+    p.add_argument("--uncommitted", action="store_true", help="high watermark instead of the last stable offset")
     p.set_defaults(func=cmd_high_watermarks)
+
+    p = sub.add_parser("delete-records", help="delete records before an offset (like retention)")
+    p.add_argument("--topic", required=True)
+    p.add_argument("--partition", type=int, required=True)
+    p.add_argument("--offset", type=int, required=True)
+    p.set_defaults(func=cmd_delete_records)
 
     p = sub.add_parser("produce", help="produce records framed on stdin")
     p.add_argument("--topic", required=True)

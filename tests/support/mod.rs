@@ -123,10 +123,21 @@ pub fn create_topic(topic: &str, partitions: i32, configs: &[&str]) {
     kafka_tool(&args, None);
 }
 
-/// (partition, low, high) per partition.
+/// (partition, low, last stable offset) per partition.
 pub fn watermarks(topic: &str) -> Vec<(i32, i64, i64)> {
-    kafka_tool(&["high-watermarks", "--topic", topic], None)
-        .lines()
+    parse_watermarks(&kafka_tool(&["high-watermarks", "--topic", topic], None))
+}
+
+/// (partition, low, high watermark) per partition, open transactions included.
+pub fn high_watermarks(topic: &str) -> Vec<(i32, i64, i64)> {
+    parse_watermarks(&kafka_tool(
+        &["high-watermarks", "--topic", topic, "--uncommitted"],
+        None,
+    ))
+}
+
+fn parse_watermarks(out: &str) -> Vec<(i32, i64, i64)> {
+    out.lines()
         .map(|l| {
             let v: Vec<i64> = l.split_whitespace().map(|x| x.parse().unwrap()).collect();
             (v[0] as i32, v[1], v[2])
@@ -149,15 +160,12 @@ pub enum Frame {
     Begin,
     Commit,
     Abort,
+    /// Wait until every record so far is acknowledged.
+    Flush,
 }
 
-/// Produces frames with the given codec; returns (partition, offset) per record.
-pub fn produce_frames(
-    topic: &str,
-    frames: &[Frame],
-    compression: &str,
-    transactional_id: Option<&str>,
-) -> Vec<(i32, i64)> {
+/// The producer tool's binary frames.
+fn encode_frames(frames: &[Frame]) -> Vec<u8> {
     let mut buf = Vec::new();
     let nullable = |buf: &mut Vec<u8>, v: &Option<Vec<u8>>| match v {
         None => buf.extend_from_slice(&(-1i32).to_be_bytes()),
@@ -171,6 +179,7 @@ pub fn produce_frames(
             Frame::Begin => buf.push(b'B'),
             Frame::Commit => buf.push(b'C'),
             Frame::Abort => buf.push(b'A'),
+            Frame::Flush => buf.push(b'F'),
             Frame::Rec(r) => {
                 buf.push(b'R');
                 buf.extend_from_slice(&r.partition.to_be_bytes());
@@ -185,17 +194,97 @@ pub fn produce_frames(
             }
         }
     }
-    let mut args = vec!["produce", "--topic", topic, "--compression", compression];
-    if let Some(id) = transactional_id {
-        args.extend(["--transactional-id", id]);
-    }
-    kafka_tool(&args, Some(&buf))
-        .lines()
+    buf
+}
+
+fn parse_offsets(out: &str) -> Vec<(i32, i64)> {
+    out.lines()
         .map(|l| {
             let (p, o) = l.split_once(' ').unwrap();
             (p.parse().unwrap(), o.parse().unwrap())
         })
         .collect()
+}
+
+fn produce_args<'a>(
+    topic: &'a str,
+    compression: &'a str,
+    transactional_id: Option<&'a str>,
+) -> Vec<&'a str> {
+    let mut args = vec!["produce", "--topic", topic, "--compression", compression];
+    if let Some(id) = transactional_id {
+        args.extend(["--transactional-id", id]);
+    }
+    args
+}
+
+/// Produces frames with the given codec; returns (partition, offset) per record.
+pub fn produce_frames(
+    topic: &str,
+    frames: &[Frame],
+    compression: &str,
+    transactional_id: Option<&str>,
+) -> Vec<(i32, i64)> {
+    let args = produce_args(topic, compression, transactional_id);
+    parse_offsets(&kafka_tool(&args, Some(&encode_frames(frames))))
+}
+
+/// A producer fed frame by frame, for tests that act between frames (e.g.
+/// while a transaction is open).
+pub struct StreamingProducer {
+    child: Child,
+    stdin: Option<std::process::ChildStdin>,
+}
+
+impl StreamingProducer {
+    pub fn start(topic: &str, compression: &str, transactional_id: Option<&str>) -> Self {
+        let mut child = Command::new(state_dir().join("venv/bin/python"))
+            .arg(repo().join("tests/support/kafka_tool.py"))
+            .args(["--bootstrap", BOOTSTRAP, "--timeout", "60"])
+            .args(produce_args(topic, compression, transactional_id))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run kafka_tool.py");
+        let stdin = child.stdin.take();
+        StreamingProducer { child, stdin }
+    }
+
+    pub fn send(&mut self, frames: &[Frame]) {
+        let stdin = self.stdin.as_mut().unwrap();
+        stdin.write_all(&encode_frames(frames)).unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// Closes the input and returns (partition, offset) per record sent.
+    pub fn finish(mut self) -> Vec<(i32, i64)> {
+        drop(self.stdin.take());
+        let out = self.child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "producer failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        parse_offsets(&String::from_utf8(out.stdout).unwrap())
+    }
+}
+
+/// Deletes the records before `offset`, as retention would.
+pub fn delete_records(topic: &str, partition: i32, offset: i64) {
+    let (p, o) = (partition.to_string(), offset.to_string());
+    kafka_tool(
+        &[
+            "delete-records",
+            "--topic",
+            topic,
+            "--partition",
+            &p,
+            "--offset",
+            &o,
+        ],
+        None,
+    );
 }
 
 /// Produces records; returns the map (partition, offset) → record.
