@@ -83,8 +83,8 @@ fn run() -> anyhow::Result<Exit> {
                     .context("cannot install signal handlers")?;
             }
             let outcome = pipeline::run(&config, RunOptions { until_caught_up }, signalled)?;
+            log::info!("stopped; peak memory {}", peak_rss());
             if outcome.halted.is_empty() {
-                log::info!("stopped");
                 Ok(Exit::Ok)
             } else {
                 for (tp, why) in &outcome.halted {
@@ -132,6 +132,18 @@ fn run() -> anyhow::Result<Exit> {
             Ok(Exit::Ok)
         }
     }
+}
+
+/// The process's peak resident set size, from `/proc/self/status` (VmHWM).
+fn peak_rss() -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(format!("{:.1} MiB", kib as f64 / 1024.0))
+        })
+        .unwrap_or_else(|| "unknown".into())
 }
 
 /// The store named by a config file or given directly.
