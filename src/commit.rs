@@ -10,7 +10,6 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::thread;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
@@ -18,7 +17,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use crate::kafka::{Client, TopicPartition};
 use crate::partition::Closed;
 use crate::pipeline::{Registry, Seek, Stop, Stored};
-use crate::resume::{COMMIT_METADATA, chain_end};
+use crate::resume::{commit_metadata, follow};
 use crate::spool::Spool;
 use crate::store::{PutOutcome, Store, Upload};
 
@@ -41,7 +40,9 @@ pub fn upload_loop(
             Spool::remove(&file.path);
             continue;
         };
-        if ctl.epoch.load(Ordering::SeqCst) != file.epoch || registry.is_halted(&tp) {
+        // Files of a halted partition are still stored: they hold records
+        // from before the problem, which Kafka may no longer have.
+        if ctl.epoch.load(Ordering::SeqCst) != file.epoch {
             Spool::remove(&file.path);
             continue;
         }
@@ -67,22 +68,27 @@ pub fn upload_loop(
                     },
                 );
                 ctl.stored.fetch_max(next, Ordering::SeqCst);
-                let _ = stored.send(Stored { tp, next });
+                let prev = Some(file.key.first);
+                let _ = stored.send(Stored { tp, next, prev });
             }
             PutOutcome::Conflict(info) => {
                 let theirs = info.summary.next_offset;
                 log::warn!(
                     "{url} already exists with another cut (next offset {theirs}, ours {next}); adopting it"
                 );
-                let position = chain_end(store, &tp, theirs)?;
+                let end = follow(store, &tp, theirs, Some(file.key.first))?;
                 let epoch = ctl.epoch.fetch_add(1, Ordering::SeqCst) + 1;
-                ctl.stored.fetch_max(position, Ordering::SeqCst);
+                ctl.stored.fetch_max(end.position, Ordering::SeqCst);
                 let _ = seeks.send(Seek {
                     tp: tp.clone(),
                     epoch,
-                    position,
+                    position: end.position,
                 });
-                let _ = stored.send(Stored { tp, next: position });
+                let _ = stored.send(Stored {
+                    tp,
+                    next: end.position,
+                    prev: end.prev,
+                });
             }
         }
     }
@@ -112,7 +118,9 @@ fn put(store: &dyn Store, file: &Closed, stop: &Stop) -> anyhow::Result<Option<P
                     return Ok(None);
                 }
                 log::warn!("{e}; retrying in {}s", backoff.as_secs());
-                thread::sleep(backoff);
+                if !stop.sleep(backoff) {
+                    return Ok(None);
+                }
                 backoff = (backoff * 2).min(STORE_BACKOFF_MAX);
             }
             Err(e) => return Err(e.into()),
@@ -126,36 +134,46 @@ pub fn commit_loop(
     rx: Receiver<Stored>,
     mut client: Client,
     group: &str,
+    store_tag: &str,
     interval: Duration,
 ) -> anyhow::Result<()> {
-    let mut pending: HashMap<TopicPartition, i64> = HashMap::new();
+    let mut pending: HashMap<TopicPartition, (i64, Option<i64>)> = HashMap::new();
     let mut due = Instant::now() + interval;
     loop {
         match rx.recv_timeout(due.saturating_duration_since(Instant::now())) {
             Ok(s) => {
-                let e = pending.entry(s.tp).or_insert(s.next);
-                *e = (*e).max(s.next);
+                let e = pending.entry(s.tp).or_insert((s.next, s.prev));
+                if s.next >= e.0 {
+                    *e = (s.next, s.prev);
+                }
             }
             Err(RecvTimeoutError::Timeout) => {
-                commit(&mut client, group, &mut pending);
+                commit(&mut client, group, store_tag, &mut pending);
                 due = Instant::now() + interval;
             }
             Err(RecvTimeoutError::Disconnected) => {
-                commit(&mut client, group, &mut pending);
+                commit(&mut client, group, store_tag, &mut pending);
                 return Ok(());
             }
         }
     }
 }
 
-fn commit(client: &mut Client, group: &str, pending: &mut HashMap<TopicPartition, i64>) {
+fn commit(
+    client: &mut Client,
+    group: &str,
+    store_tag: &str,
+    pending: &mut HashMap<TopicPartition, (i64, Option<i64>)>,
+) {
     if pending.is_empty() {
         return;
     }
-    let mut offsets: Vec<(TopicPartition, i64)> =
-        pending.iter().map(|(tp, n)| (tp.clone(), *n)).collect();
+    let mut offsets: Vec<(TopicPartition, i64, String)> = pending
+        .iter()
+        .map(|(tp, (next, prev))| (tp.clone(), *next, commit_metadata(store_tag, *prev)))
+        .collect();
     offsets.sort();
-    match client.commit_offsets(group, &offsets, COMMIT_METADATA) {
+    match client.commit_offsets(group, &offsets) {
         Ok(()) => {
             log::debug!("committed {} offset(s) to group {group}", offsets.len());
             pending.clear();

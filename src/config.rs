@@ -13,6 +13,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer};
 
 use crate::avro::Codec;
+use crate::interrupt::Interrupt;
 use crate::kafka::{ClientConfig, ConnectionConfig};
 
 /// A configuration problem, already phrased for the user.
@@ -47,6 +48,8 @@ pub enum OnGap {
 pub enum StoreUrl {
     /// `file://DIR`: a local or mounted directory.
     File(PathBuf),
+    /// `gs://BUCKET/PREFIX`: Google Cloud Storage; the prefix may be empty.
+    Gcs { bucket: String, prefix: String },
 }
 
 impl StoreUrl {
@@ -57,13 +60,31 @@ impl StoreUrl {
             }
             return Ok(StoreUrl::File(PathBuf::from(path)));
         }
-        if url.starts_with("gs://") || url.starts_with("s3://") {
-            return Err(err(format!(
-                "store url {url:?}: only file:// stores are supported by this build"
-            )));
+        if let Some(rest) = url.strip_prefix("gs://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            let bucket_ok = (3..=222).contains(&bucket.len())
+                && bucket.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.')
+                })
+                && bucket.as_bytes()[0].is_ascii_alphanumeric();
+            if !bucket_ok {
+                return Err(err(format!(
+                    "store url {url:?}: {bucket:?} is not a valid bucket name (lowercase letters, digits, '-', '_', '.')"
+                )));
+            }
+            let prefix = prefix.trim_matches('/');
+            if prefix.split('/').any(|p| p == "." || p == "..") || prefix.contains("//") {
+                return Err(err(format!(
+                    "store url {url:?}: the prefix must be a plain path"
+                )));
+            }
+            return Ok(StoreUrl::Gcs {
+                bucket: bucket.to_string(),
+                prefix: prefix.to_string(),
+            });
         }
         Err(err(format!(
-            "store url {url:?} is not a store url (expected file:///path/to/dir)"
+            "store url {url:?} is not a store url (expected file:///path/to/dir or gs://bucket/prefix)"
         )))
     }
 }
@@ -72,6 +93,44 @@ impl fmt::Display for StoreUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StoreUrl::File(p) => write!(f, "file://{}", p.display()),
+            StoreUrl::Gcs { bucket, prefix } if prefix.is_empty() => write!(f, "gs://{bucket}"),
+            StoreUrl::Gcs { bucket, prefix } => write!(f, "gs://{bucket}/{prefix}"),
+        }
+    }
+}
+
+/// How to reach Google Cloud Storage (`[gcs]`, only for gs:// stores).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GcsConfig {
+    /// JSON API endpoint, e.g. `https://storage.googleapis.com`.
+    pub endpoint: String,
+    /// `none`, `metadata`, or the path of a service-account JSON key.
+    pub credentials: String,
+    /// Resumable upload chunk: a multiple of 256 KiB.
+    pub chunk_bytes: u64,
+    /// HTTPS proxy URL; None = the HTTPS_PROXY/ALL_PROXY environment (with NO_PROXY).
+    pub proxy: Option<String>,
+    /// Hosts that bypass `proxy`.
+    pub no_proxy: Vec<String>,
+    /// PEM file whose certificates replace the built-in web roots.
+    pub ca_bundle: Option<PathBuf>,
+    /// Upper bound of one HTTP exchange (one chunk, one lookup).
+    pub request_timeout: Duration,
+    /// How long one operation retries transient failures before reporting them.
+    pub retry_timeout: Duration,
+}
+
+impl Default for GcsConfig {
+    fn default() -> Self {
+        GcsConfig {
+            endpoint: "https://storage.googleapis.com".into(),
+            credentials: "metadata".into(),
+            chunk_bytes: 8 << 20,
+            proxy: None,
+            no_proxy: Vec::new(),
+            ca_bundle: None,
+            request_timeout: Duration::from_secs(120),
+            retry_timeout: Duration::from_secs(600),
         }
     }
 }
@@ -100,6 +159,8 @@ pub struct KafkaConfig {
 pub struct StoreConfig {
     pub url: StoreUrl,
     pub spool_dir: PathBuf,
+    /// Settings for gs:// stores (defaults when `[gcs]` is absent).
+    pub gcs: GcsConfig,
 }
 
 #[derive(Clone, Debug)]
@@ -132,6 +193,21 @@ struct RawConfig {
     files: RawFiles,
     #[serde(default)]
     pipeline: RawPipeline,
+    gcs: Option<RawGcs>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGcs {
+    endpoint: Option<String>,
+    credentials: Option<String>,
+    chunk_bytes: Option<Size>,
+    proxy: Option<String>,
+    #[serde(default)]
+    no_proxy: Vec<String>,
+    ca_bundle: Option<PathBuf>,
+    request_timeout: Option<Dur>,
+    retry_timeout: Option<Dur>,
 }
 
 #[derive(Deserialize)]
@@ -380,6 +456,7 @@ impl RawConfig {
             brokers: k.brokers,
             connection: ConnectionConfig {
                 client_id: k.client_id,
+                max_response_bytes: (2 * fetch_max_bytes as usize).max(64 << 20),
                 connect_timeout: positive("kafka.connect_timeout", dur(k.connect_timeout, "10s"))?,
                 request_timeout: positive("kafka.request_timeout", dur(k.request_timeout, "30s"))?,
             },
@@ -389,6 +466,7 @@ impl RawConfig {
             fetch_max_wait: dur(k.fetch_max_wait, "500ms"),
             fetch_max_bytes: fetch_max_bytes as i32,
             partition_fetch_bytes: partition_fetch_bytes as i32,
+            interrupt: Interrupt::default(),
         };
         if client.fetch_max_wait >= client.connection.request_timeout {
             return Err(err(
@@ -404,10 +482,16 @@ impl RawConfig {
             commit_interval: positive("kafka.commit_interval", dur(k.commit_interval, "5s"))?,
         };
 
+        let url =
+            StoreUrl::parse(&self.store.url).map_err(|e| err(format!("store.url: {}", e.0)))?;
+        let gcs = match self.gcs {
+            None => GcsConfig::default(),
+            Some(g) => g.validate()?,
+        };
         let store = StoreConfig {
-            url: StoreUrl::parse(&self.store.url)
-                .map_err(|e| err(format!("store.url: {}", e.0)))?,
+            url,
             spool_dir: self.store.spool_dir,
+            gcs,
         };
 
         let f = self.files;
@@ -483,6 +567,45 @@ impl RawConfig {
     }
 }
 
+impl RawGcs {
+    fn validate(self) -> Result<GcsConfig, ConfigError> {
+        let d = GcsConfig::default();
+        let endpoint = self
+            .endpoint
+            .unwrap_or(d.endpoint)
+            .trim_end_matches('/')
+            .to_string();
+        if !(endpoint.starts_with("https://") || endpoint.starts_with("http://")) {
+            return Err(err(format!(
+                "gcs.endpoint: {endpoint:?} is not an http(s) URL"
+            )));
+        }
+        let chunk_bytes = bytes(self.chunk_bytes, d.chunk_bytes);
+        if chunk_bytes == 0 || !chunk_bytes.is_multiple_of(256 << 10) || chunk_bytes > 1 << 30 {
+            return Err(err(
+                "gcs.chunk_bytes: must be a multiple of 256KiB, at most 1GiB (e.g. \"8MiB\")",
+            ));
+        }
+        if let Some(p) = &self.proxy
+            && !(p.starts_with("http://") || p.starts_with("https://"))
+        {
+            return Err(err(format!("gcs.proxy: {p:?} is not an http(s) URL")));
+        }
+        let request_timeout = self.request_timeout.map_or(d.request_timeout, |x| x.0);
+        let retry_timeout = self.retry_timeout.map_or(d.retry_timeout, |x| x.0);
+        Ok(GcsConfig {
+            endpoint,
+            credentials: self.credentials.unwrap_or(d.credentials),
+            chunk_bytes,
+            proxy: self.proxy,
+            no_proxy: self.no_proxy,
+            ca_bundle: self.ca_bundle,
+            request_timeout: positive("gcs.request_timeout", request_timeout)?,
+            retry_timeout: positive("gcs.retry_timeout", retry_timeout)?,
+        })
+    }
+}
+
 /// Kafka's topic name rule; the name also becomes a folder in the store.
 fn validate_topic(t: &str) -> Result<(), ConfigError> {
     let ok = !t.is_empty()
@@ -551,8 +674,8 @@ spool_dir = "/var/lib/kafka-store/spool"
             "line 4: unknown field `topicz`",
         );
         check_err(
-            &format!("{MINIMAL}\n[gcs]\nendpoint = \"x\"\n"),
-            "unknown field `gcs`",
+            &format!("{MINIMAL}\n[gcz]\nendpoint = \"x\"\n"),
+            "unknown field `gcz`",
         );
         check_err(
             &MINIMAL.replace("brokers = [\"127.0.0.1:9092\"]\n", ""),
@@ -582,13 +705,42 @@ spool_dir = "/var/lib/kafka-store/spool"
             "unknown variant `middle`",
         );
         check_err(
-            &MINIMAL.replace("file:///var", "gs://bucket/var"),
+            &MINIMAL.replace("file:///var", "gs://Bad_Bucket/var"),
             "store.url",
+        );
+        check_err(
+            &format!("{MINIMAL}\n[gcs]\nchunk_bytes = \"100KiB\"\n"),
+            "gcs.chunk_bytes",
+        );
+        check_err(
+            &format!("{MINIMAL}\n[gcs]\nendpointz = \"x\"\n"),
+            "unknown field `endpointz`",
         );
         check_err(
             &MINIMAL.replace("\"events\"", "\"bad/topic\""),
             "kafka.topics",
         );
+    }
+
+    #[test]
+    fn gs_urls_parse_into_bucket_and_prefix() {
+        assert_eq!(
+            StoreUrl::parse("gs://my-bucket/archive/kafka/").unwrap(),
+            StoreUrl::Gcs {
+                bucket: "my-bucket".into(),
+                prefix: "archive/kafka".into()
+            }
+        );
+        let bare = StoreUrl::parse("gs://my-bucket").unwrap();
+        assert_eq!(bare.to_string(), "gs://my-bucket");
+        assert!(StoreUrl::parse("gs://x").is_err());
+        assert!(StoreUrl::parse("gs://bucket/../up").is_err());
+        let text = format!(
+            "{MINIMAL}\n[gcs]\nendpoint = \"http://127.0.0.1:9023/\"\ncredentials = \"none\"\nchunk_bytes = \"512KiB\"\n"
+        );
+        let gcs = Config::parse(&text).unwrap().store.gcs;
+        assert_eq!(gcs.endpoint, "http://127.0.0.1:9023");
+        assert_eq!(gcs.chunk_bytes, 512 << 10);
     }
 
     #[test]

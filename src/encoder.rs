@@ -17,6 +17,9 @@ use crate::partition::{Closed, FileSettings, PartitionWriter, WriteError};
 use crate::pipeline::{Registry, Stop, ToEncoder, worker_for};
 use crate::spool::Spool;
 
+/// Decompression buffers larger than this are released after use.
+const SCRATCH_KEEP: usize = 8 << 20;
+
 /// What can go wrong while a chunk is written.
 enum ChunkError {
     Records(RecordsError),
@@ -79,6 +82,10 @@ pub fn run(
                         .map_err(ChunkError::Write)
                     },
                 );
+                // An unusually large batch does not keep its buffer.
+                if scratch.capacity() > SCRATCH_KEEP {
+                    scratch = Vec::new();
+                }
                 (tp, result.map(drop))
             }
             ToEncoder::Flush { tp, epoch, last } => {
@@ -100,27 +107,28 @@ pub fn run(
                 (tp, result.map_err(ChunkError::Write))
             }
         };
-        match result {
-            Ok(()) => {}
-            Err(ChunkError::Records(e)) => {
-                registry.halt(
-                    &tp,
-                    format!(
-                        "corrupt record batch in {tp} at offset {}: {}",
-                        e.offset, e.reason
-                    ),
-                );
-                writers.remove(&tp);
-            }
-            Err(ChunkError::Write(WriteError::Data(why))) => {
-                registry.halt(&tp, why);
-                writers.remove(&tp);
-            }
+        let halted = match result {
+            Ok(()) => None,
+            Err(ChunkError::Records(e)) => Some(format!(
+                "corrupt record batch in {tp} at offset {}: {}",
+                e.offset, e.reason
+            )),
+            Err(ChunkError::Write(WriteError::Data(why))) => Some(why),
             Err(ChunkError::Write(WriteError::Io(why))) => {
                 for c in closed.drain(..) {
                     Spool::remove(&c.path);
                 }
                 anyhow::bail!(why);
+            }
+        };
+        if let Some(why) = halted {
+            registry.halt(&tp, why);
+            // Keep what was good before the problem: close the file there.
+            if let Some(mut w) = writers.remove(&tp) {
+                match w.flush(spool, settings) {
+                    Ok(c) => closed.extend(c),
+                    Err(e) => anyhow::bail!("{e}"),
+                }
             }
         }
         for c in closed.drain(..) {

@@ -32,6 +32,18 @@ pub struct Fetcher<'a> {
     pub seeks: Receiver<Seek>,
 }
 
+/// The fetcher's view of the rest of the pipeline: everything it owns but
+/// the Kafka client, so that fetch results can be handed on while the
+/// client is still busy with the next broker.
+struct Ctx<'a> {
+    config: &'a KafkaConfig,
+    idle_flush: Duration,
+    registry: &'a Registry,
+    stop: &'a Stop,
+    encoders: Vec<Sender<ToEncoder>>,
+    seeks: Receiver<Seek>,
+}
+
 struct State {
     position: i64,
     epoch: u64,
@@ -54,15 +66,32 @@ struct State {
 
 impl Fetcher<'_> {
     pub fn run(
-        mut self,
+        self,
         starts: Vec<(TopicPartition, i64)>,
         targets: Option<HashMap<TopicPartition, i64>>,
     ) -> anyhow::Result<()> {
+        let Fetcher {
+            mut client,
+            config,
+            idle_flush,
+            registry,
+            stop,
+            encoders,
+            seeks,
+        } = self;
+        let ctx = Ctx {
+            config,
+            idle_flush,
+            registry,
+            stop,
+            encoders,
+            seeks,
+        };
         let mut states: BTreeMap<TopicPartition, State> = BTreeMap::new();
         for (tp, position) in starts {
-            let epoch = self.registry.epoch(&tp).unwrap_or(0);
-            let encoder = worker_for(&tp, self.encoders.len());
-            if !self.send(
+            let epoch = ctx.registry.epoch(&tp).unwrap_or(0);
+            let encoder = worker_for(&tp, ctx.encoders.len());
+            if !ctx.send(
                 encoder,
                 ToEncoder::Assign {
                     tp: tp.clone(),
@@ -82,7 +111,7 @@ impl Fetcher<'_> {
                     epoch,
                     encoder,
                     retry_at: None,
-                    backoff: self.config.client.retry_backoff,
+                    backoff: ctx.config.client.retry_backoff,
                     failing_since: None,
                     last_warning: None,
                     caught_up_since: None,
@@ -93,9 +122,9 @@ impl Fetcher<'_> {
                 },
             );
         }
-        while !self.stop.requested() {
-            self.apply_seeks(&mut states);
-            states.retain(|tp, _| !self.registry.is_halted(tp));
+        while !ctx.stop.requested() {
+            ctx.apply_seeks(&mut states);
+            states.retain(|tp, _| !ctx.registry.is_halted(tp));
             let now = Instant::now();
             let mut wanted = Vec::new();
             let mut next_retry = now + POLL;
@@ -109,29 +138,39 @@ impl Fetcher<'_> {
                 }
             }
             if wanted.is_empty() {
-                if states.is_empty() || self.all_finished(&states) {
+                if states.is_empty() || ctx.all_finished(&states) {
                     break;
                 }
                 thread::sleep(next_retry.saturating_duration_since(now));
                 continue;
             }
-            for (tp, result) in self.client.fetch(&wanted) {
+            // Each partition's data is handed on as soon as its broker
+            // answered, so one response is held at a time.
+            let mut failures = Vec::new();
+            let mut stopping = false;
+            client.fetch(&wanted, |tp, result| {
                 let Some(st) = states.get_mut(&tp) else {
-                    continue;
+                    return;
                 };
                 match result {
-                    Ok(data) => {
-                        if !self.fetched(&tp, st, data) {
-                            return Ok(());
-                        }
-                    }
-                    Err(e) => self.failed(&tp, st, e),
+                    Ok(data) => stopping |= !ctx.fetched(&tp, st, data),
+                    Err(e) => failures.push((tp, e)),
+                }
+            });
+            if stopping {
+                return Ok(());
+            }
+            for (tp, e) in failures {
+                if let Some(st) = states.get_mut(&tp) {
+                    ctx.failed(&mut client, &tp, st, e);
                 }
             }
         }
         Ok(())
     }
+}
 
+impl Ctx<'_> {
     fn send(&self, encoder: usize, msg: ToEncoder) -> bool {
         self.stop.send(&self.encoders[encoder], msg)
     }
@@ -147,7 +186,7 @@ impl Fetcher<'_> {
     }
 
     /// Another builder's file won: continue where the chain now ends.
-    fn apply_seeks(&mut self, states: &mut BTreeMap<TopicPartition, State>) {
+    fn apply_seeks(&self, states: &mut BTreeMap<TopicPartition, State>) {
         while let Ok(seek) = self.seeks.try_recv() {
             let Some(st) = states.get_mut(&seek.tp) else {
                 continue;
@@ -174,7 +213,7 @@ impl Fetcher<'_> {
     }
 
     /// Handles one partition's data; false when the pipeline is stopping.
-    fn fetched(&mut self, tp: &TopicPartition, st: &mut State, data: PartitionData) -> bool {
+    fn fetched(&self, tp: &TopicPartition, st: &mut State, data: PartitionData) -> bool {
         st.retry_at = None;
         st.failing_since = None;
         st.backoff = self.config.client.retry_backoff;
@@ -247,17 +286,24 @@ impl Fetcher<'_> {
         true
     }
 
-    fn failed(&mut self, tp: &TopicPartition, st: &mut State, e: KafkaError) {
+    fn failed(&self, client: &mut Client, tp: &TopicPartition, st: &mut State, e: KafkaError) {
         if let KafkaError::OffsetOutOfRange { offset, .. } = e {
-            return self.out_of_range(tp, st, offset);
+            return self.out_of_range(client, tp, st, offset);
         }
-        if !e.is_retriable() {
-            self.registry.halt(tp, format!("{e}"));
+        // A topic missing from metadata may be a passing state; after
+        // retry_timeout it is taken as deleted.
+        let missing = matches!(e, KafkaError::UnknownTopic { .. });
+        if !e.is_retriable() && !missing {
+            self.halt(tp, st, e.to_string());
             return;
         }
         let now = Instant::now();
         let since = *st.failing_since.get_or_insert(now);
         let patience = self.config.client.retry_timeout;
+        if missing && now.duration_since(since) >= patience {
+            self.halt(tp, st, format!("{e} any more (deleted?)"));
+            return;
+        }
         if now.duration_since(since) >= patience
             && st
                 .last_warning
@@ -279,14 +325,25 @@ impl Fetcher<'_> {
         st.backoff = (st.backoff * 2).min(self.config.client.retry_backoff_max);
     }
 
+    /// Stops fetching a partition; what was fetched before is still
+    /// archived (the open file closes at the current position).
+    fn halt(&self, tp: &TopicPartition, st: &State, why: String) {
+        let msg = ToEncoder::Flush {
+            tp: tp.clone(),
+            epoch: st.epoch,
+            last: true,
+        };
+        self.send(st.encoder, msg);
+        self.registry.halt(tp, why);
+    }
+
     /// The position left the log: records deleted by retention (a gap), or
     /// a log that no longer reaches the archive.
-    fn out_of_range(&mut self, tp: &TopicPartition, st: &mut State, offset: i64) {
+    fn out_of_range(&self, client: &mut Client, tp: &TopicPartition, st: &mut State, offset: i64) {
         let tps = [tp.clone()];
-        let extent = self
-            .client
+        let extent = client
             .list_offsets(&tps, OffsetSpec::Earliest)
-            .and_then(|e| Ok((e, self.client.list_offsets(&tps, OffsetSpec::Latest)?)));
+            .and_then(|e| Ok((e, client.list_offsets(&tps, OffsetSpec::Latest)?)));
         let (earliest, latest) = match extent {
             Ok((e, l)) => (e[tp], l[tp]),
             Err(e) => {
@@ -302,8 +359,9 @@ impl Fetcher<'_> {
                 "records {offset}..{earliest} of {tp} were deleted from kafka before they were archived"
             );
             match self.config.on_gap {
-                OnGap::Stop => self.registry.halt(
+                OnGap::Stop => self.halt(
                     tp,
+                    st,
                     format!(
                         "{lost}; set kafka.on_gap = \"skip\" to archive on from offset {earliest}"
                     ),
@@ -320,8 +378,9 @@ impl Fetcher<'_> {
                 }
             }
         } else if offset > latest {
-            self.registry.halt(
+            self.halt(
                 tp,
+                st,
                 format!(
                     "the archive of {tp} ends at offset {offset} but the kafka log ends at {latest}: was the topic deleted and re-created? archive it with a new store prefix"
                 ),

@@ -14,6 +14,7 @@ pub mod commit;
 pub mod config;
 pub mod encoder;
 pub mod fetcher;
+pub mod interrupt;
 pub mod kafka;
 pub mod logging;
 pub mod ls;

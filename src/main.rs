@@ -4,13 +4,12 @@
 
 use std::io::Write;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
 use anyhow::Context as _;
 
 use kafka_store::cli::{self, Command, Source, UsageError};
-use kafka_store::config::{Config, ConfigError, StoreUrl};
+use kafka_store::config::{Config, ConfigError, GcsConfig, StoreUrl};
+use kafka_store::interrupt::Interrupt;
 use kafka_store::naming::ObjectKey;
 use kafka_store::pipeline::{self, RunOptions};
 use kafka_store::{cat, logging, ls, store};
@@ -74,15 +73,24 @@ fn run() -> anyhow::Result<Exit> {
             until_caught_up,
         } => {
             let config = Config::load(&config)?;
-            let signalled = Arc::new(AtomicBool::new(false));
+            let interrupt = Interrupt::default();
             for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
                 // A second signal ends the process at once.
-                signal_hook::flag::register_conditional_shutdown(signal, 1, signalled.clone())
+                signal_hook::flag::register_conditional_shutdown(signal, 1, interrupt.flag())
                     .context("cannot install signal handlers")?;
-                signal_hook::flag::register(signal, signalled.clone())
+                signal_hook::flag::register(signal, interrupt.flag())
                     .context("cannot install signal handlers")?;
             }
-            let outcome = pipeline::run(&config, RunOptions { until_caught_up }, signalled)?;
+            let outcome =
+                match pipeline::run(&config, RunOptions { until_caught_up }, interrupt.clone()) {
+                    Ok(outcome) => outcome,
+                    // Asked to stop before start-up finished: a clean stop.
+                    Err(e) if interrupt.is_set() => {
+                        log::info!("stopped during start-up ({e:#})");
+                        return Ok(Exit::Ok);
+                    }
+                    Err(e) => return Err(e),
+                };
             log::info!("stopped; peak memory {}", peak_rss());
             if outcome.halted.is_empty() {
                 Ok(Exit::Ok)
@@ -98,7 +106,7 @@ fn run() -> anyhow::Result<Exit> {
             topic,
             partition,
         } => {
-            let store = store::open(&store_url(&source)?)?;
+            let store = open_store(&source)?;
             let mut out = std::io::stdout().lock();
             let tiles = ls::ls(store.as_ref(), topic.as_deref(), partition, &mut out)?;
             out.flush()?;
@@ -114,7 +122,7 @@ fn run() -> anyhow::Result<Exit> {
                     cat::cat(std::io::BufReader::new(file), path, &mut out)?;
                 }
                 Some(source) => {
-                    let store = store::open(&store_url(&source)?)?;
+                    let store = open_store(&source)?;
                     let name = object
                         .strip_prefix(&store.url())
                         .unwrap_or(&object)
@@ -146,12 +154,18 @@ fn peak_rss() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-/// The store named by a config file or given directly.
-fn store_url(source: &Source) -> anyhow::Result<StoreUrl> {
-    Ok(match source {
-        Source::Config(path) => Config::load(path)?.store.url,
-        Source::Store(url) => {
-            StoreUrl::parse(url).map_err(|e| ConfigError(format!("--store: {}", e.0)))?
+/// The store named by a config file or given directly (with default
+/// `[gcs]` settings).
+fn open_store(source: &Source) -> anyhow::Result<Box<dyn store::Store>> {
+    let (url, gcs) = match source {
+        Source::Config(path) => {
+            let config = Config::load(path)?;
+            (config.store.url, config.store.gcs)
         }
-    })
+        Source::Store(url) => (
+            StoreUrl::parse(url).map_err(|e| ConfigError(format!("--store: {}", e.0)))?,
+            GcsConfig::default(),
+        ),
+    };
+    Ok(store::open(&url, &gcs, &Interrupt::default())?)
 }

@@ -39,9 +39,10 @@ use crate::commit;
 use crate::config::Config;
 use crate::encoder;
 use crate::fetcher;
-use crate::kafka::{Client, KafkaError, OffsetSpec, PartitionData, TopicPartition};
+use crate::interrupt::Interrupt;
+use crate::kafka::{Client, ClientConfig, KafkaError, OffsetSpec, PartitionData, TopicPartition};
 use crate::partition::{Closed, FileSettings};
-use crate::resume::{self, COMMIT_METADATA, Resume};
+use crate::resume::{self, Resume, commit_metadata, store_tag};
 use crate::rotation::Rules;
 use crate::spool::Spool;
 use crate::store;
@@ -57,13 +58,13 @@ const COMMITTER_QUEUE: usize = 1024;
 
 /// The stop flag: set by a signal, by a fatal error, or never.
 pub struct Stop {
-    signalled: Arc<AtomicBool>,
+    signalled: Interrupt,
     failed: AtomicBool,
     failure: Mutex<Option<anyhow::Error>>,
 }
 
 impl Stop {
-    pub fn new(signalled: Arc<AtomicBool>) -> Self {
+    pub fn new(signalled: Interrupt) -> Self {
         Stop {
             signalled,
             failed: AtomicBool::new(false),
@@ -72,7 +73,7 @@ impl Stop {
     }
 
     pub fn requested(&self) -> bool {
-        self.signalled.load(Ordering::Relaxed) || self.failed.load(Ordering::Relaxed)
+        self.signalled.is_set() || self.failed.load(Ordering::Relaxed)
     }
 
     /// Stops the process with an error (the first one is reported).
@@ -87,6 +88,19 @@ impl Stop {
 
     fn take_failure(&self) -> Option<anyhow::Error> {
         self.failure.lock().expect("stop lock").take()
+    }
+
+    /// Sleeps unless stopping; false when the stop came first.
+    pub fn sleep(&self, d: Duration) -> bool {
+        let end = std::time::Instant::now() + d;
+        while !self.requested() {
+            let left = end.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return true;
+            }
+            thread::sleep(left.min(POLL));
+        }
+        false
     }
 
     /// Sends unless stopping; false when the message was not sent.
@@ -239,6 +253,8 @@ pub struct Seek {
 pub struct Stored {
     pub tp: TopicPartition,
     pub next: i64,
+    /// The first offset of the object that ends at `next`.
+    pub prev: Option<i64>,
 }
 
 /// Which of `n` workers handles a partition (stable for the process).
@@ -261,29 +277,34 @@ pub struct RunOptions {
     pub until_caught_up: bool,
 }
 
+/// A Kafka error for the user: connection trouble points at
+/// `kafka.brokers`, a missing topic at `kafka.topics`.
 fn kafka_context(e: KafkaError, brokers: &[String]) -> anyhow::Error {
     match e {
         KafkaError::UnknownTopic { topic } => {
             anyhow::anyhow!("kafka topic {topic:?} does not exist (check kafka.topics)")
         }
-        e => anyhow::Error::new(e).context(format!(
-            "cannot use kafka brokers {} (check kafka.brokers)",
-            brokers.join(",")
-        )),
+        e @ (KafkaError::Connect { .. } | KafkaError::Io { .. } | KafkaError::Timeout { .. }) => {
+            anyhow::Error::new(e).context(format!(
+                "cannot reach kafka brokers {} (check kafka.brokers)",
+                brokers.join(",")
+            ))
+        }
+        e => anyhow::Error::new(e),
     }
 }
 
 /// Runs the archiver until stopped (or caught up, with `until_caught_up`).
-pub fn run(
-    config: &Config,
-    options: RunOptions,
-    signalled: Arc<AtomicBool>,
-) -> anyhow::Result<Outcome> {
-    let store = store::open(&config.store.url)?;
+pub fn run(config: &Config, options: RunOptions, interrupt: Interrupt) -> anyhow::Result<Outcome> {
+    let store = store::open(&config.store.url, &config.store.gcs, &interrupt)?;
     let spool = Spool::open(&config.store.spool_dir)?;
     let brokers = &config.kafka.client.brokers;
+    let client_config = ClientConfig {
+        interrupt: interrupt.clone(),
+        ..config.kafka.client.clone()
+    };
     let mut client =
-        Client::connect(config.kafka.client.clone()).map_err(|e| kafka_context(e, brokers))?;
+        Client::connect(client_config.clone()).map_err(|e| kafka_context(e, brokers))?;
 
     let mut tps = Vec::new();
     for topic in &config.kafka.topics {
@@ -318,9 +339,9 @@ pub fn run(
     let mut starts = Vec::new();
     for (tp, resume) in resumed {
         match resume {
-            Resume::At(position) => {
-                registry.insert(&tp, position);
-                starts.push((tp, position));
+            Resume::At(at) => {
+                registry.insert(&tp, at.position);
+                starts.push((tp, at));
             }
             Resume::Halted(why) => {
                 registry.insert(&tp, -1);
@@ -333,10 +354,15 @@ pub fn run(
     // and records deleted meanwhile are then reported as a gap instead of
     // being skipped silently. Each position is a chain end, so the store
     // already covers everything before it.
+    let tag = store_tag(store.as_ref());
     if !starts.is_empty() {
         let group = &config.kafka.group_id;
+        let offsets: Vec<_> = starts
+            .iter()
+            .map(|(tp, at)| (tp.clone(), at.position, commit_metadata(&tag, at.prev)))
+            .collect();
         client
-            .commit_offsets(group, &starts, COMMIT_METADATA)
+            .commit_offsets(group, &offsets)
             .with_context(|| format!("cannot record start positions in consumer group {group}"))?;
     }
     log::info!(
@@ -356,7 +382,7 @@ pub fn run(
             config.files.rotate_interval,
         ),
     };
-    let stop = Stop::new(signalled);
+    let stop = Stop::new(interrupt);
     let encoders = config.pipeline.encoders;
     let uploaders = config.pipeline.uploaders;
     let (enc_tx, enc_rx): (Vec<_>, Vec<_>) = (0..encoders)
@@ -368,10 +394,11 @@ pub fn run(
     let (seek_tx, seek_rx) = unbounded::<Seek>();
     let (stored_tx, stored_rx) = bounded::<Stored>(COMMITTER_QUEUE);
     let committer_client =
-        Client::connect(config.kafka.client.clone()).map_err(|e| kafka_context(e, brokers))?;
+        Client::connect(client_config.clone()).map_err(|e| kafka_context(e, brokers))?;
 
     thread::scope(|s| {
         let (stop, registry, spool, store) = (&stop, &registry, &spool, store.as_ref());
+        let mut threads = Vec::new();
         let fetcher = fetcher::Fetcher {
             client,
             config: &config.kafka,
@@ -381,28 +408,39 @@ pub fn run(
             encoders: enc_tx,
             seeks: seek_rx,
         };
-        let starts = starts.clone();
+        let starts = starts
+            .iter()
+            .map(|(tp, at)| (tp.clone(), at.position))
+            .collect();
         let targets = targets.clone();
-        spawn(s, "fetcher", stop, move || fetcher.run(starts, targets));
+        threads.push(spawn(s, "fetcher", stop, move || {
+            fetcher.run(starts, targets)
+        }));
         for (i, rx) in enc_rx.into_iter().enumerate() {
             let up_tx = up_tx.clone();
-            spawn(s, &format!("encoder-{i}"), stop, move || {
+            threads.push(spawn(s, &format!("encoder-{i}"), stop, move || {
                 encoder::run(rx, up_tx, spool, &settings, registry, stop)
-            });
+            }));
         }
         drop(up_tx);
         for (i, rx) in up_rx.into_iter().enumerate() {
             let (seek_tx, stored_tx) = (seek_tx.clone(), stored_tx.clone());
-            spawn(s, &format!("uploader-{i}"), stop, move || {
+            threads.push(spawn(s, &format!("uploader-{i}"), stop, move || {
                 commit::upload_loop(rx, store, registry, stop, seek_tx, stored_tx)
-            });
+            }));
         }
         drop((seek_tx, stored_tx));
         let group = config.kafka.group_id.as_str();
         let interval = config.kafka.commit_interval;
-        spawn(s, "committer", stop, move || {
-            commit::commit_loop(stored_rx, committer_client, group, interval)
-        });
+        let tag = tag.as_str();
+        threads.push(spawn(s, "committer", stop, move || {
+            commit::commit_loop(stored_rx, committer_client, group, tag, interval)
+        }));
+        // Joined here, so a panic (already turned into a failure by the
+        // thread's guard) does not propagate out of the scope.
+        for t in threads.into_iter().flatten() {
+            let _ = t.join();
+        }
     });
 
     if let Some(e) = stop.take_failure() {
@@ -413,15 +451,16 @@ pub fn run(
     })
 }
 
-/// Spawns a named pipeline thread; a panic stops the whole pipeline.
+/// Spawns a named pipeline thread; a panic or an error stops the whole
+/// pipeline with that failure. None if the thread could not start.
 fn spawn<'scope, 'env>(
     s: &'scope thread::Scope<'scope, 'env>,
     name: &str,
     stop: &'env Stop,
     f: impl FnOnce() -> anyhow::Result<()> + Send + 'scope,
-) {
+) -> Option<thread::ScopedJoinHandle<'scope, ()>> {
     let thread_name = name.to_string();
-    thread::Builder::new()
+    let spawned = thread::Builder::new()
         .name(thread_name.clone())
         .spawn_scoped(s, move || {
             struct PanicGuard<'a>(&'a Stop, String);
@@ -439,7 +478,12 @@ fn spawn<'scope, 'env>(
             if let Err(e) = f() {
                 stop.fail(e);
             }
-        })
-        .context("cannot start a pipeline thread")
-        .expect("spawning a thread");
+        });
+    match spawned {
+        Ok(handle) => Some(handle),
+        Err(e) => {
+            stop.fail(anyhow::Error::new(e).context(format!("cannot start thread {name}")));
+            None
+        }
+    }
 }

@@ -16,17 +16,57 @@ use anyhow::Context as _;
 use crate::config::{OnGap, Start};
 use crate::kafka::{Client, OffsetSpec, TopicPartition};
 use crate::naming::{self, ObjectKey};
-use crate::store::{Store, StoreError};
+use crate::store::Store;
 
-/// Metadata stored with every offset kafka-store commits; an offset without
-/// it (e.g. reset by an operator tool) is not trusted as a chain link.
-pub const COMMIT_METADATA: &str = "kafka-store/1";
+/// Every offset kafka-store commits carries metadata naming the store and
+/// the object that ends at the offset: `kafka-store/1 store=<tag> prev=<first>`
+/// (or `... start` for a position where the chain begins). An offset
+/// without it (reset by an operator tool), or written for another store, is
+/// not trusted as a chain link.
+const METADATA_VERSION: &str = "kafka-store/1";
+
+/// A short, stable tag of the store's URL.
+pub fn store_tag(store: &dyn Store) -> String {
+    format!("{:08x}", crc32c::crc32c(store.url().as_bytes()))
+}
+
+/// The metadata committed with a position (see [`METADATA_VERSION`]).
+pub fn commit_metadata(tag: &str, prev: Option<i64>) -> String {
+    match prev {
+        Some(first) => format!("{METADATA_VERSION} store={tag} prev={first}"),
+        None => format!("{METADATA_VERSION} store={tag} start"),
+    }
+}
+
+/// The `prev` of metadata kafka-store wrote for this store: `Some(None)` for
+/// a chain start, `None` when the metadata is not ours.
+pub fn parse_metadata(metadata: &str, tag: &str) -> Option<Option<i64>> {
+    let rest = metadata
+        .strip_prefix(METADATA_VERSION)?
+        .strip_prefix(" store=")?;
+    let (t, link) = rest.split_once(' ')?;
+    if t != tag {
+        return None;
+    }
+    match link {
+        "start" => Some(None),
+        other => other.strip_prefix("prev=")?.parse().ok().map(Some),
+    }
+}
+
+/// Where a chain ends: the next object's name, and the first offset of the
+/// object that ends there (None at the start of a chain).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChainPos {
+    pub position: i64,
+    pub prev: Option<i64>,
+}
 
 /// Where a partition starts, or why it cannot.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Resume {
-    /// Archive from this offset (the next object's name).
-    At(i64),
+    /// Archive from `position` (the next object's name); `prev` as in [`ChainPos`].
+    At(ChainPos),
     /// This partition cannot be archived until an operator acts.
     Halted(String),
 }
@@ -37,17 +77,22 @@ pub struct Facts {
     pub log_start: i64,
     /// Last stable offset: the end of what `read_committed` can read.
     pub log_end: i64,
-    /// The end of the chain in the store, if the partition has any object.
-    pub chain_end: Option<i64>,
+    /// The end of the chain in the store, if the partition has any object
+    /// (or a recorded start).
+    pub chain_end: Option<ChainPos>,
 }
 
 /// The decision, as a pure function of the facts (unit-tested below).
 pub fn decide(tp: &TopicPartition, facts: &Facts, start: Start, on_gap: OnGap) -> Resume {
-    let position = match facts.chain_end {
+    let fresh = |position| ChainPos {
+        position,
+        prev: None,
+    };
+    let here = match facts.chain_end {
         Some(p) => p,
         None => match start {
-            Start::Earliest => facts.log_start,
-            Start::Latest => facts.log_end,
+            Start::Earliest => fresh(facts.log_start),
+            Start::Latest => fresh(facts.log_end),
             Start::Error => {
                 return Resume::Halted(format!(
                     "{tp} has no archive and no committed offset, and kafka.start = \"error\""
@@ -55,6 +100,7 @@ pub fn decide(tp: &TopicPartition, facts: &Facts, start: Start, on_gap: OnGap) -
             }
         },
     };
+    let position = here.position;
     if position < facts.log_start {
         let lost = format!(
             "records {position}..{} of {tp} were deleted from kafka before they were archived",
@@ -67,7 +113,7 @@ pub fn decide(tp: &TopicPartition, facts: &Facts, start: Start, on_gap: OnGap) -
             )),
             OnGap::Skip => {
                 log::error!("{lost}; skipping them (kafka.on_gap = \"skip\")");
-                Resume::At(facts.log_start)
+                Resume::At(fresh(facts.log_start))
             }
         };
     }
@@ -77,17 +123,65 @@ pub fn decide(tp: &TopicPartition, facts: &Facts, start: Start, on_gap: OnGap) -
             facts.log_end
         ));
     }
-    Resume::At(position)
+    Resume::At(here)
 }
 
-/// Follows the chain of `tp` in the store from `from`.
-pub fn chain_end(store: &dyn Store, tp: &TopicPartition, from: i64) -> Result<i64, anyhow::Error> {
+/// Follows the chain of `tp` in the store from `from`; `prev` is the
+/// object known to end at `from`, if any.
+pub fn follow(
+    store: &dyn Store,
+    tp: &TopicPartition,
+    from: i64,
+    prev: Option<i64>,
+) -> anyhow::Result<ChainPos> {
     let end = naming::follow_chain::<anyhow::Error>(from, |first| {
         let info = store.head(&ObjectKey::new(tp, first))?;
         Ok(info.map(|i| i.summary.next_offset))
     })
     .with_context(|| format!("cannot follow the archive chain of {tp} from offset {from}"))?;
-    Ok(end.position)
+    Ok(ChainPos {
+        position: end.position,
+        prev: end.visited.last().map(|(first, _)| *first).or(prev),
+    })
+}
+
+/// The end of the archive of `tp`, found from the last object of its
+/// folder (the store is the ledger); None for an empty archive.
+fn from_listing(store: &dyn Store, tp: &TopicPartition) -> anyhow::Result<Option<ChainPos>> {
+    match store.list(&tp.topic, tp.partition)?.last() {
+        Some(&last) => follow(store, tp, last, None).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// The end of the archive of `tp`, starting from the group's committed
+/// offset when it is a verified link of this store's chain.
+pub fn locate(
+    store: &dyn Store,
+    tp: &TopicPartition,
+    hint: Option<(i64, Option<i64>)>,
+) -> anyhow::Result<Option<ChainPos>> {
+    let Some((offset, prev)) = hint else {
+        return from_listing(store, tp);
+    };
+    let trusted = match prev {
+        // The object before must exist and end exactly here.
+        Some(first) => store
+            .head(&ObjectKey::new(tp, first))?
+            .is_some_and(|i| i.summary.next_offset == offset),
+        // A recorded start: the chain begins there, or nothing is stored yet.
+        None => {
+            store.head(&ObjectKey::new(tp, offset))?.is_some()
+                || store.list(&tp.topic, tp.partition)?.is_empty()
+        }
+    };
+    if !trusted {
+        log::warn!(
+            "{tp}: the committed offset {offset} is not a link of the archive's chain (another store, or a restored archive?); following the chain from its last object"
+        );
+        return from_listing(store, tp);
+    }
+    follow(store, tp, offset, prev).map(Some)
 }
 
 /// Finds the start of every partition: one OffsetFetch, two ListOffsets,
@@ -100,6 +194,7 @@ pub fn resume_all(
     start: Start,
     on_gap: OnGap,
 ) -> anyhow::Result<Vec<(TopicPartition, Resume)>> {
+    let tag = store_tag(store);
     let committed = client
         .committed_offsets(group, tps)
         .with_context(|| format!("cannot read committed offsets of group {group}"))?;
@@ -113,18 +208,16 @@ pub fn resume_all(
     for tp in tps {
         let hint = committed
             .get(tp)
-            .filter(|c| c.metadata == COMMIT_METADATA)
-            .map(|c| c.offset);
-        let from = match hint {
-            Some(h) => Some(h),
-            None => last_object(store, tp)?,
-        };
-        let chain_end = match from {
-            Some(f) => Some(chain_end(store, tp, f)?),
-            None => None,
-        };
+            .and_then(|c| parse_metadata(&c.metadata, &tag).map(|prev| (c.offset, prev)));
+        let log_start = offset_of(&earliest, tp)?;
+        let mut chain_end = locate(store, tp, hint)?;
+        // Before declaring a gap, make sure no later part of the chain
+        // exists (a crash after an earlier skip leaves one past the hint).
+        if hint.is_some() && chain_end.is_some_and(|c| c.position < log_start) {
+            chain_end = from_listing(store, tp)?;
+        }
         let facts = Facts {
-            log_start: offset_of(&earliest, tp)?,
+            log_start,
             log_end: offset_of(&latest, tp)?,
             chain_end,
         };
@@ -133,10 +226,6 @@ pub fn resume_all(
         out.push((tp.clone(), decision));
     }
     Ok(out)
-}
-
-fn last_object(store: &dyn Store, tp: &TopicPartition) -> Result<Option<i64>, StoreError> {
-    Ok(store.list(&tp.topic, tp.partition)?.last().copied())
 }
 
 fn offset_of(map: &HashMap<TopicPartition, i64>, tp: &TopicPartition) -> anyhow::Result<i64> {
@@ -154,16 +243,44 @@ mod tests {
         let facts = Facts {
             log_start: facts.0,
             log_end: facts.1,
-            chain_end: facts.2,
+            chain_end: facts.2.map(|position| ChainPos {
+                position,
+                prev: Some(0),
+            }),
         };
         let got = match decide(&tp, &facts, start, on_gap) {
-            Resume::At(p) => format!("at {p}"),
+            Resume::At(p) => format!("at {}", p.position),
             Resume::Halted(why) => format!("halted: {why}"),
         };
         assert!(
             got.starts_with(want),
             "{facts:?} {start:?} {on_gap:?}: {got}"
         );
+    }
+
+    #[test]
+    fn commit_metadata_names_the_store_and_the_link() {
+        assert_eq!(
+            commit_metadata("0badcafe", Some(40)),
+            "kafka-store/1 store=0badcafe prev=40"
+        );
+        assert_eq!(
+            parse_metadata("kafka-store/1 store=0badcafe prev=40", "0badcafe"),
+            Some(Some(40))
+        );
+        assert_eq!(
+            parse_metadata(&commit_metadata("0badcafe", None), "0badcafe"),
+            Some(None)
+        );
+        for untrusted in [
+            "",
+            "kafka-store/1",
+            "kafka-store/1 store=other prev=40",
+            "kafka-store/2 store=0badcafe prev=1",
+            "kafka-store/1 store=0badcafe prev=x",
+        ] {
+            assert_eq!(parse_metadata(untrusted, "0badcafe"), None, "{untrusted}");
+        }
     }
 
     #[test]

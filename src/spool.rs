@@ -2,7 +2,9 @@
 //! the store, in `spool_dir`.
 //!
 //! The archive is the ledger, not the spool: at start the leftovers of a
-//! crash are deleted (a rebuild makes the same bytes). A lock file keeps two
+//! crash are deleted (a rebuild makes the same bytes); only upload session
+//! notes (`*.session`, younger than a week) stay, so that a rebuilt file
+//! resumes its upload. A lock file keeps two
 //! processes from sharing one spool directory. Owns file creation and
 //! removal only; never decides what a file holds or when it closes.
 
@@ -14,6 +16,10 @@ use crate::naming::ObjectKey;
 
 const SUFFIX: &str = ".spool";
 const LOCK: &str = ".lock";
+/// Upload sessions (GCS) are kept across restarts for a rebuilt file to
+/// resume; GCS forgets a session after a week, and so do we.
+const SESSION_SUFFIX: &str = ".session";
+const SESSION_LIFETIME: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
 
 /// A locked spool directory.
 pub struct Spool {
@@ -75,6 +81,11 @@ impl Spool {
             } else if name.ends_with(SUFFIX) {
                 fs::remove_file(&path)?;
                 removed += 1;
+            } else if name.ends_with(SESSION_SUFFIX) {
+                let age = entry.metadata()?.modified()?.elapsed().unwrap_or_default();
+                if age > SESSION_LIFETIME {
+                    fs::remove_file(&path)?;
+                }
             }
         }
         Ok(removed)
@@ -128,9 +139,17 @@ mod tests {
             );
         }
         fs::write(dir.path().join("keep.txt"), b"not ours").unwrap();
+        fs::write(
+            dir.path().join("t/000001-00000000000000000005.session"),
+            b"{}",
+        )
+        .unwrap();
         let _spool = Spool::open(dir.path()).unwrap();
-        let left: Vec<_> = fs::read_dir(dir.path().join("t")).unwrap().collect();
-        assert!(left.is_empty());
+        let left: Vec<_> = fs::read_dir(dir.path().join("t"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(left, vec!["000001-00000000000000000005.session"]);
         assert!(dir.path().join("keep.txt").exists());
     }
 }

@@ -5,67 +5,12 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use kafka_store::kafka::{Client, ClientConfig, ConnectionConfig, TopicPartition};
-
-use crate::support::{self, BOOTSTRAP, Frame, Rec, Rng, Setup};
-
-fn client() -> Client {
-    Client::connect(ClientConfig {
-        brokers: vec![BOOTSTRAP.into()],
-        connection: ConnectionConfig {
-            client_id: "kafka-store-test".into(),
-            connect_timeout: Duration::from_secs(5),
-            request_timeout: Duration::from_secs(10),
-        },
-        retry_timeout: Duration::from_secs(20),
-        retry_backoff: Duration::from_millis(50),
-        retry_backoff_max: Duration::from_secs(1),
-        fetch_max_wait: Duration::from_millis(200),
-        fetch_max_bytes: 1 << 20,
-        partition_fetch_bytes: 1 << 20,
-    })
-    .unwrap()
-}
-
-/// The group's committed offsets, by partition.
-fn committed(group: &str, topic: &str, partitions: i32) -> BTreeMap<i32, i64> {
-    let tps: Vec<_> = (0..partitions)
-        .map(|p| TopicPartition::new(topic, p))
-        .collect();
-    client()
-        .committed_offsets(group, &tps)
-        .unwrap()
-        .into_iter()
-        .map(|(tp, c)| (tp.partition, c.offset))
-        .collect()
-}
-
-/// Produces `n` varied records per codec into a new topic.
-fn topic_with_records(
-    prefix: &str,
-    partitions: i32,
-    per_codec: usize,
-    codecs: &[&str],
-) -> (String, BTreeMap<(i32, i64), Rec>) {
-    let topic = support::unique(prefix);
-    support::create_topic(&topic, partitions, &[]);
-    let mut produced = BTreeMap::new();
-    for (i, codec) in codecs.iter().enumerate() {
-        let recs = support::gen_records(
-            100 + i as u64,
-            per_codec,
-            partitions,
-            1_700_000_000_000 + i as i64 * 1_000_000,
-        );
-        produced.extend(support::produce(&topic, &recs, codec));
-    }
-    (topic, produced)
-}
+use crate::support::{self, Frame, Rec, Rng, Setup};
 
 #[test]
 fn every_record_lands_exactly_once_with_every_field() {
     let _broker = support::shared_broker();
-    let (topic, produced) = topic_with_records(
+    let (topic, produced) = support::topic_with_records(
         "exact",
         4,
         40_000,
@@ -95,7 +40,7 @@ fn every_record_lands_exactly_once_with_every_field() {
         "expected size rotation to cut many files, got {files}"
     );
     // Offsets are committed only for what is stored: here, everything.
-    let done = committed(&group, &topic, 4);
+    let done = support::committed(&group, &topic, 4);
     for (p, (_, end)) in &ends {
         assert_eq!(done.get(p), Some(end), "committed offset of partition {p}");
     }
@@ -145,7 +90,8 @@ fn every_record_lands_exactly_once_with_every_field() {
 #[test]
 fn kill_9_at_random_moments_rebuilds_an_identical_archive() {
     let _broker = support::shared_broker();
-    let (topic, produced) = topic_with_records("kill9", 4, 30_000, &["lz4", "zstd", "gzip"]);
+    let (topic, produced) =
+        support::topic_with_records("kill9", 4, 30_000, &["lz4", "zstd", "gzip"]);
     let files = "max_file_bytes = \"256KiB\"\nblock_bytes = \"32KiB\"\n";
     let reference = Setup::new(&[&topic], &support::unique("ref"), "", files);
     let started = Instant::now();
@@ -378,7 +324,7 @@ fn an_idle_partition_is_flushed_at_its_end_and_continued_by_name() {
     all.extend(more);
     let read = support::check_tiling(&archive, &topic, &BTreeMap::from([(0, (0, 80))]));
     support::assert_same_records(&read, &all);
-    assert_eq!(committed(&group, &topic, 1).get(&0), Some(&80));
+    assert_eq!(support::committed(&group, &topic, 1).get(&0), Some(&80));
 }
 
 #[test]
@@ -422,7 +368,7 @@ fn aborted_transactions_leave_a_gapless_chain_without_their_records() {
 #[test]
 fn two_processes_on_one_store_and_group_archive_exactly_once() {
     let _broker = support::shared_broker();
-    let (topic, produced) = topic_with_records("twins", 4, 20_000, &["lz4", "snappy"]);
+    let (topic, produced) = support::topic_with_records("twins", 4, 20_000, &["lz4", "snappy"]);
     let files = "max_file_bytes = \"256KiB\"\n";
     let reference = Setup::new(&[&topic], &support::unique("ref"), "", files);
     reference.run_to_end();
@@ -481,7 +427,7 @@ fn two_processes_on_one_store_and_group_archive_exactly_once() {
 #[test]
 fn builders_that_cut_differently_adopt_each_others_files() {
     let _broker = support::shared_broker();
-    let (topic, produced) = topic_with_records("cuts", 2, 15_000, &["zstd"]);
+    let (topic, produced) = support::topic_with_records("cuts", 2, 15_000, &["zstd"]);
     let group = support::unique("g");
     // Two processes on one store, each cutting files elsewhere: whoever
     // creates a name first wins; the other adopts the stored file's end.

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use kafka_store::kafka::{Client, ClientConfig, ConnectionConfig, TopicPartition};
+use kafka_store::kafka::{Client, TopicPartition};
 
 use crate::support::{self, BOOTSTRAP, Setup};
 
@@ -126,21 +126,7 @@ fn an_unwritable_archive_or_spool_directory_is_named() {
 /// group never claims more than the store holds.
 fn assert_commits_within_store(group: &str, topic: &str, archive: &Path) {
     let stored = support::read_archive(archive);
-    let mut client = Client::connect(ClientConfig {
-        brokers: vec![BOOTSTRAP.into()],
-        connection: ConnectionConfig {
-            client_id: "t".into(),
-            connect_timeout: Duration::from_secs(5),
-            request_timeout: Duration::from_secs(10),
-        },
-        retry_timeout: Duration::from_secs(20),
-        retry_backoff: Duration::from_millis(50),
-        retry_backoff_max: Duration::from_secs(1),
-        fetch_max_wait: Duration::from_millis(100),
-        fetch_max_bytes: 1 << 20,
-        partition_fetch_bytes: 1 << 20,
-    })
-    .unwrap();
+    let mut client = Client::connect(support::client_config(&[BOOTSTRAP])).unwrap();
     let tps: Vec<_> = (0..2).map(|p| TopicPartition::new(topic, p)).collect();
     for (tp, c) in client.committed_offsets(group, &tps).unwrap() {
         let files = stored

@@ -6,5 +6,6 @@ mod support;
 
 mod archive;
 mod bad_input;
+mod gcs;
 mod kafka_client;
 mod resume;

@@ -6,28 +6,26 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use kafka_store::kafka::records::{self, Event, RecordsError, TxnFilter};
-use kafka_store::kafka::{
-    Client, ClientConfig, ConnectionConfig, KafkaError, OffsetSpec, TopicPartition,
-};
+use kafka_store::kafka::{Client, ClientConfig, KafkaError, OffsetSpec, TopicPartition};
 use kafka_store::record::{OwnedRecord, TimestampType};
 
 use crate::support::{self, BOOTSTRAP, Frame, Rec};
 
 fn config(brokers: &[&str]) -> ClientConfig {
-    ClientConfig {
-        brokers: brokers.iter().map(|b| b.to_string()).collect(),
-        connection: ConnectionConfig {
-            client_id: "kafka-store-test".into(),
-            connect_timeout: Duration::from_secs(5),
-            request_timeout: Duration::from_secs(10),
-        },
-        retry_timeout: Duration::from_secs(20),
-        retry_backoff: Duration::from_millis(50),
-        retry_backoff_max: Duration::from_secs(1),
-        fetch_max_wait: Duration::from_millis(200),
-        fetch_max_bytes: 4 << 20,
-        partition_fetch_bytes: 256 << 10,
-    }
+    support::client_config(brokers)
+}
+
+/// One fetch round's outcomes, collected.
+fn fetch_round(
+    client: &mut Client,
+    wanted: &[(TopicPartition, i64)],
+) -> Vec<(
+    TopicPartition,
+    Result<kafka_store::kafka::PartitionData, KafkaError>,
+)> {
+    let mut out = Vec::new();
+    client.fetch(wanted, |tp, r| out.push((tp, r)));
+    out
 }
 
 /// What fetching a partition range produced.
@@ -67,7 +65,7 @@ fn fetch_until(
             "fetching {topic} took longer than {deadline:?}"
         );
         round += 1;
-        for (tp, result) in client.fetch(&wanted) {
+        for (tp, result) in fetch_round(client, &wanted) {
             let data = match result {
                 Ok(d) => d,
                 Err(e) => {
@@ -306,7 +304,7 @@ fn a_broker_restart_mid_fetch_resumes_at_the_right_offset() {
         .iter()
         .map(|(p, o)| (TopicPartition::new(&topic, *p), *o))
         .collect();
-    for (tp, result) in client.fetch(&wanted) {
+    for (tp, result) in fetch_round(&mut client, &wanted) {
         let e = result.expect_err("the broker is down");
         assert!(e.is_retriable(), "{tp}: {e}");
     }
@@ -332,11 +330,11 @@ fn group_offsets_round_trip_with_their_metadata() {
     let mut client = Client::connect(config(&[BOOTSTRAP])).unwrap();
     let tps: Vec<_> = (0..3).map(|p| TopicPartition::new(&topic, p)).collect();
     assert!(client.committed_offsets(&group, &tps).unwrap().is_empty());
+    let meta = || "kafka-store/1".to_string();
     client
         .commit_offsets(
             &group,
-            &[(tps[0].clone(), 42), (tps[2].clone(), 7)],
-            "kafka-store/1",
+            &[(tps[0].clone(), 42, meta()), (tps[2].clone(), 7, meta())],
         )
         .unwrap();
     let got = client.committed_offsets(&group, &tps).unwrap();
@@ -345,7 +343,7 @@ fn group_offsets_round_trip_with_their_metadata() {
     assert_eq!(got[&tps[0]].metadata, "kafka-store/1");
     assert_eq!(got[&tps[2]].offset, 7);
     client
-        .commit_offsets(&group, &[(tps[0].clone(), 50)], "x")
+        .commit_offsets(&group, &[(tps[0].clone(), 50, "x".into())])
         .unwrap();
     let got = Client::connect(config(&[BOOTSTRAP]))
         .unwrap()
@@ -395,7 +393,7 @@ fn an_offset_out_of_range_is_reported_not_hidden() {
     support::create_topic(&topic, 1, &[]);
     support::produce(&topic, &support::gen_records(3, 10, 1, 0), "none");
     let mut client = Client::connect(config(&[BOOTSTRAP])).unwrap();
-    let results = client.fetch(&[(TopicPartition::new(&topic, 0), 1_000)]);
+    let results = fetch_round(&mut client, &[(TopicPartition::new(&topic, 0), 1_000)]);
     let err = results[0].1.as_ref().unwrap_err();
     assert!(
         matches!(err, KafkaError::OffsetOutOfRange { offset: 1000, .. }),

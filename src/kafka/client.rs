@@ -9,7 +9,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::thread;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -27,6 +26,7 @@ use super::TopicPartition;
 use super::connection::{Connection, ConnectionConfig};
 use super::error::{Action, KafkaError};
 use super::records::AbortedTxn;
+use crate::interrupt::Interrupt;
 
 /// Everything the client needs to know; built from the `[kafka]` config.
 #[derive(Clone, Debug)]
@@ -45,6 +45,8 @@ pub struct ClientConfig {
     pub fetch_max_bytes: i32,
     /// Upper bound of one partition's data in a fetch response.
     pub partition_fetch_bytes: i32,
+    /// Set on SIGTERM/SIGINT: retry loops give up at once.
+    pub interrupt: Interrupt,
 }
 
 // The versions this client implements (and sets the fields of) correctly.
@@ -153,7 +155,9 @@ impl Client {
                 Err(e) if e.is_retriable() && Instant::now() + backoff < deadline => {
                     log::debug!("retrying in {backoff:?}: {e}");
                     self.note_failure(&e);
-                    thread::sleep(backoff);
+                    if !self.config.interrupt.sleep(backoff) {
+                        return Err(KafkaError::Interrupted);
+                    }
                     backoff = (backoff * 2).min(self.config.retry_backoff_max);
                 }
                 Err(e) => return Err(e),
@@ -489,7 +493,14 @@ impl Client {
                     }
                 }
             }
-            Ok(())
+            // A partition left out of the answer is asked again.
+            match tps.iter().find(|tp| !done.contains_key(*tp)) {
+                Some(tp) => Err(KafkaError::Broker {
+                    what: format!("list offsets of {tp}"),
+                    code: ResponseError::NotLeaderOrFollower,
+                }),
+                None => Ok(()),
+            }
         })?;
         Ok(done)
     }
@@ -499,14 +510,20 @@ impl Client {
     /// retriable errors (leader moved, broker down) are reported as such and
     /// the cache is refreshed on the next call. Partitions of one broker are
     /// fetched in one request; brokers are asked one after another.
-    pub fn fetch(&mut self, positions: &[(TopicPartition, i64)]) -> Vec<FetchOutcome> {
-        let mut out = Vec::with_capacity(positions.len());
+    pub fn fetch(
+        &mut self,
+        positions: &[(TopicPartition, i64)],
+        mut sink: impl FnMut(TopicPartition, Result<PartitionData, KafkaError>),
+    ) {
         let tps: Vec<TopicPartition> = positions.iter().map(|(tp, _)| tp.clone()).collect();
         let unknown = match self.refresh_unknown(&tps) {
             Ok(unknown) => unknown,
             Err(e) => {
                 self.note_failure(&e);
-                return tps.into_iter().map(|tp| (tp, Err(e.clone()))).collect();
+                for tp in tps {
+                    sink(tp, Err(e.clone()));
+                }
+                return;
             }
         };
         self.refresh_if_stale();
@@ -517,7 +534,7 @@ impl Client {
             let (tp, offset) = &positions[(i + self.fetch_round) % n];
             if unknown.contains(&tp.topic) {
                 let topic = tp.topic.to_string();
-                out.push((tp.clone(), Err(KafkaError::UnknownTopic { topic })));
+                sink(tp.clone(), Err(KafkaError::UnknownTopic { topic }));
                 continue;
             }
             match self.leader_of(tp) {
@@ -529,39 +546,34 @@ impl Client {
                 }
                 _ => {
                     self.metadata_stale = true;
-                    out.push((
-                        tp.clone(),
-                        Err(KafkaError::Broker {
-                            what: format!("fetch of {tp}"),
-                            code: ResponseError::LeaderNotAvailable,
-                        }),
-                    ));
+                    let code = ResponseError::LeaderNotAvailable;
+                    let what = format!("fetch of {tp}");
+                    sink(tp.clone(), Err(KafkaError::Broker { what, code }));
                 }
             }
         }
+        // One broker at a time, each response handed on before the next
+        // request: memory holds one response.
         for (leader, parts) in by_leader {
             let addr = self.brokers[&leader].clone();
             match self.fetch_from(&addr, &parts) {
                 Ok(results) => {
-                    for (tp, r) in &results {
-                        if let Err(e) = r {
+                    for (tp, r) in results {
+                        if let Err(e) = &r {
                             self.note_failure(e);
-                            if e.is_retriable() {
-                                log::debug!("fetch of {tp} from {addr}: {e}");
-                            }
+                            log::debug!("fetch of {tp} from {addr}: {e}");
                         }
+                        sink(tp, r);
                     }
-                    out.extend(results);
                 }
                 Err(e) => {
                     self.note_failure(&e);
                     for (tp, _, _) in parts {
-                        out.push((tp, Err(e.clone())));
+                        sink(tp, Err(e.clone()));
                     }
                 }
             }
         }
-        out
     }
 
     fn fetch_from(

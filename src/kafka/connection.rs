@@ -20,9 +20,6 @@ use kafka_protocol::protocol::{
 
 use super::error::KafkaError;
 
-/// Responses larger than this are treated as a protocol error; fetch sizes
-/// are bounded far below it by configuration.
-const MAX_RESPONSE_BYTES: usize = 1 << 30;
 /// ApiVersions is always answered with a v0 header; v3 is the first flexible one.
 const API_VERSIONS_VERSION: i16 = 3;
 /// UNSUPPORTED_VERSION: the broker then answers ApiVersions in v0 form.
@@ -34,6 +31,9 @@ pub struct ConnectionConfig {
     pub client_id: String,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
+    /// A response announcing more than this is refused (memory bound; also
+    /// catches a listener that does not speak plain Kafka).
+    pub max_response_bytes: usize,
 }
 
 /// The version to speak for one API: the highest both sides support.
@@ -54,6 +54,7 @@ pub struct Connection {
     correlation_id: i32,
     client_id: StrBytes,
     request_timeout: Duration,
+    max_response_bytes: usize,
     /// The broker's supported range per API key.
     supported: HashMap<i16, (i16, i16)>,
 }
@@ -103,6 +104,7 @@ impl Connection {
             correlation_id: 0,
             client_id: StrBytes::from_string(config.client_id.clone()),
             request_timeout: config.request_timeout,
+            max_response_bytes: config.max_response_bytes,
             supported: HashMap::new(),
         };
         conn.handshake()?;
@@ -118,7 +120,9 @@ impl Connection {
         let request = ApiVersionsRequest::default()
             .with_client_software_name(StrBytes::from_static_str("kafka-store"))
             .with_client_software_version(StrBytes::from_static_str(env!("CARGO_PKG_VERSION")));
-        let body = self.round_trip::<ApiVersionsRequest>(&request, API_VERSIONS_VERSION)?;
+        let body = self
+            .round_trip::<ApiVersionsRequest>(&request, API_VERSIONS_VERSION)
+            .map_err(|e| self.explain_handshake(e))?;
         let response = match ApiVersionsResponse::decode(&mut body.clone(), API_VERSIONS_VERSION) {
             Ok(r) if r.error_code == 0 => r,
             _ => {
@@ -206,8 +210,10 @@ impl Connection {
         let mut size = [0u8; 4];
         self.stream.read_exact(&mut size).map_err(io)?;
         let size = i32::from_be_bytes(size);
-        if size < 4 || size as usize > MAX_RESPONSE_BYTES {
-            return Err(self.protocol(format!("invalid response size {size}")));
+        if size < 4 || size as usize > self.max_response_bytes {
+            return Err(self.protocol(format!(
+                "a response of {size} bytes is not a kafka response (is this a TLS or SASL listener? kafka-store speaks PLAINTEXT)"
+            )));
         }
         let mut body = vec![0u8; size as usize];
         self.stream.read_exact(&mut body).map_err(io)?;
@@ -229,6 +235,17 @@ impl Connection {
             )));
         }
         Ok(body)
+    }
+
+    /// A listener that closes the connection at the first request most
+    /// likely wants TLS or SASL.
+    fn explain_handshake(&self, e: KafkaError) -> KafkaError {
+        match e {
+            KafkaError::Io { source, .. } if source.kind() == std::io::ErrorKind::UnexpectedEof => self.protocol(
+                "the broker closed the connection at the first request (is this a TLS or SASL listener? kafka-store speaks PLAINTEXT)".into(),
+            ),
+            other => other,
+        }
     }
 
     fn protocol(&self, what: String) -> KafkaError {
@@ -302,6 +319,7 @@ mod tests {
             client_id: "t".into(),
             connect_timeout: Duration::from_secs(2),
             request_timeout: Duration::from_secs(2),
+            max_response_bytes: 1 << 20,
         };
         let started = Instant::now();
         let err = Connection::open("127.0.0.1:1", &config).err().unwrap();

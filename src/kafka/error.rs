@@ -117,6 +117,9 @@ pub enum KafkaError {
     /// The broker sent bytes that do not decode as the expected response.
     #[error("unexpected response from kafka broker {broker}: {what}")]
     Protocol { broker: String, what: String },
+    /// A retry loop stopped because shutdown was requested.
+    #[error("interrupted by a stop request")]
+    Interrupted,
     /// No protocol version both sides speak for an API we need.
     #[error(
         "kafka broker {broker} does not support {api} in a version this client speaks (ours {ours}, broker's {theirs})"
@@ -141,6 +144,7 @@ impl KafkaError {
             | KafkaError::UnknownTopic { .. }
             | KafkaError::CorruptBatch { .. }
             | KafkaError::Protocol { .. }
+            | KafkaError::Interrupted
             | KafkaError::Unsupported { .. } => Action::Fatal,
         }
     }

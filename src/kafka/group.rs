@@ -97,19 +97,18 @@ impl Client {
     }
 
     /// Commits `offsets` for `group` as a standalone (non-member) consumer,
-    /// storing `metadata` beside each offset. Retried until `retry_timeout`.
+    /// each with its metadata string. Retried until `retry_timeout`.
     pub fn commit_offsets(
         &mut self,
         group: &str,
-        offsets: &[(TopicPartition, i64)],
-        metadata: &str,
+        offsets: &[(TopicPartition, i64, String)],
     ) -> Result<(), KafkaError> {
         self.retrying(|c| {
             let addr = c.coordinator(group)?;
             let result = c.with_conn(&addr, |conn| {
                 let version = conn.version_for::<OffsetCommitRequest>(OFFSET_COMMIT)?;
                 let mut topics: Vec<OffsetCommitRequestTopic> = Vec::new();
-                for (tp, offset) in offsets {
+                for (tp, offset, metadata) in offsets {
                     let p = OffsetCommitRequestPartition::default()
                         .with_partition_index(tp.partition)
                         .with_committed_offset(*offset)

@@ -212,12 +212,19 @@ impl<'a> Iterator for Batches<'a> {
                 ),
             );
         }
-        if header.last_offset_delta < 0 || header.record_count < 0 {
+        if header.last_offset_delta < 0
+            || header.record_count < 0
+            || header.base_offset < 0
+            || header
+                .base_offset
+                .checked_add(i64::from(header.last_offset_delta) + 1)
+                .is_none()
+        {
             return fail(
                 self,
                 format!(
-                    "invalid last offset delta {} or record count {}",
-                    header.last_offset_delta, header.record_count
+                    "invalid base offset {}, last offset delta {} or record count {}",
+                    header.base_offset, header.last_offset_delta, header.record_count
                 ),
             );
         }
@@ -249,7 +256,16 @@ pub fn complete_extent(data: &[u8], position: i64) -> Result<(i64, usize), Recor
         if data.len() - pos < total {
             break;
         }
-        let last = base_offset + i64::from(be_i32(data, pos + 23));
+        let delta = be_i32(data, pos + 23);
+        let last = match base_offset.checked_add(i64::from(delta)) {
+            Some(last) if base_offset >= 0 && delta >= 0 && last < i64::MAX => last,
+            _ => {
+                return Err(corrupt(
+                    base_offset,
+                    format!("invalid last offset delta {delta}"),
+                ));
+            }
+        };
         next = next.max(last + 1);
         pos += total;
     }
@@ -535,7 +551,8 @@ impl TxnFilter {
                 self.pending.pop();
             }
             if h.is_control() {
-                if batch.control_type(scratch)? == ControlType::Abort {
+                // The cleaner may keep a control batch with no record left.
+                if h.record_count > 0 && batch.control_type(scratch)? == ControlType::Abort {
                     self.aborted.remove(&h.producer_id);
                 }
                 return Ok(true);
@@ -586,12 +603,16 @@ pub fn visit<E: From<RecordsError>>(
         for record in batch.records(scratch)? {
             let record = record?;
             if record.offset >= position {
+                position = record.offset + 1;
                 f(Event::Record(record))?;
             }
         }
+        // Compaction keeps a batch's last offset even when it removed the
+        // records at its end: those offsets are covered too.
         let next = batch.header.next_offset();
         if next > position {
             position = next;
+            f(Event::Skipped { next })?;
         }
     }
     Ok(position)
@@ -891,6 +912,36 @@ pub(crate) mod tests {
         assert_eq!(records, vec![0, 1, 6, 7]);
         assert_eq!(skipped, vec![3, 5, 6, 9]);
         assert_eq!(next, 9);
+    }
+
+    #[test]
+    fn offsets_compacted_away_at_a_batch_end_are_covered() {
+        // Records at deltas 0 and 2 of a batch whose last offset delta is 5.
+        let data = encode_batch(10, 0, -1, 5, &[rec(0, b"a"), rec(2, b"b")]);
+        let (records, skipped, next) = collect(&data, 10, vec![]);
+        assert_eq!(records, vec![10, 12]);
+        assert_eq!(skipped, vec![16]);
+        assert_eq!(next, 16);
+    }
+
+    #[test]
+    fn an_empty_control_batch_is_skipped_not_an_error() {
+        let mut data = encode_batch(0, 0x30, 9, 0, &[]);
+        data.extend(encode_batch(1, 0, -1, 0, &[rec(0, b"x")]));
+        let (records, skipped, next) = collect(&data, 0, vec![]);
+        assert_eq!(records, vec![1]);
+        assert_eq!(skipped, vec![1]);
+        assert_eq!(next, 2);
+    }
+
+    #[test]
+    fn absurd_offsets_are_errors_not_overflows() {
+        let mut data = encode_batch(i64::MAX - 1, 0, -1, 0, &[rec(0, b"a")]);
+        data[23..27].copy_from_slice(&5i32.to_be_bytes());
+        let crc = crc32c::crc32c(&data[CRC_START..]);
+        data[17..21].copy_from_slice(&crc.to_be_bytes());
+        assert!(batches(&data).next().unwrap().is_err());
+        assert!(complete_extent(&data, 0).is_err());
     }
 
     #[test]

@@ -180,6 +180,7 @@ impl Store for FileStore {
             summary: header.summary,
             size,
             crc32c: None,
+            md5: None,
             format_version: header.format_version,
         }))
     }

@@ -2,7 +2,8 @@
 //!
 //! A store offers create-only puts (an existing object is never
 //! overwritten), metadata lookups for chain following, listings and reads.
-//! Implementations: `file` (a local or mounted directory).
+//! Implementations: `file` (a local or mounted directory), `gcs` (Google
+//! Cloud Storage).
 //!
 //! A store never decides what to write or when to commit offsets; it only
 //! answers whether an object now exists with the given bytes.
@@ -11,10 +12,12 @@ use std::io::Read;
 use std::path::Path;
 
 use crate::avro::Summary;
-use crate::config::StoreUrl;
+use crate::config::{GcsConfig, StoreUrl};
+use crate::interrupt::Interrupt;
 use crate::naming::ObjectKey;
 
 pub mod file;
+pub mod gcs;
 
 /// Version of the archive format written into every object's metadata.
 pub const FORMAT_VERSION: u32 = crate::avro::FORMAT_VERSION;
@@ -27,6 +30,8 @@ pub struct ObjectInfo {
     /// CRC32C of the whole object, when the store keeps it (GCS does; a
     /// local store computes it only when it must compare).
     pub crc32c: Option<u32>,
+    /// Base64 MD5 of the whole object, when the store keeps it (GCS).
+    pub md5: Option<String>,
     pub format_version: u32,
 }
 
@@ -84,6 +89,29 @@ pub trait Store: Send + Sync {
     /// First offsets of the partition's objects, ascending.
     fn list(&self, topic: &str, partition: i32) -> Result<Vec<i64>, StoreError>;
 
+    /// The partition's objects with their metadata, ascending by first
+    /// offset (stores that list metadata with names override this).
+    fn list_infos(
+        &self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Vec<(i64, ObjectInfo)>, StoreError> {
+        let mut out = Vec::new();
+        for first in self.list(topic, partition)? {
+            let key = ObjectKey {
+                topic: topic.into(),
+                partition,
+                first,
+            };
+            let info = self.head(&key)?.ok_or_else(|| StoreError::Retriable {
+                what: format!("object {}", self.object_url(&key)),
+                why: "vanished while listing".into(),
+            })?;
+            out.push((first, info));
+        }
+        Ok(out)
+    }
+
     /// Topics with at least one partition folder, sorted.
     fn topics(&self) -> Result<Vec<String>, StoreError>;
 
@@ -100,8 +128,19 @@ pub trait Store: Send + Sync {
 }
 
 /// Opens the store a URL names, checking that it can be used.
-pub fn open(url: &StoreUrl) -> Result<Box<dyn Store>, StoreError> {
+/// `interrupt` ends a store's retry loops early (SIGTERM/SIGINT).
+pub fn open(
+    url: &StoreUrl,
+    gcs: &GcsConfig,
+    interrupt: &Interrupt,
+) -> Result<Box<dyn Store>, StoreError> {
     match url {
         StoreUrl::File(dir) => Ok(Box::new(file::FileStore::open(dir)?)),
+        StoreUrl::Gcs { bucket, prefix } => Ok(Box::new(gcs::GcsStore::open(
+            bucket,
+            prefix,
+            gcs,
+            interrupt.clone(),
+        )?)),
     }
 }

@@ -6,6 +6,8 @@
 
 #![allow(dead_code)]
 
+pub mod fault_proxy;
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -15,6 +17,40 @@ use std::sync::{OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 pub const BOOTSTRAP: &str = "127.0.0.1:9092";
+
+/// A Kafka client configuration for tests: short timeouts, small fetches.
+pub fn client_config(brokers: &[&str]) -> kafka_store::kafka::ClientConfig {
+    kafka_store::kafka::ClientConfig {
+        brokers: brokers.iter().map(|b| b.to_string()).collect(),
+        connection: kafka_store::kafka::ConnectionConfig {
+            client_id: "kafka-store-test".into(),
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(10),
+            max_response_bytes: 64 << 20,
+        },
+        retry_timeout: Duration::from_secs(20),
+        retry_backoff: Duration::from_millis(50),
+        retry_backoff_max: Duration::from_secs(1),
+        fetch_max_wait: Duration::from_millis(200),
+        fetch_max_bytes: 4 << 20,
+        partition_fetch_bytes: 256 << 10,
+        interrupt: Default::default(),
+    }
+}
+
+/// The group's committed offsets of a topic's partitions, by partition.
+pub fn committed(group: &str, topic: &str, partitions: i32) -> BTreeMap<i32, i64> {
+    let tps: Vec<_> = (0..partitions)
+        .map(|p| kafka_store::kafka::TopicPartition::new(topic, p))
+        .collect();
+    kafka_store::kafka::Client::connect(client_config(&[BOOTSTRAP]))
+        .unwrap()
+        .committed_offsets(group, &tps)
+        .unwrap()
+        .into_iter()
+        .map(|(tp, c)| (tp.partition, c.offset))
+        .collect()
+}
 
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -375,6 +411,29 @@ pub fn gen_records(seed: u64, n: usize, partitions: i32, ts_start: i64) -> Vec<R
         .collect()
 }
 
+/// A new topic holding `per_codec` varied records produced with each codec;
+/// returns its name and what was produced, by (partition, offset).
+pub fn topic_with_records(
+    prefix: &str,
+    partitions: i32,
+    per_codec: usize,
+    codecs: &[&str],
+) -> (String, BTreeMap<(i32, i64), Rec>) {
+    let topic = unique(prefix);
+    create_topic(&topic, partitions, &[]);
+    let mut produced = BTreeMap::new();
+    for (i, codec) in codecs.iter().enumerate() {
+        let recs = gen_records(
+            100 + i as u64,
+            per_codec,
+            partitions,
+            1_700_000_000_000 + i as i64 * 1_000_000,
+        );
+        produced.extend(produce(&topic, &recs, codec));
+    }
+    (topic, produced)
+}
+
 // ---- running kafka-store -------------------------------------------------
 
 /// The binary under test: `KAFKA_STORE_BIN` (e.g. the static musl build) or
@@ -436,6 +495,30 @@ impl Setup {
             ),
         )
         .unwrap();
+    }
+
+    /// A config archiving into `gs://{bucket}/archive` through `endpoint`.
+    pub fn gcs(
+        topics: &[&str],
+        group: &str,
+        bucket: &str,
+        endpoint: &str,
+        files_extra: &str,
+        gcs_extra: &str,
+    ) -> Setup {
+        let s = Setup::new(topics, group, "", files_extra);
+        let text = std::fs::read_to_string(&s.config).unwrap().replace(
+            &format!("url = \"file://{}\"", s.archive.display()),
+            &format!("url = \"gs://{bucket}/archive\""),
+        );
+        std::fs::write(
+            &s.config,
+            format!(
+                "{text}\n[gcs]\nendpoint = \"{endpoint}\"\ncredentials = \"none\"\n{gcs_extra}\n"
+            ),
+        )
+        .unwrap();
+        s
     }
 
     pub fn command(&self, args: &[&str]) -> Command {
@@ -753,4 +836,134 @@ pub fn extents(topic: &str) -> BTreeMap<i32, (i64, i64)> {
         .into_iter()
         .map(|(p, l, h)| (p, (l, h)))
         .collect()
+}
+
+// ---- the GCS emulator --------------------------------------------------------
+
+pub const GCS_EMULATOR: &str = "http://127.0.0.1:9023";
+
+fn http() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .new_agent()
+}
+
+/// Creates a bucket with a unique name in the emulator.
+pub fn gcs_bucket() -> String {
+    services();
+    let name = unique("bkt").to_lowercase();
+    let mut r = http()
+        .post(&format!("{GCS_EMULATOR}/storage/v1/b?project=test"))
+        .header("content-type", "application/json")
+        .send(format!(r#"{{"name":"{name}"}}"#))
+        .unwrap();
+    assert!(
+        r.status().is_success(),
+        "create bucket: {}",
+        r.body_mut().read_to_string().unwrap()
+    );
+    name
+}
+
+/// An object as the emulator lists it.
+#[derive(Clone, Debug)]
+pub struct GcsObject {
+    pub name: String,
+    pub size: u64,
+    pub crc32c: String,
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// Every object of a bucket, straight from the emulator.
+pub fn gcs_objects(bucket: &str) -> Vec<GcsObject> {
+    let mut r = http()
+        .get(&format!("{GCS_EMULATOR}/storage/v1/b/{bucket}/o"))
+        .call()
+        .unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
+    v["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|o| GcsObject {
+            name: o["name"].as_str().unwrap().to_string(),
+            size: o["size"].as_str().unwrap().parse().unwrap(),
+            crc32c: o["crc32c"].as_str().unwrap_or("").to_string(),
+            metadata: o["metadata"]
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        })
+        .collect()
+}
+
+/// Downloads every object under `prefix/` into `dest` (same layout as a
+/// file:// archive), checking each object's CRC32C and metadata against
+/// its bytes; returns the objects.
+pub fn download_archive(bucket: &str, prefix: &str, dest: &Path) -> Vec<GcsObject> {
+    use base64::Engine as _;
+    let objects = gcs_objects(bucket);
+    for o in &objects {
+        let rel = o
+            .name
+            .strip_prefix(&format!("{prefix}/"))
+            .unwrap_or_else(|| panic!("{} outside {prefix}", o.name));
+        let mut r = http()
+            .get(&format!(
+                "{GCS_EMULATOR}/storage/v1/b/{bucket}/o/{}?alt=media",
+                rel_encode(&o.name)
+            ))
+            .call()
+            .unwrap();
+        let bytes = r
+            .body_mut()
+            .with_config()
+            .limit(1 << 30)
+            .read_to_vec()
+            .unwrap();
+        assert_eq!(bytes.len() as u64, o.size, "{}", o.name);
+        let crc =
+            base64::engine::general_purpose::STANDARD.encode(crc32c::crc32c(&bytes).to_be_bytes());
+        assert_eq!(crc, o.crc32c, "{}: CRC32C of the stored bytes", o.name);
+        let path = dest.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, &bytes).unwrap();
+        let file = read_file(
+            &path,
+            rel.split('/').next().unwrap(),
+            rel.split('/').nth(1).unwrap().parse().unwrap(),
+            rel.split('/')
+                .nth(2)
+                .unwrap()
+                .strip_suffix(".avro")
+                .unwrap()
+                .parse()
+                .unwrap(),
+        );
+        assert_eq!(
+            o.metadata["next-offset"],
+            file.next.to_string(),
+            "{}",
+            o.name
+        );
+        assert_eq!(
+            o.metadata["record-count"],
+            file.records.len().to_string(),
+            "{}",
+            o.name
+        );
+        assert_eq!(o.metadata["format-version"], "1");
+    }
+    objects
+}
+
+fn rel_encode(name: &str) -> String {
+    name.replace('/', "%2F")
 }

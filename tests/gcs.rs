@@ -1,0 +1,329 @@
+//! The `gs://` store against the real GCS emulator (gcp-storage-emulator),
+//! with a fault-injecting proxy in front of it (tests/support/fault_proxy.rs):
+//! exactly once, CRC32C end to end, faults survived, a killed upload resumed
+//! in the same session, and the errors a user meets first.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use crate::support::fault_proxy::{FaultKind, FaultProxy, Faults, upload_id};
+use crate::support::{self, GCS_EMULATOR, Rec, Setup};
+
+/// Downloads the archive and checks it record by record.
+fn check_archive(s: &Setup, bucket: &str, topic: &str, produced: &BTreeMap<(i32, i64), Rec>) {
+    support::download_archive(bucket, "archive", &s.archive);
+    let archive = support::read_archive(&s.archive);
+    let ends: BTreeMap<i32, (i64, i64)> = support::extents(topic)
+        .into_iter()
+        .map(|(p, (_, h))| (p, (0, h)))
+        .collect();
+    let read = support::check_tiling(&archive, topic, &ends);
+    support::assert_same_records(&read, produced);
+}
+
+#[test]
+fn gcs_archive_is_exactly_once_and_readable_with_ls_and_cat() {
+    let _broker = support::shared_broker();
+    let (topic, produced) = support::topic_with_records("gcs", 4, 15_000, &["zstd", "gzip"]);
+    let bucket = support::gcs_bucket();
+    let s = Setup::gcs(
+        &[&topic],
+        &support::unique("g"),
+        &bucket,
+        GCS_EMULATOR,
+        "max_file_bytes = \"1MiB\"\n",
+        "chunk_bytes = \"256KiB\"\n",
+    );
+    let out = s.run_to_end();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains(&format!("gs://{bucket}/archive/{topic}/")),
+        "{log}"
+    );
+    check_archive(&s, &bucket, &topic, &produced);
+
+    let config = s.config.to_str().unwrap();
+    let ls = s.command(&["ls", "--config", config]).output().unwrap();
+    assert!(
+        ls.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ls.stderr)
+    );
+    let listing = String::from_utf8(ls.stdout).unwrap();
+    assert_eq!(listing.matches("no gaps").count(), 4, "{listing}");
+    let object = format!("{topic}/000001/00000000000000000000.avro");
+    let cat = s
+        .command(&["cat", "--config", config, &object])
+        .output()
+        .unwrap();
+    assert!(
+        cat.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cat.stderr)
+    );
+    let first: serde_json::Value = serde_json::from_str(
+        String::from_utf8(cat.stdout)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(first["offset"], 0);
+
+    // A second run resumes from the chain in the bucket and adds nothing.
+    let before = support::gcs_objects(&bucket).len();
+    s.run_to_end();
+    assert_eq!(support::gcs_objects(&bucket).len(), before);
+}
+
+#[test]
+fn gcs_uploads_survive_faults_of_every_kind() {
+    let _broker = support::shared_broker();
+    let (topic, produced) =
+        support::topic_with_records("gcs-faults", 4, 35_000, &["lz4", "snappy", "zstd"]);
+    let bucket = support::gcs_bucket();
+    let proxy = FaultProxy::start("127.0.0.1:9023");
+    proxy.set_faults(Faults {
+        rate: 0.3,
+        seed: 7,
+        kinds: vec![
+            FaultKind::DropMidBody,
+            FaultKind::Status(503),
+            FaultKind::Status(429),
+            FaultKind::Status(408),
+            FaultKind::Stall,
+            FaultKind::LoseResponse,
+        ],
+        stall: Duration::from_secs(3),
+        body_delay: Duration::ZERO,
+    });
+    let s = Setup::gcs(
+        &[&topic],
+        &support::unique("g"),
+        &bucket,
+        &proxy.url(),
+        "codec = \"null\"\nmax_file_bytes = \"2MiB\"\n",
+        "chunk_bytes = \"256KiB\"\nrequest_timeout = \"2s\"\nretry_timeout = \"120s\"\n",
+    );
+    let started = Instant::now();
+    s.run_to_end();
+    eprintln!("archived through faults in {:?}", started.elapsed());
+    proxy.set_faults(Faults::default());
+    check_archive(&s, &bucket, &topic, &produced);
+
+    let log = proxy.log();
+    let faulted = log.iter().filter(|e| e.fault.is_some()).count();
+    assert!(
+        faulted * 5 >= log.len(),
+        "only {faulted} of {} requests faulted",
+        log.len()
+    );
+    for kind in [
+        FaultKind::DropMidBody,
+        FaultKind::Stall,
+        FaultKind::LoseResponse,
+        FaultKind::Status(503),
+    ] {
+        assert!(
+            log.iter().any(|e| e.fault == Some(kind)),
+            "no {kind:?} fault happened"
+        );
+    }
+    // Lost answers to chunks that the emulator stored were resumed, not resent.
+    assert!(log.iter().any(|e| e.fault == Some(FaultKind::LoseResponse)
+        && e.content_range.as_deref().is_some_and(|r| !r.contains('*'))));
+}
+
+#[test]
+fn a_process_killed_mid_upload_resumes_the_same_session() {
+    let _broker = support::shared_broker();
+    let topic = support::unique("gcs-resume");
+    support::create_topic(&topic, 1, &[]);
+    let produced = support::produce(
+        &topic,
+        &support::gen_records(77, 20_000, 1, 1_700_000_000_000),
+        "lz4",
+    );
+    let bucket = support::gcs_bucket();
+    let proxy = FaultProxy::start("127.0.0.1:9023");
+    proxy.set_faults(Faults {
+        body_delay: Duration::from_millis(250),
+        ..Faults::default()
+    });
+    let s = Setup::gcs(
+        &[&topic],
+        &support::unique("g"),
+        &bucket,
+        &proxy.url(),
+        "codec = \"null\"\nmax_file_bytes = \"3MiB\"\n",
+        "chunk_bytes = \"256KiB\"\n",
+    );
+    let mut child = s.spawn(&["--until-caught-up"]);
+
+    // Wait until a session has stored a few chunks, then kill the process.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (session, stored) = loop {
+        let log = proxy.log();
+        let mut per_session: BTreeMap<String, u64> = BTreeMap::new();
+        for e in &log {
+            if let (Some(id), Some(range)) = (upload_id(&e.target), &e.content_range)
+                && e.status == Some(308)
+                && let Some((_, end, _)) = crate::support::fault_proxy::parse_content_range(range)
+            {
+                let v = per_session.entry(id).or_default();
+                *v = (*v).max(end + 1);
+            }
+        }
+        if let Some((id, n)) = per_session.into_iter().find(|(_, n)| *n >= 3 * 256 * 1024) {
+            break (id, n);
+        }
+        assert!(Instant::now() < deadline, "no upload got going");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    support::signal(&child, "-KILL");
+    let _ = child.wait();
+    let before = proxy.log().len();
+
+    proxy.set_faults(Faults::default());
+    s.run_to_end();
+    let after = &proxy.log()[before..];
+    let resumed: Vec<_> = after
+        .iter()
+        .filter(|e| upload_id(&e.target).as_deref() == Some(session.as_str()))
+        .collect();
+    assert!(
+        !resumed.is_empty(),
+        "the restarted process did not reuse session {session}"
+    );
+    for e in &resumed {
+        if let Some((start, _, _)) = e
+            .content_range
+            .as_deref()
+            .and_then(crate::support::fault_proxy::parse_content_range)
+        {
+            assert!(
+                start >= stored,
+                "bytes {start}.. were sent again though the server had {stored}"
+            );
+        }
+    }
+    assert!(
+        resumed
+            .iter()
+            .any(|e| e.status == Some(200) || e.status == Some(201)),
+        "the resumed session did not complete"
+    );
+    check_archive(&s, &bucket, &topic, &produced);
+}
+
+/// Runs `kafka-store run` expecting a quick failure; returns its last line.
+fn failing_run(s: &Setup) -> String {
+    let started = Instant::now();
+    let out = support::run_with_timeout(
+        s.command(&[
+            "run",
+            "--config",
+            s.config.to_str().unwrap(),
+            "--until-caught-up",
+        ]),
+        Duration::from_secs(60),
+    );
+    assert!(!out.status.success());
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "took {:?}",
+        started.elapsed()
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    let line = stderr.lines().last().unwrap_or("").to_string();
+    assert!(line.starts_with("kafka-store: "), "{stderr}");
+    line
+}
+
+#[test]
+fn gcs_misconfiguration_is_named_in_one_line_and_nothing_is_committed() {
+    let _broker = support::shared_broker();
+    let topic = support::unique("gcs-bad");
+    support::create_topic(&topic, 1, &[]);
+    support::produce(&topic, &support::gen_records(5, 100, 1, 0), "none");
+
+    // An unknown bucket.
+    let s = Setup::gcs(
+        &[&topic],
+        &support::unique("g"),
+        "no-such-bucket-here",
+        GCS_EMULATOR,
+        "",
+        "",
+    );
+    let line = failing_run(&s);
+    assert!(
+        line.contains("no-such-bucket-here") && line.contains("does not exist"),
+        "{line}"
+    );
+
+    // Access refused (403 from the proxy).
+    let bucket = support::gcs_bucket();
+    let proxy = FaultProxy::start("127.0.0.1:9023");
+    proxy.set_faults(Faults {
+        rate: 1.0,
+        kinds: vec![FaultKind::Status(403)],
+        ..Faults::default()
+    });
+    let s = Setup::gcs(
+        &[&topic],
+        &support::unique("g"),
+        &bucket,
+        &proxy.url(),
+        "",
+        "",
+    );
+    let line = failing_run(&s);
+    assert!(
+        line.contains("403") && line.contains(&bucket) && line.contains("no credentials"),
+        "{line}"
+    );
+
+    // A malformed credentials file.
+    let s = Setup::gcs(
+        &[&topic],
+        &support::unique("g"),
+        &bucket,
+        GCS_EMULATOR,
+        "",
+        "",
+    );
+    let key = s.dir.path().join("key.json");
+    std::fs::write(&key, "{ not json").unwrap();
+    let text = std::fs::read_to_string(&s.config).unwrap().replace(
+        "credentials = \"none\"",
+        &format!("credentials = \"{}\"", key.display()),
+    );
+    std::fs::write(&s.config, text).unwrap();
+    let line = failing_run(&s);
+    assert!(
+        line.contains("key.json") && line.contains("gcs.credentials"),
+        "{line}"
+    );
+
+    // An unreachable endpoint gives up within gcs.retry_timeout.
+    let s = Setup::gcs(
+        &[&topic],
+        &support::unique("g"),
+        &bucket,
+        "http://127.0.0.1:1",
+        "",
+        "retry_timeout = \"3s\"\n",
+    );
+    let line = failing_run(&s);
+    assert!(
+        line.contains("127.0.0.1:1") || line.contains("gs://"),
+        "{line}"
+    );
+
+    assert!(
+        support::gcs_objects(&bucket).is_empty(),
+        "nothing may be stored"
+    );
+}
