@@ -11,7 +11,9 @@
 //! the same run, the throughput of compressing the same bytes with the same
 //! codec in memory on as many threads as the archiver has encoders: the
 //! ceiling. Knobs: `KAFKA_STORE_BENCH_CODEC` (deflate), `..._LEVEL`,
-//! `..._PARTITIONS` (8), `..._PRODUCER_CODEC` (lz4).
+//! `..._PARTITIONS` (8), `..._PRODUCER_CODEC` (lz4); `KAFKA_STORE_BENCH_GCS=0`
+//! skips the second part, which archives the same topic into the GCS
+//! emulator twice (16 MiB and 128 MiB files) and prints MB/s and peak RSS.
 
 #[path = "support/mod.rs"]
 mod support;
@@ -145,35 +147,9 @@ fn archive_throughput_and_memory() {
     } else {
         String::new()
     };
-    let setup = Setup::new(
-        &[&topic],
-        &support::unique("bench"),
-        "",
-        &format!("codec = \"{codec}\"\n{level_key}"),
-    );
-    let mut child = setup.spawn(&["--until-caught-up"]);
-    let pid = child.id();
-    let started = Instant::now();
-    let mut peak_kib = 0u64;
-    while child.try_wait().unwrap().is_none() {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        let kib = status
-            .lines()
-            .find(|l| l.starts_with("VmHWM:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<u64>().ok());
-        peak_kib = peak_kib.max(kib.unwrap_or(0));
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let secs = started.elapsed().as_secs_f64();
-    let out = child.wait_with_output().unwrap();
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{log}");
-    let reported = log
-        .lines()
-        .find_map(|l| l.split("peak memory ").nth(1))
-        .unwrap_or("?")
-        .to_string();
+    let files = format!("codec = \"{codec}\"\n{level_key}");
+    let setup = Setup::new(&[&topic], &support::unique("bench"), "", &files);
+    let (secs, peak_kib, reported) = measure(&setup);
     let archived: u64 = support::snapshot(&setup.archive)
         .values()
         .map(|b| b.len() as u64)
@@ -207,4 +183,57 @@ fn archive_throughput_and_memory() {
         "  ceiling          {ceiling_mbs:.1} MB/s ({codec} of the same values in memory, {encoders} threads)"
     );
     println!("  of the ceiling   {:.0}%", 100.0 * mbs / ceiling_mbs);
+
+    // The same topic into the GCS emulator (a Python server on the same
+    // cores, so far slower than GCS): memory must not grow with file size,
+    // since uploads stream from the spool file chunk by chunk.
+    if std::env::var("KAFKA_STORE_BENCH_GCS").as_deref() != Ok("0") {
+        for max_file in ["16MiB", "128MiB"] {
+            let bucket = support::gcs_bucket();
+            let files = format!("{files}max_file_bytes = \"{max_file}\"\n");
+            let s = Setup::gcs(
+                &[&topic],
+                &support::unique("bench"),
+                &bucket,
+                support::GCS_EMULATOR,
+                &files,
+                "",
+            );
+            let (secs, peak_kib, _) = measure(&s);
+            println!(
+                "  to gs:// emulator  max_file_bytes {max_file}: {secs:.1} s  {:.1} MB/s  peak RSS {:.1} MiB",
+                bytes / 1e6 / secs,
+                peak_kib as f64 / 1024.0
+            );
+        }
+    }
+}
+
+/// Runs `kafka-store run --until-caught-up`: seconds, peak RSS polled from
+/// /proc (KiB), and the peak the binary reported at exit.
+fn measure(setup: &Setup) -> (f64, u64, String) {
+    let mut child = setup.spawn(&["--until-caught-up"]);
+    let pid = child.id();
+    let started = Instant::now();
+    let mut peak_kib = 0u64;
+    while child.try_wait().unwrap().is_none() {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let kib = status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok());
+        peak_kib = peak_kib.max(kib.unwrap_or(0));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    let reported = log
+        .lines()
+        .find_map(|l| l.split("peak memory ").nth(1))
+        .unwrap_or("?")
+        .to_string();
+    (secs, peak_kib, reported)
 }

@@ -327,3 +327,102 @@ fn gcs_misconfiguration_is_named_in_one_line_and_nothing_is_committed() {
         "nothing may be stored"
     );
 }
+
+/// A minimal HTTP CONNECT proxy (what air-gapped sites put in front of
+/// GCS): counts the tunnels it opened, by target.
+struct ConnectProxy {
+    addr: std::net::SocketAddr,
+    tunnels: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl ConnectProxy {
+    fn start() -> ConnectProxy {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let tunnels = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = tunnels.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let seen = seen.clone();
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(client.try_clone().unwrap());
+                    let mut line = String::new();
+                    reader.read_line(&mut line).unwrap();
+                    let target = line.split_whitespace().nth(1).unwrap_or("").to_string();
+                    loop {
+                        let mut header = String::new();
+                        if reader.read_line(&mut header).unwrap() <= 2 {
+                            break;
+                        }
+                    }
+                    seen.lock().unwrap().push(target.clone());
+                    let upstream = std::net::TcpStream::connect(&target).unwrap();
+                    let mut client_w = client.try_clone().unwrap();
+                    client_w
+                        .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                        .unwrap();
+                    let mut up_r = upstream.try_clone().unwrap();
+                    let mut up_w = upstream;
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut up_r, &mut client_w);
+                    });
+                    let _ = std::io::copy(&mut reader, &mut up_w);
+                });
+            }
+        });
+        ConnectProxy { addr, tunnels }
+    }
+}
+
+#[test]
+fn an_https_proxy_and_no_proxy_are_honoured() {
+    let _broker = support::shared_broker();
+    let (topic, produced) = support::topic_with_records("gcs-proxy", 1, 2_000, &["none"]);
+    let bucket = support::gcs_bucket();
+    let proxy = ConnectProxy::start();
+    let through = format!("proxy = \"http://{}\"\n", proxy.addr);
+    let s = Setup::gcs(
+        &[&topic],
+        &support::unique("g"),
+        &bucket,
+        GCS_EMULATOR,
+        "",
+        &through,
+    );
+    s.run_to_end();
+    check_archive(&s, &bucket, &topic, &produced);
+    let tunnels = proxy.tunnels.lock().unwrap().clone();
+    assert!(
+        !tunnels.is_empty() && tunnels.iter().all(|t| t == "127.0.0.1:9023"),
+        "{tunnels:?}"
+    );
+
+    // The same store reached directly when its host is in no_proxy.
+    proxy.tunnels.lock().unwrap().clear();
+    let bucket = support::gcs_bucket();
+    let bypass = format!("{through}no_proxy = [\"127.0.0.1\"]\n");
+    let s = Setup::gcs(
+        &[&topic],
+        &support::unique("g"),
+        &bucket,
+        GCS_EMULATOR,
+        "",
+        &bypass,
+    );
+    s.run_to_end();
+    check_archive(&s, &bucket, &topic, &produced);
+    assert!(proxy.tunnels.lock().unwrap().is_empty());
+
+    // A CA bundle that cannot be read is named.
+    let s = Setup::gcs(
+        &[&topic],
+        &support::unique("g"),
+        &bucket,
+        GCS_EMULATOR,
+        "",
+        "ca_bundle = \"/nonexistent/ca.pem\"\n",
+    );
+    let line = failing_run(&s);
+    assert!(line.contains("gcs.ca_bundle /nonexistent/ca.pem"), "{line}");
+}
