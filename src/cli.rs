@@ -16,7 +16,8 @@ USAGE:
     kafka-store --help | --version
 
 COMMANDS:
-    run     archive the configured topics until SIGTERM/SIGINT
+    run     archive the configured topics until SIGTERM/SIGINT, sharing the
+            partitions with the other members of kafka.group_id
     ls      list archive files with offset ranges, record counts and sizes,
             and the first gap of each partition's chain
     cat     print one archive file's records as JSON lines; bytes appear as
@@ -25,8 +26,9 @@ COMMANDS:
 OPTIONS:
     -c, --config FILE      the configuration file (see vendor-config/kafka-store.toml)
         --store URL        a store URL instead of a config file (ls, cat)
-        --until-caught-up  run: stop once every partition has reached the log end
-                           seen at start; its last file ends there
+        --until-caught-up  run once, outside the consumer group: archive every
+                           partition up to the log end seen at start (its last
+                           file ends there), then exit
         --topic T          ls: only this topic
         --partition P      ls: only this partition
         --log-level LEVEL  error, warn, info (default), debug or trace

@@ -16,7 +16,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use crate::kafka::{Client, TopicPartition};
 use crate::partition::Closed;
-use crate::pipeline::{Registry, Seek, Stop, Stored};
+use crate::pipeline::{GroupState, Registry, Seek, Stop, Stored};
 use crate::resume::{commit_metadata, follow};
 use crate::spool::Spool;
 use crate::store::{PutOutcome, Store, Upload};
@@ -77,7 +77,8 @@ pub fn upload_loop(
                     "{url} already exists with another cut (next offset {theirs}, ours {next}); adopting it"
                 );
                 let end = follow(store, &tp, theirs, Some(file.key.first))?;
-                let epoch = ctl.epoch.fetch_add(1, Ordering::SeqCst) + 1;
+                let epoch = registry.new_epoch();
+                ctl.epoch.store(epoch, Ordering::SeqCst);
                 ctl.stored.fetch_max(end.position, Ordering::SeqCst);
                 let _ = seeks.send(Seek {
                     tp: tp.clone(),
@@ -129,16 +130,16 @@ fn put(store: &dyn Store, file: &Closed, stop: &Stop) -> anyhow::Result<Option<P
 }
 
 /// The committer thread: commits the newest stored position of each
-/// partition every `interval`, and once more when the uploaders are done.
+/// partition every `interval`, and once more when the uploaders are done,
+/// as a member of the current group generation and only for partitions this
+/// process still owns.
 pub fn commit_loop(
     rx: Receiver<Stored>,
     mut client: Client,
-    group: &str,
-    store_tag: &str,
-    interval: Duration,
+    committer: Committer<'_>,
 ) -> anyhow::Result<()> {
     let mut pending: HashMap<TopicPartition, (i64, Option<i64>)> = HashMap::new();
-    let mut due = Instant::now() + interval;
+    let mut due = Instant::now() + committer.interval;
     loop {
         match rx.recv_timeout(due.saturating_duration_since(Instant::now())) {
             Ok(s) => {
@@ -148,38 +149,63 @@ pub fn commit_loop(
                 }
             }
             Err(RecvTimeoutError::Timeout) => {
-                commit(&mut client, group, store_tag, &mut pending);
-                due = Instant::now() + interval;
+                committer.commit(&mut client, &mut pending);
+                due = Instant::now() + committer.interval;
             }
             Err(RecvTimeoutError::Disconnected) => {
-                commit(&mut client, group, store_tag, &mut pending);
+                committer.commit(&mut client, &mut pending);
                 return Ok(());
             }
         }
     }
 }
 
-fn commit(
-    client: &mut Client,
-    group: &str,
-    store_tag: &str,
-    pending: &mut HashMap<TopicPartition, (i64, Option<i64>)>,
-) {
-    if pending.is_empty() {
-        return;
-    }
-    let mut offsets: Vec<(TopicPartition, i64, String)> = pending
-        .iter()
-        .map(|(tp, (next, prev))| (tp.clone(), *next, commit_metadata(store_tag, *prev)))
-        .collect();
-    offsets.sort();
-    match client.commit_offsets(group, &offsets) {
-        Ok(()) => {
-            log::debug!("committed {} offset(s) to group {group}", offsets.len());
-            pending.clear();
+/// What the committer needs besides its client.
+pub struct Committer<'a> {
+    pub group: &'a str,
+    pub store_tag: &'a str,
+    pub interval: Duration,
+    pub registry: &'a Registry,
+    /// The group generation to commit in; None for a standalone run.
+    pub membership: Option<&'a GroupState>,
+}
+
+impl Committer<'_> {
+    fn commit(
+        &self,
+        client: &mut Client,
+        pending: &mut HashMap<TopicPartition, (i64, Option<i64>)>,
+    ) {
+        // A partition that moved on is the new owner's to commit.
+        pending.retain(|tp, _| self.registry.owns(tp));
+        if pending.is_empty() {
+            return;
         }
-        Err(e) => log::warn!(
-            "cannot commit offsets to group {group} (they are retried; the archive is safe): {e}"
-        ),
+        let generation = match self.membership {
+            None => None,
+            Some(state) => match state.get() {
+                Some(g) => Some(g),
+                None => return, // Rebalancing: commit with the next generation.
+            },
+        };
+        let mut offsets: Vec<(TopicPartition, i64, String)> = pending
+            .iter()
+            .map(|(tp, (next, prev))| (tp.clone(), *next, commit_metadata(self.store_tag, *prev)))
+            .collect();
+        offsets.sort();
+        match client.commit_offsets(self.group, generation.as_ref(), &offsets) {
+            Ok(()) => {
+                log::debug!(
+                    "committed {} offset(s) to group {}",
+                    offsets.len(),
+                    self.group
+                );
+                pending.clear();
+            }
+            Err(e) => log::warn!(
+                "cannot commit offsets to group {} (they are retried; the archive is safe): {e}",
+                self.group
+            ),
+        }
     }
 }

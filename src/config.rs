@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::de::{self, Deserializer};
 
+use crate::assignor::Strategy;
 use crate::avro::Codec;
 use crate::interrupt::Interrupt;
 use crate::kafka::{ClientConfig, ConnectionConfig};
@@ -148,11 +149,30 @@ pub struct Config {
 pub struct KafkaConfig {
     pub client: ClientConfig,
     pub group_id: String,
+    /// Topics named one by one.
     pub topics: Vec<String>,
+    /// Topics matched by name (whole name), found in the cluster's metadata.
+    pub topic_regex: Option<regex_lite::Regex>,
     pub start: Start,
     pub on_gap: OnGap,
     /// How often stored positions are committed to the group.
     pub commit_interval: Duration,
+    pub group: GroupConfig,
+}
+
+/// How this process takes part in the consumer group.
+#[derive(Clone, Debug)]
+pub struct GroupConfig {
+    /// Static membership (`group.instance.id`): a restart within the
+    /// session timeout keeps the partitions without a rebalance.
+    pub instance_id: Option<String>,
+    pub session_timeout: Duration,
+    pub rebalance_timeout: Duration,
+    pub heartbeat_interval: Duration,
+    /// How often topic metadata is checked for new topics or partitions.
+    pub metadata_refresh: Duration,
+    /// Preferred assignor first.
+    pub assignors: Vec<Strategy>,
 }
 
 #[derive(Clone, Debug)]
@@ -218,6 +238,13 @@ struct RawKafka {
     group_id: String,
     #[serde(default)]
     topics: Vec<String>,
+    topic_regex: Option<String>,
+    group_instance_id: Option<String>,
+    session_timeout: Option<Dur>,
+    rebalance_timeout: Option<Dur>,
+    heartbeat_interval: Option<Dur>,
+    metadata_refresh: Option<Dur>,
+    assignor: Option<String>,
     #[serde(default = "default_start")]
     start: Start,
     #[serde(default = "default_on_gap")]
@@ -433,9 +460,53 @@ impl RawConfig {
                 return Err(err(format!("kafka.brokers: {b:?} is not \"host:port\"")));
             }
         }
-        if k.topics.is_empty() {
-            return Err(err("kafka.topics: list at least one topic to archive"));
+        if k.topics.is_empty() && k.topic_regex.is_none() {
+            return Err(err(
+                "kafka.topics: list at least one topic to archive (or set kafka.topic_regex)",
+            ));
         }
+        let topic_regex = match &k.topic_regex {
+            None => None,
+            Some(r) => Some(regex_lite::Regex::new(&format!("^(?:{r})$")).map_err(|e| {
+                err(format!(
+                    "kafka.topic_regex: {r:?} is not a valid regex: {e}"
+                ))
+            })?),
+        };
+        let session_timeout = positive("kafka.session_timeout", dur(k.session_timeout, "45s"))?;
+        let heartbeat_interval =
+            positive("kafka.heartbeat_interval", dur(k.heartbeat_interval, "3s"))?;
+        if heartbeat_interval >= session_timeout {
+            return Err(err(
+                "kafka.heartbeat_interval: must be shorter than kafka.session_timeout (a third of it is usual)",
+            ));
+        }
+        let assignors = match k.assignor.as_deref().unwrap_or("sticky") {
+            "sticky" => vec![Strategy::Sticky, Strategy::Range],
+            "range" => vec![Strategy::Range, Strategy::Sticky],
+            other => {
+                return Err(err(format!(
+                    "kafka.assignor: unknown assignor {other:?} (use sticky or range)"
+                )));
+            }
+        };
+        if k.group_instance_id
+            .as_deref()
+            .is_some_and(|i| i.trim().is_empty())
+        {
+            return Err(err("kafka.group_instance_id: must not be empty when set"));
+        }
+        let group = GroupConfig {
+            instance_id: k.group_instance_id.clone(),
+            session_timeout,
+            rebalance_timeout: positive(
+                "kafka.rebalance_timeout",
+                dur(k.rebalance_timeout, "60s"),
+            )?,
+            heartbeat_interval,
+            metadata_refresh: positive("kafka.metadata_refresh", dur(k.metadata_refresh, "1m"))?,
+            assignors,
+        };
         for t in &k.topics {
             validate_topic(t)?;
         }
@@ -477,9 +548,11 @@ impl RawConfig {
             client,
             group_id: k.group_id,
             topics: k.topics,
+            topic_regex,
             start: k.start,
             on_gap: k.on_gap,
             commit_interval: positive("kafka.commit_interval", dur(k.commit_interval, "5s"))?,
+            group,
         };
 
         let url =

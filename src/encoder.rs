@@ -45,6 +45,11 @@ pub fn run(
     let mut closed = Vec::new();
     while let Some(msg) = stop.recv(&rx) {
         let (tp, result) = match msg {
+            ToEncoder::Revoke { tp } => {
+                // Dropping the writer deletes its open file.
+                writers.remove(&tp);
+                continue;
+            }
             ToEncoder::Assign {
                 tp,
                 epoch,

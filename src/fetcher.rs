@@ -8,7 +8,7 @@
 //! archive is safe while Kafka is away); OFFSET_OUT_OF_RANGE is resolved
 //! against the log's extent: a gap (`on_gap`) or a replaced log.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -19,17 +19,26 @@ use crossbeam_channel::{Receiver, Sender};
 use crate::config::{KafkaConfig, OnGap};
 use crate::kafka::records::complete_extent;
 use crate::kafka::{Client, KafkaError, OffsetSpec, PartitionData, TopicPartition};
-use crate::pipeline::{POLL, Registry, Seek, Stop, ToEncoder, worker_for};
+use crate::pipeline::{Assignment, POLL, Registry, Seek, Stop, Stored, ToEncoder, worker_for};
+use crate::resume::{self, Resume};
+use crate::store::Store;
 
 /// Everything the fetcher thread owns.
 pub struct Fetcher<'a> {
     pub client: Client,
     pub config: &'a KafkaConfig,
+    pub store: &'a dyn Store,
     pub idle_flush: Duration,
+    /// `--until-caught-up`: finish each partition at the log end seen when
+    /// it was assigned, and stop when all are stored.
+    pub until_caught_up: bool,
     pub registry: &'a Registry,
     pub stop: &'a Stop,
     pub encoders: Vec<Sender<ToEncoder>>,
     pub seeks: Receiver<Seek>,
+    pub assignments: Receiver<Assignment>,
+    /// Start positions go to the committer like stored ones.
+    pub stored: Sender<Stored>,
 }
 
 /// The fetcher's view of the rest of the pipeline: everything it owns but
@@ -37,11 +46,14 @@ pub struct Fetcher<'a> {
 /// client is still busy with the next broker.
 struct Ctx<'a> {
     config: &'a KafkaConfig,
+    store: &'a dyn Store,
     idle_flush: Duration,
+    until_caught_up: bool,
     registry: &'a Registry,
     stop: &'a Stop,
     encoders: Vec<Sender<ToEncoder>>,
     seeks: Receiver<Seek>,
+    stored: Sender<Stored>,
 }
 
 struct State {
@@ -64,71 +76,62 @@ struct State {
     parked: bool,
 }
 
+/// The partitions assigned to this process and where each stands.
+#[derive(Default)]
+struct Partitions {
+    /// Being fetched.
+    states: BTreeMap<TopicPartition, State>,
+    /// Assigned (fetched, waiting to start, or halted).
+    owned: BTreeSet<TopicPartition>,
+    /// Assigned, not started yet (their resume position is looked up).
+    pending: BTreeSet<TopicPartition>,
+    /// When to try starting the pending ones again after a failure.
+    pending_at: Option<Instant>,
+    /// Whether the group has assigned anything yet (even nothing).
+    assigned: bool,
+}
+
 impl Fetcher<'_> {
-    pub fn run(
-        self,
-        starts: Vec<(TopicPartition, i64)>,
-        targets: Option<HashMap<TopicPartition, i64>>,
-    ) -> anyhow::Result<()> {
+    pub fn run(self) -> anyhow::Result<()> {
         let Fetcher {
             mut client,
             config,
+            store,
             idle_flush,
+            until_caught_up,
             registry,
             stop,
             encoders,
             seeks,
+            assignments,
+            stored,
         } = self;
         let ctx = Ctx {
             config,
+            store,
             idle_flush,
+            until_caught_up,
             registry,
             stop,
             encoders,
             seeks,
+            stored,
         };
-        let mut states: BTreeMap<TopicPartition, State> = BTreeMap::new();
-        for (tp, position) in starts {
-            let epoch = ctx.registry.epoch(&tp).unwrap_or(0);
-            let encoder = worker_for(&tp, ctx.encoders.len());
-            if !ctx.send(
-                encoder,
-                ToEncoder::Assign {
-                    tp: tp.clone(),
-                    epoch,
-                    position,
-                },
-            ) {
-                return Ok(());
-            }
-            let target = targets
-                .as_ref()
-                .map(|t| t.get(&tp).copied().unwrap_or(position));
-            states.insert(
-                tp,
-                State {
-                    position,
-                    epoch,
-                    encoder,
-                    retry_at: None,
-                    backoff: ctx.config.client.retry_backoff,
-                    failing_since: None,
-                    last_warning: None,
-                    caught_up_since: None,
-                    flushed_at: None,
-                    target,
-                    finished_at: None,
-                    parked: false,
-                },
-            );
-        }
+        let mut parts = Partitions::default();
         while !ctx.stop.requested() {
-            ctx.apply_seeks(&mut states);
+            if let Some(a) = assignments.try_iter().last() {
+                ctx.reassign(&mut parts, a);
+            }
+            if !parts.pending.is_empty() && parts.pending_at.is_none_or(|at| at <= Instant::now()) {
+                ctx.start(&mut client, &mut parts);
+            }
+            let states = &mut parts.states;
+            ctx.apply_seeks(states);
             states.retain(|tp, _| !ctx.registry.is_halted(tp));
             let now = Instant::now();
             let mut wanted = Vec::new();
             let mut next_retry = now + POLL;
-            for (tp, st) in &states {
+            for (tp, st) in states.iter() {
                 if st.finished_at.is_some() || st.parked {
                     continue;
                 }
@@ -138,7 +141,7 @@ impl Fetcher<'_> {
                 }
             }
             if wanted.is_empty() {
-                if states.is_empty() || ctx.all_finished(&states) {
+                if ctx.finished(&parts) {
                     break;
                 }
                 thread::sleep(next_retry.saturating_duration_since(now));
@@ -175,14 +178,119 @@ impl Ctx<'_> {
         self.stop.send(&self.encoders[encoder], msg)
     }
 
-    /// With `--until-caught-up`: every partition's final file is stored.
-    fn all_finished(&self, states: &BTreeMap<TopicPartition, State>) -> bool {
-        states
-            .iter()
-            .all(|(tp, st)| match (st.finished_at, self.registry.get(tp)) {
-                (Some(end), Some(ctl)) => ctl.stored.load(Ordering::SeqCst) >= end,
-                _ => false,
-            })
+    /// Whether the fetcher's work is over: with `--until-caught-up`, every
+    /// assigned partition's final file is stored; otherwise, every assigned
+    /// partition has stopped with an error.
+    fn finished(&self, parts: &Partitions) -> bool {
+        if !parts.assigned || !parts.pending.is_empty() {
+            return false;
+        }
+        if self.until_caught_up {
+            return parts.states.iter().all(|(tp, st)| {
+                match (st.finished_at, self.registry.get(tp)) {
+                    (Some(end), Some(ctl)) => ctl.stored.load(Ordering::SeqCst) >= end,
+                    _ => false,
+                }
+            });
+        }
+        !parts.owned.is_empty() && parts.owned.iter().all(|tp| self.registry.is_halted(tp))
+    }
+
+    /// A new assignment: stop what moved away, queue what arrived.
+    fn reassign(&self, parts: &mut Partitions, a: Assignment) {
+        parts.assigned = true;
+        let revoked: Vec<TopicPartition> = parts.owned.difference(&a.partitions).cloned().collect();
+        for tp in revoked {
+            if let Some(st) = parts.states.remove(&tp) {
+                self.send(st.encoder, ToEncoder::Revoke { tp: tp.clone() });
+            }
+            parts.pending.remove(&tp);
+            self.registry.remove(&tp);
+            parts.owned.remove(&tp);
+        }
+        for tp in a.partitions {
+            if parts.owned.insert(tp.clone()) {
+                parts.pending.insert(tp);
+            }
+        }
+        parts.pending_at = None;
+    }
+
+    /// Starts the pending partitions where their archives end (step 1 of
+    /// the commit protocol); on failure they are tried again later.
+    fn start(&self, client: &mut Client, parts: &mut Partitions) {
+        let tps: Vec<TopicPartition> = parts.pending.iter().cloned().collect();
+        let k = self.config;
+        let resumed = resume::resume_all(client, self.store, &k.group_id, &tps, k.start, k.on_gap)
+            .and_then(|r| {
+                let targets = if self.until_caught_up {
+                    Some(client.list_offsets(&tps, OffsetSpec::Latest)?)
+                } else {
+                    None
+                };
+                Ok((r, targets))
+            });
+        let (resumed, targets) = match resumed {
+            Ok(r) => r,
+            Err(e) => {
+                log::warn!(
+                    "cannot start {} partition(s) yet, retrying: {e:#}",
+                    tps.len()
+                );
+                parts.pending_at = Some(Instant::now() + self.config.client.retry_backoff_max);
+                return;
+            }
+        };
+        for (tp, resume) in resumed {
+            parts.pending.remove(&tp);
+            let at = match resume {
+                Resume::At(at) => at,
+                Resume::Halted(why) => {
+                    self.registry.insert(&tp, -1);
+                    self.registry.halt(&tp, why);
+                    continue;
+                }
+            };
+            let ctl = self.registry.insert(&tp, at.position);
+            let epoch = ctl.epoch.load(Ordering::SeqCst);
+            let encoder = worker_for(&tp, self.encoders.len());
+            let position = at.position;
+            self.send(
+                encoder,
+                ToEncoder::Assign {
+                    tp: tp.clone(),
+                    epoch,
+                    position,
+                },
+            );
+            // Record the start in the group: see resume.rs.
+            let _ = self.stored.send(Stored {
+                tp: tp.clone(),
+                next: position,
+                prev: at.prev,
+            });
+            let target = targets
+                .as_ref()
+                .map(|t| t.get(&tp).copied().unwrap_or(position));
+            log::debug!("{tp}: archiving from offset {position}");
+            parts.states.insert(
+                tp,
+                State {
+                    position,
+                    epoch,
+                    encoder,
+                    retry_at: None,
+                    backoff: self.config.client.retry_backoff,
+                    failing_since: None,
+                    last_warning: None,
+                    caught_up_since: None,
+                    flushed_at: None,
+                    target,
+                    finished_at: None,
+                    parked: false,
+                },
+            );
+        }
     }
 
     /// Another builder's file won: continue where the chain now ends.

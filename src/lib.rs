@@ -7,6 +7,7 @@
 //! each partition starts; `pipeline` wires the threads; `ls` and `cat` read
 //! the archive.
 
+pub mod assignor;
 pub mod avro;
 pub mod cat;
 pub mod cli;
@@ -18,6 +19,7 @@ pub mod interrupt;
 pub mod kafka;
 pub mod logging;
 pub mod ls;
+pub mod membership;
 pub mod naming;
 pub mod partition;
 pub mod pipeline;

@@ -25,14 +25,13 @@
 //! queued files (they are rebuilt from Kafka, byte for byte) and lets
 //! uploads in progress finish.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender, bounded, unbounded};
 
 use crate::commit;
@@ -40,9 +39,10 @@ use crate::config::Config;
 use crate::encoder;
 use crate::fetcher;
 use crate::interrupt::Interrupt;
-use crate::kafka::{Client, ClientConfig, KafkaError, OffsetSpec, PartitionData, TopicPartition};
+use crate::kafka::{Client, ClientConfig, Generation, KafkaError, PartitionData, TopicPartition};
+use crate::membership::{Member, subscribed};
 use crate::partition::{Closed, FileSettings};
-use crate::resume::{self, Resume, commit_metadata, store_tag};
+use crate::resume::store_tag;
 use crate::rotation::Rules;
 use crate::spool::Spool;
 use crate::store;
@@ -146,16 +146,25 @@ pub struct PartitionCtl {
     pub stored: AtomicI64,
 }
 
-/// The partitions this process archives.
+/// The partitions this process archives now.
 #[derive(Default)]
 pub struct Registry {
     map: RwLock<HashMap<TopicPartition, Arc<PartitionCtl>>>,
+    /// Epochs are unique across partitions and assignments, so work from a
+    /// partition's earlier ownership can never pass for current.
+    epochs: AtomicU64,
 }
 
 impl Registry {
-    /// Adds a partition whose archive ends at `stored`.
+    /// A fresh epoch number.
+    pub fn new_epoch(&self) -> u64 {
+        self.epochs.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    /// Adds a partition whose archive ends at `stored`, in a fresh epoch.
     pub fn insert(&self, tp: &TopicPartition, stored: i64) -> Arc<PartitionCtl> {
         let ctl = Arc::new(PartitionCtl {
+            epoch: AtomicU64::new(self.new_epoch()),
             stored: AtomicI64::new(stored),
             ..PartitionCtl::default()
         });
@@ -164,6 +173,16 @@ impl Registry {
             .expect("registry")
             .insert(tp.clone(), ctl.clone());
         ctl
+    }
+
+    /// Forgets a partition (revoked): its queued work is dropped.
+    pub fn remove(&self, tp: &TopicPartition) {
+        self.map.write().expect("registry").remove(tp);
+    }
+
+    /// Whether this process archives `tp` now.
+    pub fn owns(&self, tp: &TopicPartition) -> bool {
+        self.map.read().expect("registry").contains_key(tp)
     }
 
     pub fn get(&self, tp: &TopicPartition) -> Option<Arc<PartitionCtl>> {
@@ -211,6 +230,29 @@ impl Registry {
     }
 }
 
+/// The partitions the group gave this process in a generation.
+pub struct Assignment {
+    pub generation: i32,
+    pub partitions: BTreeSet<TopicPartition>,
+}
+
+/// The current group generation, shared by the group thread (writer) and
+/// the committer (reader).
+#[derive(Default)]
+pub struct GroupState {
+    current: Mutex<Option<Generation>>,
+}
+
+impl GroupState {
+    pub fn get(&self) -> Option<Generation> {
+        self.current.lock().expect("group state").clone()
+    }
+
+    pub fn set(&self, g: Option<Generation>) {
+        *self.current.lock().expect("group state") = g;
+    }
+}
+
 /// What the fetcher tells an encoder.
 pub enum ToEncoder {
     /// Start (or restart) a partition at `position`, dropping any open file.
@@ -239,6 +281,8 @@ pub enum ToEncoder {
         epoch: u64,
         to: i64,
     },
+    /// The partition moved to another process: drop its open file.
+    Revoke { tp: TopicPartition },
 }
 
 /// Sent back to the fetcher when the store holds a different file than
@@ -273,7 +317,8 @@ pub struct Outcome {
 /// Options of `kafka-store run` beyond the config file.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RunOptions {
-    /// Archive up to the log end seen at start, close the files there, exit.
+    /// A one-shot run outside the group: archive every partition up to the
+    /// log end seen at start, close the files there, exit.
     pub until_caught_up: bool,
 }
 
@@ -306,71 +351,26 @@ pub fn run(config: &Config, options: RunOptions, interrupt: Interrupt) -> anyhow
     let mut client =
         Client::connect(client_config.clone()).map_err(|e| kafka_context(e, brokers))?;
 
-    let mut tps = Vec::new();
+    // Named topics must exist; regex subscriptions may match later.
     for topic in &config.kafka.topics {
-        let partitions = client
+        client
             .partitions(topic)
             .map_err(|e| kafka_context(e, brokers))?;
-        tps.extend(
-            partitions
-                .into_iter()
-                .map(|p| TopicPartition::new(topic, p)),
-        );
     }
-    let resumed = resume::resume_all(
-        &mut client,
-        store.as_ref(),
-        &config.kafka.group_id,
-        &tps,
-        config.kafka.start,
-        config.kafka.on_gap,
-    )?;
-    let targets = if options.until_caught_up {
-        Some(
-            client
-                .list_offsets(&tps, OffsetSpec::Latest)
-                .map_err(|e| kafka_context(e, brokers))?,
-        )
-    } else {
-        None
-    };
-
-    let registry = Registry::default();
-    let mut starts = Vec::new();
-    for (tp, resume) in resumed {
-        match resume {
-            Resume::At(at) => {
-                registry.insert(&tp, at.position);
-                starts.push((tp, at));
-            }
-            Resume::Halted(why) => {
-                registry.insert(&tp, -1);
-                registry.halt(&tp, why);
-            }
-        }
-    }
-    // Record every start in the group now: a partition that starts fresh
-    // (`start = latest`, or an empty archive) resumes there after a restart,
-    // and records deleted meanwhile are then reported as a gap instead of
-    // being skipped silently. Each position is a chain end, so the store
-    // already covers everything before it.
     let tag = store_tag(store.as_ref());
-    if !starts.is_empty() {
-        let group = &config.kafka.group_id;
-        let offsets: Vec<_> = starts
-            .iter()
-            .map(|(tp, at)| (tp.clone(), at.position, commit_metadata(&tag, at.prev)))
-            .collect();
-        client
-            .commit_offsets(group, &offsets)
-            .with_context(|| format!("cannot record start positions in consumer group {group}"))?;
-    }
     log::info!(
-        "archiving {} partition(s) of {} to {} ({} halted)",
-        starts.len(),
+        "archiving {}{} to {} as a member of group {}",
         config.kafka.topics.join(","),
+        config
+            .kafka
+            .topic_regex
+            .as_ref()
+            .map_or(String::new(), |r| format!(
+                " and topics matching {}",
+                r.as_str()
+            )),
         store.url(),
-        tps.len() - starts.len()
+        config.kafka.group_id
     );
 
     let settings = FileSettings {
@@ -393,29 +393,66 @@ pub fn run(config: &Config, options: RunOptions, interrupt: Interrupt) -> anyhow
         .unzip();
     let (seek_tx, seek_rx) = unbounded::<Seek>();
     let (stored_tx, stored_rx) = bounded::<Stored>(COMMITTER_QUEUE);
+    let (assign_tx, assign_rx) = unbounded::<Assignment>();
     let committer_client =
         Client::connect(client_config.clone()).map_err(|e| kafka_context(e, brokers))?;
+    let member_client =
+        Client::connect(client_config.clone()).map_err(|e| kafka_context(e, brokers))?;
+    // `--until-caught-up` is a one-shot run outside the group: it archives
+    // every subscribed partition (safe beside running members: the
+    // create-only commit decides) and commits as a standalone consumer.
+    let standalone = if options.until_caught_up {
+        let layout =
+            subscribed(&mut client, &config.kafka).map_err(|e| kafka_context(e, brokers))?;
+        Some(
+            layout
+                .iter()
+                .flat_map(|(t, n)| (0..*n).map(|p| TopicPartition::new(t, p)))
+                .collect::<BTreeSet<_>>(),
+        )
+    } else {
+        None
+    };
+    let registry = Registry::default();
+    let membership = GroupState::default();
+    let drained = AtomicBool::new(false);
 
     thread::scope(|s| {
         let (stop, registry, spool, store) = (&stop, &registry, &spool, store.as_ref());
+        let (membership, drained) = (&membership, &drained);
         let mut threads = Vec::new();
+        let in_group = standalone.is_none();
+        if let Some(all) = standalone {
+            // A one-shot run archives every partition itself.
+            let _ = assign_tx.send(Assignment {
+                generation: -1,
+                partitions: all,
+            });
+        } else {
+            let member = Member {
+                client: member_client,
+                config: &config.kafka,
+                stop,
+                state: membership,
+                assignments: assign_tx,
+                drained,
+            };
+            threads.push(spawn(s, "group", stop, move || member.run()));
+        }
         let fetcher = fetcher::Fetcher {
             client,
             config: &config.kafka,
+            store,
             idle_flush: config.files.idle_flush,
+            until_caught_up: options.until_caught_up,
             registry,
             stop,
             encoders: enc_tx,
             seeks: seek_rx,
+            assignments: assign_rx,
+            stored: stored_tx.clone(),
         };
-        let starts = starts
-            .iter()
-            .map(|(tp, at)| (tp.clone(), at.position))
-            .collect();
-        let targets = targets.clone();
-        threads.push(spawn(s, "fetcher", stop, move || {
-            fetcher.run(starts, targets)
-        }));
+        threads.push(spawn(s, "fetcher", stop, move || fetcher.run()));
         for (i, rx) in enc_rx.into_iter().enumerate() {
             let up_tx = up_tx.clone();
             threads.push(spawn(s, &format!("encoder-{i}"), stop, move || {
@@ -430,11 +467,18 @@ pub fn run(config: &Config, options: RunOptions, interrupt: Interrupt) -> anyhow
             }));
         }
         drop((seek_tx, stored_tx));
-        let group = config.kafka.group_id.as_str();
-        let interval = config.kafka.commit_interval;
-        let tag = tag.as_str();
+        let committer = commit::Committer {
+            group: &config.kafka.group_id,
+            store_tag: &tag,
+            interval: config.kafka.commit_interval,
+            registry,
+            membership: in_group.then_some(membership),
+        };
         threads.push(spawn(s, "committer", stop, move || {
-            commit::commit_loop(stored_rx, committer_client, group, tag, interval)
+            let result = commit::commit_loop(stored_rx, committer_client, committer);
+            // The group may be left now: nothing more will be committed.
+            drained.store(true, Ordering::SeqCst);
+            result
         }));
         // Joined here, so a panic (already turned into a failure by the
         // thread's guard) does not propagate out of the scope.

@@ -433,10 +433,12 @@ fn builders_that_cut_differently_adopt_each_others_files() {
     // creates a name first wins; the other adopts the stored file's end.
     let a = Setup::new(&[&topic], &group, "", "max_file_records = 700\n");
     let b_config = a.dir.path().join("b.toml");
+    // Different groups: both archive every partition (in one group they
+    // would split the partitions and never meet).
     Setup::write(
         &b_config,
         &[&topic],
-        &group,
+        &format!("{group}-b"),
         &a.archive,
         &a.dir.path().join("spool-b"),
         "",

@@ -334,6 +334,7 @@ fn group_offsets_round_trip_with_their_metadata() {
     client
         .commit_offsets(
             &group,
+            None,
             &[(tps[0].clone(), 42, meta()), (tps[2].clone(), 7, meta())],
         )
         .unwrap();
@@ -343,7 +344,7 @@ fn group_offsets_round_trip_with_their_metadata() {
     assert_eq!(got[&tps[0]].metadata, "kafka-store/1");
     assert_eq!(got[&tps[2]].offset, 7);
     client
-        .commit_offsets(&group, &[(tps[0].clone(), 50, "x".into())])
+        .commit_offsets(&group, None, &[(tps[0].clone(), 50, "x".into())])
         .unwrap();
     let got = Client::connect(config(&[BOOTSTRAP]))
         .unwrap()

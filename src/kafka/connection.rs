@@ -172,7 +172,38 @@ impl Connection {
         version: i16,
     ) -> Result<R::Response, KafkaError> {
         let mut body = self.round_trip(request, version)?;
-        R::Response::decode(&mut body, version).map_err(|e| {
+        self.decode::<R>(&mut body, version)
+    }
+
+    /// Like [`Connection::send`] for a request the broker may hold longer
+    /// than the request timeout (JoinGroup waits for the whole rebalance).
+    pub fn send_waiting<R: Request>(
+        &mut self,
+        request: &R,
+        version: i16,
+        wait: Duration,
+    ) -> Result<R::Response, KafkaError> {
+        let normal = self.request_timeout;
+        self.request_timeout = normal.max(wait);
+        let set = |conn: &mut Self| {
+            let timeout = Some(conn.request_timeout);
+            conn.stream.set_read_timeout(timeout)
+        };
+        let result = set(self)
+            .map_err(|e| KafkaError::from_io(&self.broker, "request", normal.as_millis(), e))
+            .and_then(|()| self.round_trip(request, version));
+        self.request_timeout = normal;
+        let _ = set(self);
+        let mut body = result?;
+        self.decode::<R>(&mut body, version)
+    }
+
+    fn decode<R: Request>(
+        &self,
+        body: &mut Bytes,
+        version: i16,
+    ) -> Result<R::Response, KafkaError> {
+        R::Response::decode(body, version).map_err(|e| {
             self.protocol(format!(
                 "undecodable {} v{version} response: {e}",
                 api_name(R::KEY)

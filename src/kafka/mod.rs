@@ -1,11 +1,13 @@
 //! A small synchronous Kafka client over `std::net::TcpStream`, speaking the
 //! modern protocol through the `kafka-protocol` codec: ApiVersions,
 //! Metadata, ListOffsets, Fetch (record batches v2, all codecs),
-//! FindCoordinator, OffsetCommit and OffsetFetch.
+//! FindCoordinator, OffsetCommit/OffsetFetch, and consumer-group membership.
 //!
 //! - `connection`: one broker connection, framing, version negotiation.
 //! - `client`: bootstrap, metadata cache, leader routing, ListOffsets, Fetch.
 //! - `group`: coordinator lookup and group offsets.
+//! - `membership`: JoinGroup/SyncGroup/Heartbeat/LeaveGroup and the consumer
+//!   protocol's subscription and assignment encodings.
 //! - `records`: record-batch decoding and transaction filtering.
 //! - `error`: typed errors and the retry classification.
 //!
@@ -19,12 +21,14 @@ mod client;
 mod connection;
 mod error;
 mod group;
+mod membership;
 pub mod records;
 
 pub use client::{Client, ClientConfig, OffsetSpec, PartitionData};
 pub use connection::ConnectionConfig;
 pub use error::{Action, KafkaError};
-pub use group::Committed;
+pub use group::{Committed, Generation};
+pub use membership::{JoinConfig, Joined, Subscription, encode_subscription};
 
 /// A topic and one of its partitions; cheap to clone.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
