@@ -13,6 +13,7 @@ USAGE:
     kafka-store ls  (--config FILE | --store URL) [--topic T] [--partition P]
     kafka-store cat (--config FILE | --store URL) OBJECT
     kafka-store cat FILE.avro
+    kafka-store status --config FILE
     kafka-store --help | --version
 
 COMMANDS:
@@ -22,6 +23,8 @@ COMMANDS:
             and the first gap of each partition's chain
     cat     print one archive file's records as JSON lines; bytes appear as
             a string when they are UTF-8, else as {\"base64\": \"...\"}
+    status  per partition: where the archive ends, the log's extent, the lag
+            and the group's committed offset
 
 OPTIONS:
     -c, --config FILE      the configuration file (see vendor-config/kafka-store.toml)
@@ -64,6 +67,9 @@ pub enum Command {
     Cat {
         source: Option<Source>,
         object: String,
+    },
+    Status {
+        config: PathBuf,
     },
     Help,
     Version,
@@ -164,6 +170,13 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Args,
                     source,
                     topic,
                     partition,
+                }
+            }
+            Some("status") => {
+                no_positional("status")?;
+                match source {
+                    Some(Source::Config(config)) => Command::Status { config },
+                    _ => return Err(usage("status needs --config FILE")),
                 }
             }
             Some("cat") => {

@@ -27,4 +27,5 @@ pub mod record;
 pub mod resume;
 pub mod rotation;
 pub mod spool;
+pub mod status;
 pub mod store;

@@ -10,9 +10,10 @@ use anyhow::Context as _;
 use kafka_store::cli::{self, Command, Source, UsageError};
 use kafka_store::config::{Config, ConfigError, GcsConfig, StoreUrl};
 use kafka_store::interrupt::Interrupt;
+use kafka_store::kafka::Client;
 use kafka_store::naming::ObjectKey;
 use kafka_store::pipeline::{self, RunOptions};
-use kafka_store::{cat, logging, ls, store};
+use kafka_store::{cat, logging, ls, status, store};
 
 /// Exit codes, as documented in `--help`.
 #[derive(Clone, Copy)]
@@ -111,6 +112,22 @@ fn run() -> anyhow::Result<Exit> {
             let tiles = ls::ls(store.as_ref(), topic.as_deref(), partition, &mut out)?;
             out.flush()?;
             Ok(if tiles { Exit::Ok } else { Exit::Data })
+        }
+        Command::Status { config } => {
+            let config = Config::load(&config)?;
+            let store = store::open(&config.store.url, &config.store.gcs, &Interrupt::default())?;
+            let mut client = Client::connect(config.kafka.client.clone())
+                .map_err(anyhow::Error::new)
+                .with_context(|| {
+                    format!(
+                        "cannot reach kafka brokers {}",
+                        config.kafka.client.brokers.join(",")
+                    )
+                })?;
+            let mut out = std::io::stdout().lock();
+            status::status(&config, &mut client, store.as_ref(), &mut out)?;
+            out.flush()?;
+            Ok(Exit::Ok)
         }
         Command::Cat { source, object } => {
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());

@@ -477,3 +477,58 @@ fn builders_that_cut_differently_adopt_each_others_files() {
     assert!(sizes.iter().all(|&n| n <= 1100), "{sizes:?}");
     assert!(logs.contains("adopting it"), "no conflict happened: {logs}");
 }
+
+#[test]
+fn status_shows_where_the_archive_ends_and_the_lag() {
+    let _broker = support::shared_broker();
+    let topic = support::unique("status");
+    support::create_topic(&topic, 2, &[]);
+    support::produce(
+        &topic,
+        &support::gen_records(3, 100, 2, 1_700_000_000_000),
+        "none",
+    );
+    let s = Setup::new(
+        &[&topic],
+        &support::unique("g"),
+        "",
+        "max_file_records = 20\n",
+    );
+    let status = |s: &Setup| {
+        let out = s
+            .command(&["status", "--config", s.config.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let before = status(&s);
+    assert!(
+        before.contains(&format!("{topic}/0\t-\t0\t50\t50\t-")),
+        "{before}"
+    );
+    assert!(
+        before.contains("total lag 100 record(s), 2 without any archive file"),
+        "{before}"
+    );
+
+    s.run_to_end();
+    support::produce(
+        &topic,
+        &support::gen_records(4, 10, 2, 1_700_000_100_000),
+        "none",
+    );
+    let after = status(&s);
+    assert!(
+        after.contains(&format!("{topic}/1\t50\t0\t55\t5\t50")),
+        "{after}"
+    );
+    assert!(
+        after.contains("total lag 10 record(s), 0 without any archive file"),
+        "{after}"
+    );
+}

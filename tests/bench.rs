@@ -213,6 +213,7 @@ fn archive_throughput_and_memory() {
 /// /proc (KiB), and the peak the binary reported at exit.
 fn measure(setup: &Setup) -> (f64, u64, String) {
     let mut child = setup.spawn(&["--until-caught-up"]);
+    let stderr = support::drain(child.stderr.take());
     let pid = child.id();
     let started = Instant::now();
     let mut peak_kib = 0u64;
@@ -227,9 +228,10 @@ fn measure(setup: &Setup) -> (f64, u64, String) {
         std::thread::sleep(Duration::from_millis(20));
     }
     let secs = started.elapsed().as_secs_f64();
-    let out = child.wait_with_output().unwrap();
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{log}");
+    let status = child.wait().unwrap();
+    let stderr = stderr.join().unwrap();
+    let log = String::from_utf8_lossy(&stderr);
+    assert!(status.success(), "{log}");
     let reported = log
         .lines()
         .find_map(|l| l.split("peak memory ").nth(1))

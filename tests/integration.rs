@@ -7,5 +7,6 @@ mod support;
 mod archive;
 mod bad_input;
 mod gcs;
+mod group;
 mod kafka_client;
 mod resume;

@@ -17,6 +17,8 @@ Commands:
     high-watermarks --topic T [--uncommitted]
         One line per partition: "<partition> <low> <high>"; high is the last
         stable offset, or the high watermark with --uncommitted.
+    add-partitions --topic T --total N
+        Grows the topic to N partitions.
     delete-records --topic T --partition P --offset O
         Deletes the records before O, as retention would.
     produce --topic T [--compression none|gzip|snappy|lz4|zstd]
@@ -167,6 +169,19 @@ def cmd_high_watermarks(args):
         sys.stdout.write("".join(lines))
     finally:
         consumer.close()
+
+
+def cmd_add_partitions(args):
+    """Grows a topic to --total partitions."""
+    from confluent_kafka.admin import NewPartitions
+
+    admin = AdminClient(_common_config(args))
+    futures = admin.create_partitions([NewPartitions(args.topic, args.total)], request_timeout=args.timeout)
+    try:
+        for fut in futures.values():
+            fut.result(timeout=args.timeout)
+    except KafkaException as e:
+        raise ToolError(f"add partitions to {args.topic}: {e}") from None
 
 
 def cmd_delete_records(args):
@@ -406,6 +421,11 @@ def main(argv=None):
     p.add_argument("--topic", required=True)
     p.add_argument("--uncommitted", action="store_true", help="high watermark instead of the last stable offset")
     p.set_defaults(func=cmd_high_watermarks)
+
+    p = sub.add_parser("add-partitions", help="grow a topic to --total partitions")
+    p.add_argument("--topic", required=True)
+    p.add_argument("--total", type=int, required=True)
+    p.set_defaults(func=cmd_add_partitions)
 
     p = sub.add_parser("delete-records", help="delete records before an offset (like retention)")
     p.add_argument("--topic", required=True)

@@ -306,6 +306,20 @@ impl StreamingProducer {
     }
 }
 
+/// Grows a topic to `total` partitions.
+pub fn add_partitions(topic: &str, total: i32) {
+    kafka_tool(
+        &[
+            "add-partitions",
+            "--topic",
+            topic,
+            "--total",
+            &total.to_string(),
+        ],
+        None,
+    );
+}
+
 /// Deletes the records before `offset`, as retention would.
 pub fn delete_records(topic: &str, partition: i32, offset: i64) {
     let (p, o) = (partition.to_string(), offset.to_string());
@@ -560,26 +574,12 @@ impl Setup {
 
 /// Runs a command, killing it after `limit`.
 pub fn run_with_timeout(mut cmd: Command, limit: Duration) -> Output {
-    let mut child = cmd
+    let child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let started = Instant::now();
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            return child.wait_with_output().unwrap();
-        }
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "{cmd:?} did not finish within {limit:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_with_timeout(child, limit)
 }
 
 /// Sends a signal to a child process.
@@ -592,16 +592,44 @@ pub fn signal(child: &Child, sig: &str) {
 }
 
 /// Waits for a child, killing it after `limit`.
+/// Reads a child's pipe to the end in a thread: a child blocked on a full
+/// pipe never exits.
+pub fn drain(
+    pipe: Option<impl std::io::Read + Send + 'static>,
+) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        if let Some(mut p) = pipe {
+            let _ = p.read_to_end(&mut buf);
+        }
+        buf
+    })
+}
+
 pub fn wait_with_timeout(mut child: Child, limit: Duration) -> Output {
+    let stdout = drain(child.stdout.take());
+    let stderr = drain(child.stderr.take());
     let started = Instant::now();
-    while child.try_wait().unwrap().is_none() {
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
         if started.elapsed() > limit {
             let _ = child.kill();
-            panic!("process did not exit within {limit:?}");
+            let _ = child.wait();
+            let err = stderr.join().unwrap();
+            panic!(
+                "process did not exit within {limit:?}: {}",
+                String::from_utf8_lossy(&err)
+            );
         }
         std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
     }
-    child.wait_with_output().unwrap()
 }
 
 // ---- reading archives back -----------------------------------------------
@@ -966,4 +994,98 @@ pub fn download_archive(bucket: &str, prefix: &str, dest: &Path) -> Vec<GcsObjec
 
 fn rel_encode(name: &str) -> String {
     name.replace('/', "%2F")
+}
+
+// ---- long-running processes ----------------------------------------------------
+
+/// A `kafka-store run` in the background whose log is collected line by line.
+pub struct Proc {
+    pub child: Child,
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Proc {
+    /// Starts `kafka-store run --config CONFIG` (service mode).
+    pub fn start(config: &Path) -> Proc {
+        let mut child = Command::new(binary())
+            .args(["run", "--config", config.to_str().unwrap()])
+            .env("KAFKA_STORE_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Proc { child, log }
+    }
+
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// The last assignment logged: (generation, partitions).
+    pub fn assignment(&self) -> Option<(i32, usize)> {
+        self.log().iter().rev().find_map(|l| {
+            let rest = l.split(" generation ").nth(1)?;
+            let generation = rest
+                .split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()?;
+            let count = rest.split(": ").nth(1)?.split(' ').next()?.parse().ok()?;
+            Some((generation, count))
+        })
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the exit (killing after `limit`); returns the exit status.
+    pub fn wait(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if started.elapsed() > limit {
+                let _ = self.child.kill();
+                panic!(
+                    "process did not exit within {limit:?}: {:?}",
+                    self.log().iter().rev().take(5).collect::<Vec<_>>()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until `cond` holds, checking every 100 ms; panics after `limit`.
+pub fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !cond() {
+        assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
