@@ -14,6 +14,8 @@ USAGE:
     kafka-store cat (--config FILE | --store URL) OBJECT
     kafka-store cat FILE.avro
     kafka-store status --config FILE
+    kafka-store locate --config FILE --topic T --partition P (--offset O | --time RFC3339)
+    kafka-store reindex --config FILE
     kafka-store --help | --version
 
 COMMANDS:
@@ -25,6 +27,9 @@ COMMANDS:
             a string when they are UTF-8, else as {\"base64\": \"...\"}
     status  per partition: where the archive ends, the log's extent, the lag
             and the group's committed offset
+    locate  the archive file holding an offset, or the first archived record
+            at or after a time (uses the MySQL index when configured)
+    reindex rebuild the MySQL index table from the store
 
 OPTIONS:
     -c, --config FILE      the configuration file (see vendor-config/kafka-store.toml)
@@ -32,8 +37,10 @@ OPTIONS:
         --until-caught-up  run once, outside the consumer group: archive every
                            partition up to the log end seen at start (its last
                            file ends there), then exit
-        --topic T          ls: only this topic
-        --partition P      ls: only this partition
+        --topic T          ls: only this topic; locate: the topic
+        --partition P      ls: only this partition; locate: the partition
+        --offset O         locate: the file holding this offset
+        --time T           locate: the first record at or after this RFC 3339 time
         --log-level LEVEL  error, warn, info (default), debug or trace
                            (also KAFKA_STORE_LOG)
     -h, --help             print this help
@@ -44,6 +51,7 @@ EXIT CODES:
     1  runtime failure (kafka, store, spool); the error line says what failed
     2  usage or configuration error; the error line names the option or key
     3  data problem: a partition stopped (gap, corrupt batch) or ls found a gap
+    4  locate found nothing archived there
 ";
 
 /// Where `ls` and `cat` find the store.
@@ -69,6 +77,15 @@ pub enum Command {
         object: String,
     },
     Status {
+        config: PathBuf,
+    },
+    Locate {
+        config: PathBuf,
+        topic: String,
+        partition: i32,
+        target: crate::locate::Target,
+    },
+    Reindex {
         config: PathBuf,
     },
     Help,
@@ -106,6 +123,8 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Args,
     let mut topic = None;
     let mut partition = None;
     let mut log_level = None;
+    let mut offset = None;
+    let mut time = None;
     let mut positional = Vec::new();
     let mut help = false;
     let mut version = false;
@@ -124,6 +143,22 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Args,
                 })?);
             }
             Long("log-level") => log_level = Some(parser.value()?.string()?),
+            Long("offset") => {
+                let v = parser.value()?.string()?;
+                offset = Some(
+                    v.parse::<i64>()
+                        .ok()
+                        .filter(|o| *o >= 0)
+                        .ok_or_else(|| usage(format!("--offset: {v:?} is not an offset")))?,
+                );
+            }
+            Long("time") => {
+                let v = parser.value()?.string()?;
+                time = Some(
+                    crate::timestamp::parse_rfc3339(&v)
+                        .map_err(|e| usage(format!("--time: {e}")))?,
+                );
+            }
             Value(v) if command.is_none() => command = Some(v.string()?),
             Value(v) => positional.push(v.string()?),
             other => return Err(other.unexpected().into()),
@@ -177,6 +212,32 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Args,
                 match source {
                     Some(Source::Config(config)) => Command::Status { config },
                     _ => return Err(usage("status needs --config FILE")),
+                }
+            }
+            Some("locate") => {
+                no_positional("locate")?;
+                let Some(Source::Config(config)) = source else {
+                    return Err(usage("locate needs --config FILE"));
+                };
+                let topic = topic.ok_or_else(|| usage("locate needs --topic T"))?;
+                let partition = partition.ok_or_else(|| usage("locate needs --partition P"))?;
+                let target = match (offset, time) {
+                    (Some(o), None) => crate::locate::Target::Offset(o),
+                    (None, Some(t)) => crate::locate::Target::Time(t),
+                    _ => return Err(usage("locate needs one of --offset O or --time T")),
+                };
+                Command::Locate {
+                    config,
+                    topic,
+                    partition,
+                    target,
+                }
+            }
+            Some("reindex") => {
+                no_positional("reindex")?;
+                match source {
+                    Some(Source::Config(config)) => Command::Reindex { config },
+                    _ => return Err(usage("reindex needs --config FILE")),
                 }
             }
             Some("cat") => {

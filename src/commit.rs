@@ -14,12 +14,13 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
+use crate::index::{Keeper, Row};
 use crate::kafka::{Client, TopicPartition};
 use crate::partition::Closed;
 use crate::pipeline::{GroupState, Registry, Seek, Stop, Stored};
 use crate::resume::{commit_metadata, follow};
 use crate::spool::Spool;
-use crate::store::{PutOutcome, Store, Upload};
+use crate::store::{ObjectInfo, PutOutcome, Store, Upload};
 
 /// Back-off between attempts when the store fails retriably.
 const STORE_BACKOFF: Duration = Duration::from_secs(1);
@@ -68,8 +69,20 @@ pub fn upload_loop(
                     },
                 );
                 ctl.stored.fetch_max(next, Ordering::SeqCst);
-                let prev = Some(file.key.first);
-                let _ = stored.send(Stored { tp, next, prev });
+                let info = ObjectInfo {
+                    summary: file.summary,
+                    size: file.size,
+                    crc32c: Some(file.crc32c),
+                    md5: None,
+                    format_version: crate::store::FORMAT_VERSION,
+                };
+                let _ = stored.send(Stored {
+                    tp,
+                    next,
+                    prev: Some(file.key.first),
+                    row: Some(Row::new(&file.key, &info, url)),
+                    start: false,
+                });
             }
             PutOutcome::Conflict(info) => {
                 let theirs = info.summary.next_offset;
@@ -89,6 +102,8 @@ pub fn upload_loop(
                     tp,
                     next: end.position,
                     prev: end.prev,
+                    row: None,
+                    start: false,
                 });
             }
         }
@@ -129,33 +144,55 @@ fn put(store: &dyn Store, file: &Closed, stop: &Stop) -> anyhow::Result<Option<P
     }
 }
 
-/// The committer thread: commits the newest stored position of each
-/// partition every `interval`, and once more when the uploaders are done,
-/// as a member of the current group generation and only for partitions this
-/// process still owns.
+/// The committer thread: writes the index row of every stored object (with
+/// `[mysql]`), then commits the newest position of each partition every
+/// `interval` (and once more when the uploaders are done), as a member of
+/// the current group generation and only for partitions this process still
+/// owns. With an index, a position is committed only once its rows exist.
 pub fn commit_loop(
     rx: Receiver<Stored>,
     mut client: Client,
-    committer: Committer<'_>,
+    mut committer: Committer<'_>,
 ) -> anyhow::Result<()> {
     let mut pending: HashMap<TopicPartition, (i64, Option<i64>)> = HashMap::new();
     let mut due = Instant::now() + committer.interval;
     loop {
-        match rx.recv_timeout(due.saturating_duration_since(Instant::now())) {
+        let wait = if committer.keeper.as_ref().is_some_and(Keeper::behind) {
+            Duration::from_millis(20)
+        } else {
+            due.saturating_duration_since(Instant::now())
+        };
+        match rx.recv_timeout(wait) {
             Ok(s) => {
+                if let Some(k) = committer.keeper.as_mut() {
+                    if s.start {
+                        k.start(&s.tp, s.next);
+                    } else {
+                        k.stored(&s.tp, s.next, s.row);
+                    }
+                }
                 let e = pending.entry(s.tp).or_insert((s.next, s.prev));
                 if s.next >= e.0 {
                     *e = (s.next, s.prev);
                 }
             }
-            Err(RecvTimeoutError::Timeout) => {
-                committer.commit(&mut client, &mut pending);
-                due = Instant::now() + committer.interval;
-            }
+            Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => {
+                if let Some(k) = committer.keeper.as_mut() {
+                    k.work(committer.store);
+                }
                 committer.commit(&mut client, &mut pending);
                 return Ok(());
             }
+        }
+        if let Some(k) = committer.keeper.as_mut()
+            && k.behind()
+        {
+            k.work(committer.store);
+        }
+        if Instant::now() >= due {
+            committer.commit(&mut client, &mut pending);
+            due = Instant::now() + committer.interval;
         }
     }
 }
@@ -168,18 +205,27 @@ pub struct Committer<'a> {
     pub registry: &'a Registry,
     /// The group generation to commit in; None for a standalone run.
     pub membership: Option<&'a GroupState>,
+    pub store: &'a dyn Store,
+    /// The MySQL index, when configured.
+    pub keeper: Option<Keeper>,
+    /// What was last committed per partition.
+    pub committed: HashMap<TopicPartition, i64>,
 }
 
 impl Committer<'_> {
     fn commit(
-        &self,
+        &mut self,
         client: &mut Client,
         pending: &mut HashMap<TopicPartition, (i64, Option<i64>)>,
     ) {
         // A partition that moved on is the new owner's to commit.
         pending.retain(|tp, _| self.registry.owns(tp));
-        if pending.is_empty() {
-            return;
+        if let Some(k) = self.keeper.as_mut() {
+            for tp in k.partitions() {
+                if !self.registry.owns(&tp) {
+                    k.forget(&tp);
+                }
+            }
         }
         let generation = match self.membership {
             None => None,
@@ -188,10 +234,25 @@ impl Committer<'_> {
                 None => return, // Rebalancing: commit with the next generation.
             },
         };
-        let mut offsets: Vec<(TopicPartition, i64, String)> = pending
-            .iter()
-            .map(|(tp, (next, prev))| (tp.clone(), *next, commit_metadata(self.store_tag, *prev)))
-            .collect();
+        // With an index, only what has its rows: a restart back-fills from there.
+        let mut offsets: Vec<(TopicPartition, i64, String)> = Vec::new();
+        for (tp, &(next, prev)) in pending.iter() {
+            let (next, prev) = match self.keeper.as_ref() {
+                None => (next, prev),
+                Some(k) => match k.covered(tp) {
+                    Some((covered, cprev)) if covered < next => (covered, cprev),
+                    Some(_) => (next, prev),
+                    None => continue,
+                },
+            };
+            if self.committed.get(tp).is_some_and(|c| *c >= next) {
+                continue;
+            }
+            offsets.push((tp.clone(), next, commit_metadata(self.store_tag, prev)));
+        }
+        if offsets.is_empty() {
+            return;
+        }
         offsets.sort();
         match client.commit_offsets(self.group, generation.as_ref(), &offsets) {
             Ok(()) => {
@@ -200,7 +261,12 @@ impl Committer<'_> {
                     offsets.len(),
                     self.group
                 );
-                pending.clear();
+                for (tp, next, _) in offsets {
+                    if pending.get(&tp).is_some_and(|(p, _)| *p <= next) {
+                        pending.remove(&tp);
+                    }
+                    self.committed.insert(tp, next);
+                }
             }
             Err(e) => log::warn!(
                 "cannot commit offsets to group {} (they are retried; the archive is safe): {e}",

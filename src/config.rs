@@ -143,6 +143,21 @@ pub struct Config {
     pub store: StoreConfig,
     pub files: FilesConfig,
     pub pipeline: PipelineConfig,
+    /// The optional MySQL index.
+    pub mysql: Option<MysqlConfig>,
+}
+
+/// `[mysql]`: where archived files are indexed.
+#[derive(Clone)]
+pub struct MysqlConfig {
+    /// `mysql://user:password@host:port/database`
+    pub url: String,
+    pub table: String,
+    /// Create the table if it is missing.
+    pub create_table: bool,
+    pub connect_timeout: Duration,
+    /// Upper bound of one statement.
+    pub request_timeout: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -214,6 +229,22 @@ struct RawConfig {
     #[serde(default)]
     pipeline: RawPipeline,
     gcs: Option<RawGcs>,
+    mysql: Option<RawMysql>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMysql {
+    url: String,
+    table: Option<String>,
+    #[serde(default = "yes")]
+    create_table: bool,
+    connect_timeout: Option<Dur>,
+    request_timeout: Option<Dur>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Deserialize)]
@@ -628,14 +659,70 @@ impl RawConfig {
                 "pipeline: encoders must be 0 (one per core) to 256, uploaders 1 to 256",
             ));
         }
+        let mysql = match self.mysql {
+            None => None,
+            Some(m) => Some(m.validate()?),
+        };
         Ok(Config {
             kafka,
             store,
             files,
+            mysql,
             pipeline: PipelineConfig {
                 encoders,
                 uploaders,
             },
+        })
+    }
+}
+
+impl fmt::Debug for MysqlConfig {
+    /// The URL's password is not shown.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let url = match self.url.split_once('@') {
+            Some((cred, host)) => match cred.rsplit_once(':') {
+                Some((user, _)) if user != "mysql" => format!("{user}:***@{host}"),
+                _ => self.url.clone(),
+            },
+            None => self.url.clone(),
+        };
+        f.debug_struct("MysqlConfig")
+            .field("url", &url)
+            .field("table", &self.table)
+            .field("create_table", &self.create_table)
+            .finish()
+    }
+}
+
+impl RawMysql {
+    fn validate(self) -> Result<MysqlConfig, ConfigError> {
+        if !cfg!(feature = "mysql-index") {
+            return Err(err(
+                "mysql: this build has no MySQL index (build with the mysql-index feature, or remove [mysql])",
+            ));
+        }
+        if !self.url.starts_with("mysql://") {
+            return Err(err(
+                "mysql.url: must look like mysql://user:password@host:3306/database",
+            ));
+        }
+        let table = self.table.unwrap_or_else(|| "kafka_store_files".into());
+        let plain = !table.is_empty()
+            && table.len() <= 64
+            && table
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !plain {
+            return Err(err(format!(
+                "mysql.table: {table:?} must be letters, digits and '_'"
+            )));
+        }
+        Ok(MysqlConfig {
+            url: self.url,
+            table,
+            create_table: self.create_table,
+            connect_timeout: positive("mysql.connect_timeout", dur(self.connect_timeout, "10s"))?,
+            request_timeout: positive("mysql.request_timeout", dur(self.request_timeout, "30s"))?,
         })
     }
 }

@@ -268,6 +268,8 @@ impl Ctx<'_> {
                 tp: tp.clone(),
                 next: position,
                 prev: at.prev,
+                row: None,
+                start: true,
             });
             let target = targets
                 .as_ref()

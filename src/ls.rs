@@ -6,9 +6,9 @@ use std::io::Write;
 
 use anyhow::Context as _;
 
-use crate::logging::format_millis;
 use crate::naming::{ObjectKey, check_tiling};
 use crate::store::Store;
+use crate::timestamp::format_millis;
 
 /// Prints the listing; returns false if some partition's files do not tile.
 pub fn ls(

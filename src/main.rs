@@ -9,11 +9,13 @@ use anyhow::Context as _;
 
 use kafka_store::cli::{self, Command, Source, UsageError};
 use kafka_store::config::{Config, ConfigError, GcsConfig, StoreUrl};
+use kafka_store::index::{self, Index};
 use kafka_store::interrupt::Interrupt;
-use kafka_store::kafka::Client;
+use kafka_store::kafka::{Client, TopicPartition};
 use kafka_store::naming::ObjectKey;
 use kafka_store::pipeline::{self, RunOptions};
-use kafka_store::{cat, logging, ls, status, store};
+use kafka_store::timestamp::format_millis;
+use kafka_store::{cat, locate, logging, ls, status, store};
 
 /// Exit codes, as documented in `--help`.
 #[derive(Clone, Copy)]
@@ -22,6 +24,7 @@ enum Exit {
     Failure = 1,
     Usage = 2,
     Data = 3,
+    NotFound = 4,
 }
 
 fn main() -> ExitCode {
@@ -127,6 +130,59 @@ fn run() -> anyhow::Result<Exit> {
             let mut out = std::io::stdout().lock();
             status::status(&config, &mut client, store.as_ref(), &mut out)?;
             out.flush()?;
+            Ok(Exit::Ok)
+        }
+        Command::Locate {
+            config,
+            topic,
+            partition,
+            target,
+        } => {
+            let config = Config::load(&config)?;
+            let store = store::open(&config.store.url, &config.store.gcs, &Interrupt::default())?;
+            let mut index = match &config.mysql {
+                Some(m) => Some(Index::open(m)?),
+                None => None,
+            };
+            let tp = TopicPartition::new(&topic, partition);
+            let found = locate::locate(store.as_ref(), index.as_mut(), &tp, target)?;
+            let Some(found) = found else {
+                eprintln!("kafka-store: nothing of {tp} is archived there");
+                return Ok(Exit::NotFound);
+            };
+            let mut out = std::io::stdout().lock();
+            match found.record {
+                None => writeln!(
+                    out,
+                    "{}\tfirst {}\tnext {}",
+                    found.object_url, found.key.first, found.next
+                )?,
+                Some(r) => writeln!(
+                    out,
+                    "{}\toffset {}\ttimestamp {} ({})",
+                    found.object_url,
+                    r.offset,
+                    r.timestamp,
+                    format_millis(r.timestamp)
+                )?,
+            }
+            Ok(Exit::Ok)
+        }
+        Command::Reindex { config } => {
+            let config = Config::load(&config)?;
+            let Some(mysql) = &config.mysql else {
+                return Err(
+                    ConfigError("reindex: the config has no [mysql] section".into()).into(),
+                );
+            };
+            let store = store::open(&config.store.url, &config.store.gcs, &Interrupt::default())?;
+            let mut index = Index::open(mysql)?;
+            let mut out = std::io::stdout().lock();
+            let (written, deleted) = index::reindex(&mut index, store.as_ref(), &mut out)?;
+            writeln!(
+                out,
+                "# {written} row(s) written or checked, {deleted} row(s) without an object deleted"
+            )?;
             Ok(Exit::Ok)
         }
         Command::Cat { source, object } => {

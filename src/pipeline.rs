@@ -35,9 +35,10 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender, bounded, unbounded};
 
 use crate::commit;
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::encoder;
 use crate::fetcher;
+use crate::index::{IndexError, Keeper, Row};
 use crate::interrupt::Interrupt;
 use crate::kafka::{Client, ClientConfig, Generation, KafkaError, PartitionData, TopicPartition};
 use crate::membership::{Member, subscribed};
@@ -299,6 +300,11 @@ pub struct Stored {
     pub next: i64,
     /// The first offset of the object that ends at `next`.
     pub prev: Option<i64>,
+    /// The index row of the object ending at `next`, when this process
+    /// stored it (None for a start position or an adopted chain).
+    pub row: Option<Row>,
+    /// `next` is where the partition starts in this process.
+    pub start: bool,
 }
 
 /// Which of `n` workers handles a partition (stable for the process).
@@ -358,6 +364,17 @@ pub fn run(config: &Config, options: RunOptions, interrupt: Interrupt) -> anyhow
             .map_err(|e| kafka_context(e, brokers))?;
     }
     let tag = store_tag(store.as_ref());
+    // A MySQL index that is misconfigured stops the start; one that is only
+    // unreachable does not (rows are back-filled when it answers).
+    let keeper = match &config.mysql {
+        None => None,
+        Some(m) => Some(Keeper::open(m).map_err(|e| match e {
+            IndexError::Fatal(why) => {
+                anyhow::Error::new(ConfigError(format!("mysql index: {why}")))
+            }
+            other => anyhow::Error::new(other),
+        })?),
+    };
     log::info!(
         "archiving {}{} to {} as a member of group {}",
         config.kafka.topics.join(","),
@@ -473,6 +490,9 @@ pub fn run(config: &Config, options: RunOptions, interrupt: Interrupt) -> anyhow
             interval: config.kafka.commit_interval,
             registry,
             membership: in_group.then_some(membership),
+            store,
+            keeper,
+            committed: HashMap::new(),
         };
         threads.push(spawn(s, "committer", stop, move || {
             let result = commit::commit_loop(stored_rx, committer_client, committer);

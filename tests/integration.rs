@@ -8,5 +8,6 @@ mod archive;
 mod bad_input;
 mod gcs;
 mod group;
+mod index;
 mod kafka_client;
 mod resume;

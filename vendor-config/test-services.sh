@@ -15,6 +15,7 @@
 #   status       say which are running (exit 1 unless all three are)
 #   stop-kafka   stop the broker, keeping its data (SIGKILL after 20 s)
 #   start-kafka  start the broker again and wait until it answers
+#   stop-mariadb / start-mariadb   the same for MariaDB
 #
 # State (jars, venv, data, logs, pid files) lives in
 # ${KAFKA_STORE_SERVICES:-<repo>/.services}; logs in <state>/logs/.
@@ -358,6 +359,17 @@ cmd_start_kafka() {
 	printf 'kafka %s:%s\n' "$HOST" "$KAFKA_PORT"
 }
 
+cmd_stop_mariadb() {
+	stop_service mariadb mariadbd 30 "$MARIADB_PORT"
+}
+
+cmd_start_mariadb() {
+	install_debs
+	launch_mariadb
+	wait_mariadb
+	printf 'mariadb %s:%s\n' "$HOST" "$MARIADB_PORT"
+}
+
 cmd_status() {
 	local all=0 pid
 	if pid=$(running_pid kafka kafka.Kafka); then
@@ -382,7 +394,7 @@ cmd_status() {
 }
 
 usage() {
-	sed -n '9,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+	sed -n '9,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
 	exit 2
 }
 
@@ -400,6 +412,8 @@ main() {
 	status) cmd_status ;;
 	stop-kafka) cmd_stop_kafka ;;
 	start-kafka) cmd_start_kafka ;;
+	stop-mariadb) cmd_stop_mariadb ;;
+	start-mariadb) cmd_start_mariadb ;;
 	-h | --help | help) usage ;;
 	*) usage ;;
 	esac

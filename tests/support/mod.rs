@@ -1089,3 +1089,62 @@ pub fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+// ---- MariaDB ---------------------------------------------------------------------
+
+pub const MYSQL: &str = "mysql://root@127.0.0.1:3306";
+
+/// Tests share MariaDB; one that stops it takes it alone.
+static MARIADB: RwLock<()> = RwLock::new(());
+
+pub fn shared_mariadb() -> RwLockReadGuard<'static, ()> {
+    services();
+    MARIADB.read().unwrap_or_else(|e| e.into_inner())
+}
+
+pub fn exclusive_mariadb() -> RwLockWriteGuard<'static, ()> {
+    services();
+    MARIADB.write().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A connection as root (to the server, or to `db`).
+pub fn mysql(db: Option<&str>) -> mysql::Conn {
+    let url = match db {
+        Some(db) => format!("{MYSQL}/{db}"),
+        None => MYSQL.to_string(),
+    };
+    mysql::Conn::new(mysql::Opts::from_url(&url).unwrap()).unwrap()
+}
+
+/// A new, empty database.
+pub fn mysql_db() -> String {
+    use mysql::prelude::Queryable;
+    let db = unique("ks").replace('-', "_");
+    mysql(None)
+        .query_drop(format!("CREATE DATABASE {db}"))
+        .unwrap();
+    db
+}
+
+/// The index rows of a topic: (partition, first, next, records, min ts, max ts, bytes, crc32c, url).
+pub type IndexRow = (
+    i32,
+    i64,
+    i64,
+    i64,
+    Option<i64>,
+    Option<i64>,
+    i64,
+    Option<u32>,
+    String,
+);
+
+pub fn index_rows(db: &str, topic: &str) -> Vec<IndexRow> {
+    use mysql::prelude::Queryable;
+    mysql(Some(db))
+        .exec(
+            "SELECT `partition`, first_offset, next_offset, record_count, min_timestamp, max_timestamp, bytes, crc32c, object_url FROM kafka_store_files WHERE topic = ? ORDER BY `partition`, first_offset",
+            (topic,),
+        )
+        .unwrap()
+}

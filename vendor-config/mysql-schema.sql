@@ -1,0 +1,22 @@
+-- The MySQL/MariaDB index of kafka-store's archive ([mysql] in the config).
+-- kafka-store creates it (with the configured table name) when
+-- mysql.create_table = true; otherwise create it with this statement.
+-- One row per archive object: the object holds the records of one
+-- partition from first_offset up to (not including) next_offset.
+CREATE TABLE IF NOT EXISTS kafka_store_files (
+  topic         VARCHAR(249)  NOT NULL,
+  `partition`   INT           NOT NULL,
+  first_offset  BIGINT        NOT NULL,
+  next_offset   BIGINT        NOT NULL,
+  record_count  BIGINT        NOT NULL,
+  -- Record timestamps (ms since the epoch); NULL for a file without records.
+  min_timestamp BIGINT        NULL,
+  max_timestamp BIGINT        NULL,
+  bytes         BIGINT        NOT NULL,
+  -- CRC32C of the object; NULL when the store does not keep one (file://).
+  crc32c        INT UNSIGNED  NULL,
+  object_url    VARCHAR(2048) NOT NULL,
+  created_at    TIMESTAMP(3)  NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
+  PRIMARY KEY (topic, `partition`, first_offset),
+  KEY by_time (topic, `partition`, max_timestamp)
+) ENGINE = InnoDB
