@@ -154,7 +154,7 @@ pub fn commit_loop(
     mut client: Client,
     mut committer: Committer<'_>,
 ) -> anyhow::Result<()> {
-    let mut pending: HashMap<TopicPartition, (i64, Option<i64>)> = HashMap::new();
+    let mut pending: HashMap<TopicPartition, Pending> = HashMap::new();
     let mut due = Instant::now() + committer.interval;
     loop {
         let wait = if committer.keeper.as_ref().is_some_and(Keeper::behind) {
@@ -171,9 +171,14 @@ pub fn commit_loop(
                         k.stored(&s.tp, s.next, s.row);
                     }
                 }
-                let e = pending.entry(s.tp).or_insert((s.next, s.prev));
-                if s.next >= e.0 {
-                    *e = (s.next, s.prev);
+                let newest = Pending {
+                    next: s.next,
+                    prev: s.prev,
+                    start: s.start,
+                };
+                let e = pending.entry(s.tp).or_insert(newest);
+                if newest.next >= e.next {
+                    *e = newest;
                 }
             }
             Err(RecvTimeoutError::Timeout) => {}
@@ -197,6 +202,15 @@ pub fn commit_loop(
     }
 }
 
+/// The newest position of a partition waiting to be committed.
+#[derive(Clone, Copy, Debug)]
+pub struct Pending {
+    next: i64,
+    prev: Option<i64>,
+    /// A start position (no object ends there for this process).
+    start: bool,
+}
+
 /// What the committer needs besides its client.
 pub struct Committer<'a> {
     pub group: &'a str,
@@ -213,11 +227,7 @@ pub struct Committer<'a> {
 }
 
 impl Committer<'_> {
-    fn commit(
-        &mut self,
-        client: &mut Client,
-        pending: &mut HashMap<TopicPartition, (i64, Option<i64>)>,
-    ) {
+    fn commit(&mut self, client: &mut Client, pending: &mut HashMap<TopicPartition, Pending>) {
         // A partition that moved on is the new owner's to commit.
         pending.retain(|tp, _| self.registry.owns(tp));
         if let Some(k) = self.keeper.as_mut() {
@@ -227,18 +237,25 @@ impl Committer<'_> {
                 }
             }
         }
-        let generation = match self.membership {
-            None => None,
+        let (generation, assigned) = match self.membership {
+            None => (None, None),
             Some(state) => match state.get() {
-                Some(g) => Some(g),
+                Some((g, assigned)) => (Some(g), Some(assigned)),
                 None => return, // Rebalancing: commit with the next generation.
             },
         };
         // With an index, only what has its rows: a restart back-fills from there.
         let mut offsets: Vec<(TopicPartition, i64, String)> = Vec::new();
-        for (tp, &(next, prev)) in pending.iter() {
+        for (tp, p) in pending.iter() {
+            let (next, prev) = (p.next, p.prev);
+            // Only what this generation assigned to us.
+            if assigned.as_ref().is_some_and(|a| !a.contains(tp)) {
+                continue;
+            }
             let (next, prev) = match self.keeper.as_ref() {
+                // A start position has no row to wait for.
                 None => (next, prev),
+                Some(_) if p.start => (next, prev),
                 Some(k) => match k.covered(tp) {
                     Some((covered, cprev)) if covered < next => (covered, cprev),
                     Some(_) => (next, prev),
@@ -262,7 +279,7 @@ impl Committer<'_> {
                     self.group
                 );
                 for (tp, next, _) in offsets {
-                    if pending.get(&tp).is_some_and(|(p, _)| *p <= next) {
+                    if pending.get(&tp).is_some_and(|p| p.next <= next) {
                         pending.remove(&tp);
                     }
                     self.committed.insert(tp, next);

@@ -676,18 +676,25 @@ impl RawConfig {
     }
 }
 
+/// A URL with the password of its user info replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    match rest.rsplit_once('@') {
+        Some((cred, host)) => {
+            let user = cred.split_once(':').map_or(cred, |(u, _)| u);
+            format!("{scheme}://{user}:***@{host}")
+        }
+        None => url.to_string(),
+    }
+}
+
 impl fmt::Debug for MysqlConfig {
     /// The URL's password is not shown.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let url = match self.url.split_once('@') {
-            Some((cred, host)) => match cred.rsplit_once(':') {
-                Some((user, _)) if user != "mysql" => format!("{user}:***@{host}"),
-                _ => self.url.clone(),
-            },
-            None => self.url.clone(),
-        };
         f.debug_struct("MysqlConfig")
-            .field("url", &url)
+            .field("url", &redact_url(&self.url))
             .field("table", &self.table)
             .field("create_table", &self.create_table)
             .finish()
@@ -749,7 +756,10 @@ impl RawGcs {
         if let Some(p) = &self.proxy
             && !(p.starts_with("http://") || p.starts_with("https://"))
         {
-            return Err(err(format!("gcs.proxy: {p:?} is not an http(s) URL")));
+            return Err(err(format!(
+                "gcs.proxy: {:?} is not an http(s) URL",
+                redact_url(p)
+            )));
         }
         let request_timeout = self.request_timeout.map_or(d.request_timeout, |x| x.0);
         let retry_timeout = self.retry_timeout.map_or(d.retry_timeout, |x| x.0);
@@ -901,6 +911,19 @@ spool_dir = "/var/lib/kafka-store/spool"
         let gcs = Config::parse(&text).unwrap().store.gcs;
         assert_eq!(gcs.endpoint, "http://127.0.0.1:9023");
         assert_eq!(gcs.chunk_bytes, 512 << 10);
+    }
+
+    #[test]
+    fn passwords_in_urls_are_not_shown() {
+        assert_eq!(
+            redact_url("mysql://u:p@ss@h:3306/db"),
+            "mysql://u:***@h:3306/db"
+        );
+        assert_eq!(
+            redact_url("http://user:secret@proxy:3128"),
+            "http://user:***@proxy:3128"
+        );
+        assert_eq!(redact_url("http://proxy:3128"), "http://proxy:3128");
     }
 
     #[test]

@@ -178,22 +178,21 @@ impl Ctx<'_> {
         self.stop.send(&self.encoders[encoder], msg)
     }
 
-    /// Whether the fetcher's work is over: with `--until-caught-up`, every
-    /// assigned partition's final file is stored; otherwise, every assigned
-    /// partition has stopped with an error.
+    /// Whether the fetcher's work is over: only with `--until-caught-up`,
+    /// once every partition's final file is stored. A member of the group
+    /// keeps running even when its partitions stopped with errors (leaving
+    /// would hand them to the next member, to stop there too).
     fn finished(&self, parts: &Partitions) -> bool {
-        if !parts.assigned || !parts.pending.is_empty() {
+        if !self.until_caught_up || !parts.assigned || !parts.pending.is_empty() {
             return false;
         }
-        if self.until_caught_up {
-            return parts.states.iter().all(|(tp, st)| {
-                match (st.finished_at, self.registry.get(tp)) {
-                    (Some(end), Some(ctl)) => ctl.stored.load(Ordering::SeqCst) >= end,
-                    _ => false,
-                }
-            });
-        }
-        !parts.owned.is_empty() && parts.owned.iter().all(|tp| self.registry.is_halted(tp))
+        parts
+            .states
+            .iter()
+            .all(|(tp, st)| match (st.finished_at, self.registry.get(tp)) {
+                (Some(end), Some(ctl)) => ctl.stored.load(Ordering::SeqCst) >= end,
+                _ => false,
+            })
     }
 
     /// A new assignment: stop what moved away, queue what arrived.
@@ -242,15 +241,21 @@ impl Ctx<'_> {
             }
         };
         for (tp, resume) in resumed {
-            parts.pending.remove(&tp);
             let at = match resume {
                 Resume::At(at) => at,
                 Resume::Halted(why) => {
+                    parts.pending.remove(&tp);
                     self.registry.insert(&tp, -1);
                     self.registry.halt(&tp, why);
                     continue;
                 }
+                Resume::Later(why) => {
+                    log::warn!("cannot start {tp} yet, retrying: {why}");
+                    parts.pending_at = Some(Instant::now() + self.config.client.retry_backoff_max);
+                    continue;
+                }
             };
+            parts.pending.remove(&tp);
             let ctl = self.registry.insert(&tp, at.position);
             let epoch = ctl.epoch.load(Ordering::SeqCst);
             let encoder = worker_for(&tp, self.encoders.len());
@@ -399,6 +404,9 @@ impl Ctx<'_> {
     fn failed(&self, client: &mut Client, tp: &TopicPartition, st: &mut State, e: KafkaError) {
         if let KafkaError::OffsetOutOfRange { offset, .. } = e {
             return self.out_of_range(client, tp, st, offset);
+        }
+        if matches!(e, KafkaError::Interrupted) {
+            return; // stopping
         }
         // A topic missing from metadata may be a passing state; after
         // retry_timeout it is taken as deleted.

@@ -97,6 +97,9 @@ mod imp {
     use mysql::{Conn, Opts, OptsBuilder};
 
     use super::{COLUMNS, IndexError, Row, Upsert};
+
+    /// ER_DUP_ENTRY
+    const DUPLICATE_KEY: u16 = 1062;
     use crate::config::MysqlConfig;
 
     /// MySQL's error codes that mean the configuration is wrong.
@@ -290,10 +293,14 @@ mod imp {
                         "INSERT INTO `{}` (next_offset, record_count, min_timestamp, max_timestamp, bytes, crc32c, object_url, topic, `partition`, first_offset) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         self.table
                     );
-                    self.conn
-                        .exec_drop(q, values)
-                        .map_err(|e| classify(e, &what))?;
-                    Ok(Upsert::Inserted)
+                    match self.conn.exec_drop(q, values) {
+                        Ok(()) => Ok(Upsert::Inserted),
+                        // Another process wrote the row meanwhile: compare with it.
+                        Err(mysql::Error::MySqlError(e)) if e.code == DUPLICATE_KEY => {
+                            self.upsert(row)
+                        }
+                        Err(e) => Err(classify(e, &what)),
+                    }
                 }
             }
         }
@@ -305,14 +312,20 @@ mod imp {
             &mut self,
             topic: &str,
             partition: i32,
+            store_url: &str,
         ) -> Result<Option<(i64, Option<i64>)>, IndexError> {
+            // Rows of this store only (the URL starts with the store's).
             let q = format!(
-                "SELECT first_offset, next_offset FROM `{}` WHERE topic = ? AND `partition` = ? ORDER BY first_offset DESC LIMIT 1",
+                "SELECT first_offset, next_offset FROM `{}` WHERE topic = ? AND `partition` = ? AND LEFT(object_url, ?) = ? ORDER BY first_offset DESC LIMIT 1",
                 self.table
             );
+            let prefix = format!("{store_url}/");
             let last: Option<(i64, i64)> = self
                 .conn
-                .exec_first(q, (topic, partition))
+                .exec_first(
+                    q,
+                    (topic, partition, prefix.chars().count(), prefix.as_str()),
+                )
                 .map_err(|e| classify(e, "cannot read the index"))?;
             Ok(last.map(|(first, next)| (next, Some(first))))
         }
@@ -400,6 +413,7 @@ mod imp {
             &mut self,
             _: &str,
             _: i32,
+            _: &str,
         ) -> Result<Option<(i64, Option<i64>)>, IndexError> {
             match *self {}
         }
@@ -454,6 +468,8 @@ pub struct Keeper {
     marks: HashMap<TopicPartition, Mark>,
     /// Where each partition's archive ends, as far as the committer knows.
     stored: HashMap<TopicPartition, i64>,
+    /// Partitions whose back-fill failed, and when to try again.
+    paused: HashMap<TopicPartition, Instant>,
 }
 
 impl Keeper {
@@ -474,6 +490,7 @@ impl Keeper {
             retry_at: Instant::now() + RETRY,
             marks: HashMap::new(),
             stored: HashMap::new(),
+            paused: HashMap::new(),
         })
     }
 
@@ -492,6 +509,7 @@ impl Keeper {
     pub fn forget(&mut self, tp: &TopicPartition) {
         self.marks.remove(tp);
         self.stored.remove(tp);
+        self.paused.remove(tp);
     }
 
     /// The store now holds objects up to `next`; `row` is the one ending
@@ -529,10 +547,17 @@ impl Keeper {
 
     /// Whether rows are owed (the committer then calls `work` soon).
     pub fn behind(&self) -> bool {
-        self.marks.iter().any(|(tp, m)| match m {
-            Mark::Unknown => true,
-            Mark::At { next, .. } => self.stored.get(tp).is_some_and(|end| next < end),
-        })
+        let now = Instant::now();
+        if self.index.is_none() && now < self.retry_at {
+            return false;
+        }
+        self.marks
+            .iter()
+            .filter(|(tp, _)| self.paused.get(*tp).is_none_or(|at| *at <= now))
+            .any(|(tp, m)| match m {
+                Mark::Unknown => true,
+                Mark::At { next, .. } => self.stored.get(tp).is_some_and(|end| next < end),
+            })
     }
 
     fn lost(&mut self, e: IndexError) {
@@ -561,13 +586,23 @@ impl Keeper {
                 }
             }
         }
-        let tps: Vec<TopicPartition> = self.marks.keys().cloned().collect();
+        let now = Instant::now();
+        let tps: Vec<TopicPartition> = self
+            .marks
+            .keys()
+            .filter(|tp| self.paused.get(*tp).is_none_or(|at| *at <= now))
+            .cloned()
+            .collect();
         for tp in tps {
             if let Err(e) = self.catch_up(store, &tp) {
                 match e {
                     Backfill::Index(e) => return self.lost(e),
                     Backfill::Store(why) => {
-                        log::warn!("cannot back-fill index rows of {tp}: {why}")
+                        log::warn!(
+                            "cannot back-fill index rows of {tp} (retried in {}s): {why}",
+                            RETRY.as_secs()
+                        );
+                        self.paused.insert(tp, now + RETRY);
                     }
                 }
             }
@@ -582,7 +617,7 @@ impl Keeper {
         let mut mark = match self.marks[tp] {
             Mark::At { next, prev } => (next, prev),
             Mark::Unknown => match index
-                .indexed_to(&tp.topic, tp.partition)
+                .indexed_to(&tp.topic, tp.partition, &store.url())
                 .map_err(Backfill::Index)?
             {
                 Some((next, prev)) if next <= end => (next, prev),
@@ -610,10 +645,22 @@ impl Keeper {
                 .head(&key)
                 .map_err(|e| Backfill::Store(e.to_string()))?
             else {
-                return Err(Backfill::Store(format!(
-                    "object {} is missing from the chain",
-                    store.object_url(&key)
-                )));
+                // A gap in the chain (records skipped with on_gap = "skip"):
+                // go on at the next object.
+                let firsts = store
+                    .list(&tp.topic, tp.partition)
+                    .map_err(|e| Backfill::Store(e.to_string()))?;
+                let resume = firsts
+                    .into_iter()
+                    .find(|f| *f > mark.0)
+                    .unwrap_or(end)
+                    .min(end);
+                log::warn!(
+                    "the archive of {tp} has no file for offsets {}..{resume}; no index rows there",
+                    mark.0
+                );
+                mark = (resume, None);
+                continue;
             };
             let row = Row::new(&key, &info, store.object_url(&key));
             index.upsert(&row).map_err(Backfill::Index)?;

@@ -71,8 +71,23 @@ fn candidates(
     })
 }
 
-/// Finds the target in the partition's archive.
+/// Finds the target in the partition's archive: through the index when
+/// there is one, then (rows lag while MySQL is away) through the store.
 pub fn locate(
+    store: &dyn Store,
+    index: Option<&mut Index>,
+    tp: &TopicPartition,
+    target: Target,
+) -> anyhow::Result<Option<Found>> {
+    if let Some(index) = index
+        && let Some(found) = search(store, Some(index), tp, target)?
+    {
+        return Ok(Some(found));
+    }
+    search(store, None, tp, target)
+}
+
+fn search(
     store: &dyn Store,
     index: Option<&mut Index>,
     tp: &TopicPartition,

@@ -188,47 +188,40 @@ impl Member<'_> {
                 .iter()
                 .map(|s| (s.name(), subscription.clone()))
                 .collect();
-            let outcome = self
-                .client
-                .join_group(&join, &member_id, &protocols)
-                .and_then(|joined| {
-                    let plan = if joined.is_leader() {
-                        self.plan(&joined, &layout)?
-                    } else {
-                        Vec::new()
-                    };
-                    let mine = self.client.sync_group(
-                        &join,
-                        &joined.generation,
-                        &joined.protocol,
-                        &plan,
-                    )?;
-                    Ok((joined, mine))
-                });
-            let (joined, mine) = match outcome {
-                Ok(v) => v,
-                Err(e) => {
-                    match next_step(&e) {
-                        Next::Rejoin => log::info!("group {}: {e}; joining again", join.group),
-                        Next::NewMember => {
-                            log::info!("group {}: {e}; joining as a new member", join.group);
-                            member_id.clear();
-                        }
-                        Next::Retry => {
-                            log::warn!("group {}: {e}; retrying", join.group);
-                            self.sleep(backoff);
-                        }
-                        Next::Fatal if self.done() => break 'join,
-                        Next::Fatal => anyhow::bail!(explain(&e, self.config)),
-                    }
-                    continue;
-                }
+            let joined = match self.client.join_group(&join, &member_id, &protocols) {
+                Ok(j) => j,
+                Err(e) => match self.after_error(&e, &mut member_id) {
+                    Ok(true) => continue,
+                    Ok(false) => break 'join,
+                    Err(fatal) => return Err(fatal),
+                },
             };
+            // Kept even if the sync fails: joining again with the same id
+            // spares the group a wait for a member that never comes back.
             member_id = joined.generation.member_id.clone();
+            let synced = match joined.is_leader() {
+                true => self.plan(&joined, &layout),
+                false => Ok(Vec::new()),
+            }
+            .and_then(|plan| {
+                self.client
+                    .sync_group(&join, &joined.generation, &joined.protocol, &plan)
+            });
+            let mine = match synced {
+                Ok(m) => m,
+                Err(e) => match self.after_error(&e, &mut member_id) {
+                    Ok(true) => continue,
+                    Ok(false) => break 'join,
+                    Err(fatal) => return Err(fatal),
+                },
+            };
             log_assignment(&join.group, &joined, &owned, &mine);
             owned = mine.clone();
             owned_generation = joined.generation.generation;
-            self.state.set(Some(joined.generation.clone()));
+            self.state.set(Some((
+                joined.generation.clone(),
+                mine.iter().cloned().collect(),
+            )));
             let _ = self.assignments.send(Assignment {
                 generation: joined.generation.generation,
                 partitions: mine.into_iter().collect(),
@@ -295,6 +288,26 @@ impl Member<'_> {
         }
         self.leave(current);
         Ok(())
+    }
+
+    /// What to do after a failed JoinGroup or SyncGroup: Ok(true) to join
+    /// again, Ok(false) when the pipeline ends, Err to stop the process.
+    fn after_error(&self, e: &KafkaError, member_id: &mut String) -> anyhow::Result<bool> {
+        let group = &self.config.group_id;
+        match next_step(e) {
+            Next::Rejoin => log::info!("group {group}: {e}; joining again"),
+            Next::NewMember => {
+                log::info!("group {group}: {e}; joining as a new member");
+                member_id.clear();
+            }
+            Next::Retry => {
+                log::warn!("group {group}: {e}; retrying");
+                self.sleep(self.config.client.retry_backoff_max);
+            }
+            Next::Fatal if self.done() => return Ok(false),
+            Next::Fatal => anyhow::bail!(explain(e, self.config)),
+        }
+        Ok(!self.done())
     }
 
     /// The leader's plan: every subscribed partition to one member.

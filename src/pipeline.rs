@@ -54,6 +54,8 @@ pub const POLL: Duration = Duration::from_millis(100);
 const ENCODER_QUEUE: usize = 4;
 /// Finished files queued per uploader (they wait on disk, not in memory).
 const UPLOADER_QUEUE: usize = 2;
+/// How long the committer retries one commit.
+const COMMIT_PATIENCE: Duration = Duration::from_secs(10);
 /// Stored positions queued for the committer (tiny messages).
 const COMMITTER_QUEUE: usize = 1024;
 
@@ -237,19 +239,20 @@ pub struct Assignment {
     pub partitions: BTreeSet<TopicPartition>,
 }
 
-/// The current group generation, shared by the group thread (writer) and
-/// the committer (reader).
+/// The current group generation and what it assigned to this process,
+/// shared by the group thread (writer) and the committer (reader): commits
+/// name the generation and cover only its partitions.
 #[derive(Default)]
 pub struct GroupState {
-    current: Mutex<Option<Generation>>,
+    current: Mutex<Option<(Generation, BTreeSet<TopicPartition>)>>,
 }
 
 impl GroupState {
-    pub fn get(&self) -> Option<Generation> {
+    pub fn get(&self) -> Option<(Generation, BTreeSet<TopicPartition>)> {
         self.current.lock().expect("group state").clone()
     }
 
-    pub fn set(&self, g: Option<Generation>) {
+    pub fn set(&self, g: Option<(Generation, BTreeSet<TopicPartition>)>) {
         *self.current.lock().expect("group state") = g;
     }
 }
@@ -411,10 +414,23 @@ pub fn run(config: &Config, options: RunOptions, interrupt: Interrupt) -> anyhow
     let (seek_tx, seek_rx) = unbounded::<Seek>();
     let (stored_tx, stored_rx) = bounded::<Stored>(COMMITTER_QUEUE);
     let (assign_tx, assign_rx) = unbounded::<Assignment>();
-    let committer_client =
-        Client::connect(client_config.clone()).map_err(|e| kafka_context(e, brokers))?;
-    let member_client =
-        Client::connect(client_config.clone()).map_err(|e| kafka_context(e, brokers))?;
+    // The committer's last commit should get through a stop request, but
+    // not hold the stop up for long.
+    let committer_client = Client::connect(ClientConfig {
+        interrupt: Interrupt::default(),
+        retry_timeout: config.kafka.client.retry_timeout.min(COMMIT_PATIENCE),
+        ..config.kafka.client.clone()
+    })
+    .map_err(|e| kafka_context(e, brokers))?;
+    // The group thread must heartbeat within the session timeout, so its
+    // other requests give up well before.
+    let member_client = Client::connect(ClientConfig {
+        retry_timeout: client_config
+            .retry_timeout
+            .min(config.kafka.group.session_timeout / 3),
+        ..client_config.clone()
+    })
+    .map_err(|e| kafka_context(e, brokers))?;
     // `--until-caught-up` is a one-shot run outside the group: it archives
     // every subscribed partition (safe beside running members: the
     // create-only commit decides) and commits as a standalone consumer.

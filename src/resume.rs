@@ -69,6 +69,8 @@ pub enum Resume {
     At(ChainPos),
     /// This partition cannot be archived until an operator acts.
     Halted(String),
+    /// Its position could not be found now (store trouble): try again.
+    Later(String),
 }
 
 /// The log's extent for one partition, and what the store and group say.
@@ -210,12 +212,22 @@ pub fn resume_all(
             .get(tp)
             .and_then(|c| parse_metadata(&c.metadata, &tag).map(|prev| (c.offset, prev)));
         let log_start = offset_of(&earliest, tp)?;
-        let mut chain_end = locate(store, tp, hint)?;
-        // Before declaring a gap, make sure no later part of the chain
-        // exists (a crash after an earlier skip leaves one past the hint).
-        if hint.is_some() && chain_end.is_some_and(|c| c.position < log_start) {
-            chain_end = from_listing(store, tp)?;
-        }
+        let chain_end = locate(store, tp, hint).and_then(|end| {
+            // Before declaring a gap, make sure no later part of the chain
+            // exists (a crash after an earlier skip leaves one past the hint).
+            if hint.is_some() && end.is_some_and(|c| c.position < log_start) {
+                return from_listing(store, tp);
+            }
+            Ok(end)
+        });
+        // One partition's store trouble does not hold up the others.
+        let chain_end = match chain_end {
+            Ok(end) => end,
+            Err(e) => {
+                out.push((tp.clone(), Resume::Later(format!("{e:#}"))));
+                continue;
+            }
+        };
         let facts = Facts {
             log_start,
             log_end: offset_of(&latest, tp)?,
@@ -251,6 +263,7 @@ mod tests {
         let got = match decide(&tp, &facts, start, on_gap) {
             Resume::At(p) => format!("at {}", p.position),
             Resume::Halted(why) => format!("halted: {why}"),
+            Resume::Later(why) => format!("later: {why}"),
         };
         assert!(
             got.starts_with(want),

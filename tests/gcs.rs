@@ -135,10 +135,21 @@ fn gcs_uploads_survive_faults_of_every_kind() {
         && e.content_range.as_deref().is_some_and(|r| !r.contains('*'))));
 }
 
-#[test]
-fn a_process_killed_mid_upload_resumes_the_same_session() {
-    let _broker = support::shared_broker();
-    let topic = support::unique("gcs-resume");
+/// What `kill_mid_upload` leaves: the setup, the proxy, the topic, what was
+/// produced, the killed session's upload id and the bytes it holds.
+type Killed = (
+    Setup,
+    FaultProxy,
+    String,
+    BTreeMap<(i32, i64), Rec>,
+    String,
+    u64,
+);
+
+/// Archives a topic through a slow proxy and kills the process once an
+/// upload session has stored a few chunks.
+fn kill_mid_upload(prefix: &str) -> Killed {
+    let topic = support::unique(prefix);
     support::create_topic(&topic, 1, &[]);
     let produced = support::produce(
         &topic,
@@ -183,9 +194,16 @@ fn a_process_killed_mid_upload_resumes_the_same_session() {
     };
     support::signal(&child, "-KILL");
     let _ = child.wait();
-    let before = proxy.log().len();
-
     proxy.set_faults(Faults::default());
+    (s, proxy, topic, produced, session, stored)
+}
+
+#[test]
+fn a_process_killed_mid_upload_resumes_the_same_session() {
+    let _broker = support::shared_broker();
+    let (s, proxy, topic, produced, session, stored) = kill_mid_upload("gcs-resume");
+    let bucket = bucket_of(&s);
+    let before = proxy.log().len();
     s.run_to_end();
     let after = &proxy.log()[before..];
     let resumed: Vec<_> = after
@@ -425,4 +443,42 @@ fn an_https_proxy_and_no_proxy_are_honoured() {
     );
     let line = failing_run(&s);
     assert!(line.contains("gcs.ca_bundle /nonexistent/ca.pem"), "{line}");
+}
+
+/// The bucket a GCS setup writes to.
+fn bucket_of(s: &Setup) -> String {
+    let text = std::fs::read_to_string(&s.config).unwrap();
+    let url = text
+        .lines()
+        .find_map(|l| l.strip_prefix("url = \"gs://"))
+        .unwrap();
+    url.split('/').next().unwrap().to_string()
+}
+
+#[test]
+fn an_upload_session_is_not_resumed_for_another_object_name() {
+    let _broker = support::shared_broker();
+    let (s, proxy, topic, produced, session, _) = kill_mid_upload("gcs-moved");
+    let bucket = bucket_of(&s);
+    // The operator moves the archive to a new prefix; the spool keeps the
+    // note of the killed upload, whose bytes the rebuild reproduces.
+    let text = std::fs::read_to_string(&s.config)
+        .unwrap()
+        .replace("/archive\"", "/moved\"");
+    std::fs::write(&s.config, text).unwrap();
+    let before = proxy.log().len();
+    s.run_to_end();
+    assert!(
+        proxy.log()[before..]
+            .iter()
+            .all(|e| upload_id(&e.target).as_deref() != Some(session.as_str())),
+        "the session of the old object name was resumed"
+    );
+    support::download_archive(&bucket, "moved", &s.archive);
+    let archive = support::read_archive(&s.archive);
+    let ends: BTreeMap<i32, (i64, i64)> = support::extents(&topic)
+        .into_iter()
+        .map(|(p, (_, h))| (p, (0, h)))
+        .collect();
+    support::assert_same_records(&support::check_tiling(&archive, &topic, &ends), &produced);
 }

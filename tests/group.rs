@@ -322,3 +322,57 @@ fn a_topic_regex_picks_up_new_topics_and_partitions() {
     p.signal("-TERM");
     assert!(p.wait(Duration::from_secs(20)).success());
 }
+
+#[test]
+fn sigterm_during_a_rebalance_exits_at_once() {
+    let _broker = support::shared_broker();
+    let topic = support::unique("term");
+    support::create_topic(&topic, 2, &[]);
+    let group = support::unique("term");
+    let setup = Setup::new(&[&topic], &group, "", "");
+    // A member that dies without leaving keeps the group waiting for it.
+    let slow =
+        "heartbeat_interval = \"1s\"\nsession_timeout = \"30s\"\nrebalance_timeout = \"30s\"";
+    let config = |i: usize| {
+        let path = setup.dir.path().join(format!("m{i}.toml"));
+        Setup::write(
+            &path,
+            &[&topic],
+            &group,
+            &setup.archive,
+            &setup.dir.path().join(format!("spool-{i}")),
+            slow,
+            "",
+        );
+        path
+    };
+    let ghost = Proc::start(&config(0));
+    support::wait_until("the first member assigned", Duration::from_secs(30), || {
+        ghost.assignment().is_some()
+    });
+    ghost.signal("-KILL");
+    drop(ghost);
+    let mut late = Proc::start(&config(1));
+    support::wait_until("the second member joining", Duration::from_secs(30), || {
+        late.log()
+            .iter()
+            .any(|l| l.contains("as a member of group"))
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        late.assignment().is_none(),
+        "the rebalance should still wait for the dead member"
+    );
+    let started = Instant::now();
+    late.signal("-TERM");
+    assert!(
+        late.wait(Duration::from_secs(20)).success(),
+        "{:?}",
+        late.log()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "SIGTERM during a JoinGroup took {:?}",
+        started.elapsed()
+    );
+}

@@ -398,3 +398,65 @@ fn reindex_rebuilds_the_table_from_the_store() {
     );
     check_rows(&s, &db, &topic);
 }
+
+#[test]
+fn rows_cover_an_archive_with_a_gap_and_locate_falls_back_to_the_store() {
+    let (_broker, _db) = (support::shared_broker(), support::shared_mariadb());
+    let topic = support::unique("idx-gap");
+    support::create_topic(&topic, 1, &[]);
+    support::produce(
+        &topic,
+        &support::gen_records(31, 100, 1, 1_700_000_000_000),
+        "none",
+    );
+    let db = support::mysql_db();
+    let s = setup(&topic, &db, "max_file_records = 40\n");
+    s.run_to_end();
+    // Retention takes 100..150 before the next run; on_gap = "skip" goes on.
+    support::produce(
+        &topic,
+        &support::gen_records(32, 100, 1, 1_700_000_100_000),
+        "none",
+    );
+    support::delete_records(&topic, 0, 150);
+    let text = std::fs::read_to_string(&s.config)
+        .unwrap()
+        .replace("commit_interval", "on_gap = \"skip\"\ncommit_interval");
+    std::fs::write(&s.config, text).unwrap();
+    s.run_to_end();
+    check_rows(&s, &db, &topic);
+    let firsts: Vec<i64> = support::index_rows(&db, &topic)
+        .iter()
+        .map(|r| r.1)
+        .collect();
+    assert_eq!(firsts, vec![0, 40, 80, 150, 190]);
+    assert_eq!(
+        support::committed(&s_group(&s), &topic, 1).get(&0),
+        Some(&200)
+    );
+
+    // Rows lost from the index: locate still answers, from the store.
+    support::mysql(Some(&db))
+        .exec_drop("DELETE FROM kafka_store_files WHERE topic = ?", (&topic,))
+        .unwrap();
+    let out = s
+        .command(&[
+            "locate",
+            "--config",
+            s.config.to_str().unwrap(),
+            "--topic",
+            &topic,
+            "--partition",
+            "0",
+            "--offset",
+            "170",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("first 150\tnext 190"));
+}

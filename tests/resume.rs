@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use crate::support::{self, Frame, Setup, StreamingProducer};
+use crate::support::{self, Frame, Proc, Setup, StreamingProducer};
 
 fn records(seed: u64, n: usize) -> Vec<support::Rec> {
     support::gen_records(seed, n, 1, 1_700_000_000_000 + seed as i64 * 1_000_000)
@@ -146,7 +146,7 @@ fn records_deleted_while_running_are_a_gap_not_a_silent_skip() {
         "",
         "idle_flush = \"1s\"\n",
     );
-    let child = s.spawn(&[]);
+    let mut p = Proc::start(&s.config);
     let deadline = Instant::now() + Duration::from_secs(30);
     while first_offsets(&s, &topic) != vec![(0, 20)] {
         assert!(Instant::now() < deadline, "no idle flush at 20");
@@ -170,14 +170,18 @@ fn records_deleted_while_running_are_a_gap_not_a_silent_skip() {
     producer.send(&[Frame::Commit]);
     producer.finish();
 
-    let out = support::wait_with_timeout(child, Duration::from_secs(60));
-    assert_eq!(out.status.code(), Some(3), "the only partition stopped");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains(&format!(
-            "records 20..30 of {topic}/0 were deleted from kafka before they were archived"
-        )),
-        "{stderr}"
+    let lost =
+        format!("records 20..30 of {topic}/0 were deleted from kafka before they were archived");
+    support::wait_until("the partition stopped", Duration::from_secs(60), || {
+        p.log().iter().any(|l| l.contains(&lost))
+    });
+    // The process stays in the group; at exit it reports the stopped partition.
+    p.signal("-TERM");
+    assert_eq!(
+        p.wait(Duration::from_secs(30)).code(),
+        Some(3),
+        "{:?}",
+        p.log()
     );
     assert_eq!(first_offsets(&s, &topic), vec![(0, 20)]);
 }

@@ -182,7 +182,7 @@ impl Client {
         f: impl FnOnce(&mut Connection) -> Result<T, KafkaError>,
     ) -> Result<T, KafkaError> {
         if !self.conns.contains_key(addr) {
-            let conn = Connection::open(addr, &self.config.connection)?;
+            let conn = Connection::open(addr, &self.config.connection, &self.config.interrupt)?;
             self.conns.insert(addr.to_string(), conn);
         }
         let conn = self.conns.get_mut(addr).expect("inserted above");
@@ -191,6 +191,7 @@ impl Client {
             KafkaError::Io { .. }
             | KafkaError::Timeout { .. }
             | KafkaError::Protocol { .. }
+            | KafkaError::Interrupted
             | KafkaError::Connect { .. },
         ) = &result
         {

@@ -6,7 +6,7 @@
 //! broken and the owner drops it. It knows nothing about topics or leaders.
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
@@ -19,7 +19,10 @@ use kafka_protocol::protocol::{
 };
 
 use super::error::KafkaError;
+use crate::interrupt::Interrupt;
 
+/// Reads wait at most this long before looking at the stop flag.
+const READ_SLICE: Duration = Duration::from_millis(200);
 /// ApiVersions is always answered with a v0 header; v3 is the first flexible one.
 const API_VERSIONS_VERSION: i16 = 3;
 /// UNSUPPORTED_VERSION: the broker then answers ApiVersions in v0 form.
@@ -55,13 +58,19 @@ pub struct Connection {
     client_id: StrBytes,
     request_timeout: Duration,
     max_response_bytes: usize,
+    interrupt: Interrupt,
     /// The broker's supported range per API key.
     supported: HashMap<i16, (i16, i16)>,
 }
 
 impl Connection {
     /// Connects to `addr` (`host:port`) and negotiates API versions.
-    pub fn open(addr: &str, config: &ConnectionConfig) -> Result<Self, KafkaError> {
+    /// `interrupt` aborts a request in flight (SIGTERM/SIGINT).
+    pub fn open(
+        addr: &str,
+        config: &ConnectionConfig,
+        interrupt: &Interrupt,
+    ) -> Result<Self, KafkaError> {
         let connect_err = |source| KafkaError::Connect {
             broker: addr.to_string(),
             source: std::sync::Arc::new(source),
@@ -93,7 +102,7 @@ impl Connection {
         };
         stream.set_nodelay(true).map_err(io)?;
         stream
-            .set_read_timeout(Some(config.request_timeout))
+            .set_read_timeout(Some(config.request_timeout.min(READ_SLICE)))
             .map_err(io)?;
         stream
             .set_write_timeout(Some(config.request_timeout))
@@ -105,6 +114,7 @@ impl Connection {
             client_id: StrBytes::from_string(config.client_id.clone()),
             request_timeout: config.request_timeout,
             max_response_bytes: config.max_response_bytes,
+            interrupt: interrupt.clone(),
             supported: HashMap::new(),
         };
         conn.handshake()?;
@@ -121,7 +131,7 @@ impl Connection {
             .with_client_software_name(StrBytes::from_static_str("kafka-store"))
             .with_client_software_version(StrBytes::from_static_str(env!("CARGO_PKG_VERSION")));
         let body = self
-            .round_trip::<ApiVersionsRequest>(&request, API_VERSIONS_VERSION)
+            .round_trip::<ApiVersionsRequest>(&request, API_VERSIONS_VERSION, self.request_timeout)
             .map_err(|e| self.explain_handshake(e))?;
         let response = match ApiVersionsResponse::decode(&mut body.clone(), API_VERSIONS_VERSION) {
             Ok(r) if r.error_code == 0 => r,
@@ -146,7 +156,8 @@ impl Connection {
                     choose_version(ApiVersionsRequest::VERSIONS, theirs).ok_or_else(|| {
                         self.unsupported("ApiVersions", ApiVersionsRequest::VERSIONS, theirs)
                     })?;
-                let body = self.round_trip::<ApiVersionsRequest>(&request, version)?;
+                let body =
+                    self.round_trip::<ApiVersionsRequest>(&request, version, self.request_timeout)?;
                 ApiVersionsResponse::decode(&mut body.clone(), version)
                     .map_err(|e| self.protocol(format!("undecodable ApiVersions response: {e}")))?
             }
@@ -171,7 +182,7 @@ impl Connection {
         request: &R,
         version: i16,
     ) -> Result<R::Response, KafkaError> {
-        let mut body = self.round_trip(request, version)?;
+        let mut body = self.round_trip(request, version, self.request_timeout)?;
         self.decode::<R>(&mut body, version)
     }
 
@@ -183,18 +194,8 @@ impl Connection {
         version: i16,
         wait: Duration,
     ) -> Result<R::Response, KafkaError> {
-        let normal = self.request_timeout;
-        self.request_timeout = normal.max(wait);
-        let set = |conn: &mut Self| {
-            let timeout = Some(conn.request_timeout);
-            conn.stream.set_read_timeout(timeout)
-        };
-        let result = set(self)
-            .map_err(|e| KafkaError::from_io(&self.broker, "request", normal.as_millis(), e))
-            .and_then(|()| self.round_trip(request, version));
-        self.request_timeout = normal;
-        let _ = set(self);
-        let mut body = result?;
+        let limit = self.request_timeout.max(wait);
+        let mut body = self.round_trip(request, version, limit)?;
         self.decode::<R>(&mut body, version)
     }
 
@@ -212,7 +213,12 @@ impl Connection {
     }
 
     /// Writes one framed request and reads its response body (after the header).
-    fn round_trip<R: Request>(&mut self, request: &R, version: i16) -> Result<Bytes, KafkaError> {
+    fn round_trip<R: Request>(
+        &mut self,
+        request: &R,
+        version: i16,
+        limit: Duration,
+    ) -> Result<Bytes, KafkaError> {
         self.correlation_id = self.correlation_id.wrapping_add(1);
         let header = RequestHeader::default()
             .with_request_api_key(R::KEY)
@@ -234,12 +240,12 @@ impl Connection {
         buf[..4].copy_from_slice(&size.to_be_bytes());
 
         let started = Instant::now();
-        let millis = self.request_timeout.as_millis();
+        let millis = limit.as_millis();
         let broker = self.broker.clone();
         let io = |e| KafkaError::from_io(&broker, "request", millis, e);
         self.stream.write_all(&buf).map_err(io)?;
         let mut size = [0u8; 4];
-        self.stream.read_exact(&mut size).map_err(io)?;
+        self.read_fully(&mut size, started, limit)?;
         let size = i32::from_be_bytes(size);
         if size < 4 || size as usize > self.max_response_bytes {
             return Err(self.protocol(format!(
@@ -247,14 +253,7 @@ impl Connection {
             )));
         }
         let mut body = vec![0u8; size as usize];
-        self.stream.read_exact(&mut body).map_err(io)?;
-        if started.elapsed() > self.request_timeout {
-            return Err(KafkaError::Timeout {
-                broker: self.broker.clone(),
-                phase: "request",
-                millis,
-            });
-        }
+        self.read_fully(&mut body, started, limit)?;
         let mut body = Bytes::from(body);
         let response_header_version = R::Response::header_version(version);
         let header = ResponseHeader::decode(&mut body, response_header_version)
@@ -266,6 +265,47 @@ impl Connection {
             )));
         }
         Ok(body)
+    }
+
+    /// Reads exactly `buf.len()` bytes within `limit` of `started`, in short
+    /// slices so that a stop request is noticed while the broker holds a
+    /// request (JoinGroup can wait minutes).
+    fn read_fully(
+        &mut self,
+        buf: &mut [u8],
+        started: Instant,
+        limit: Duration,
+    ) -> Result<(), KafkaError> {
+        let millis = limit.as_millis();
+        let mut filled = 0;
+        while filled < buf.len() {
+            match self.stream.read(&mut buf[filled..]) {
+                Ok(0) => {
+                    let eof = std::io::Error::from(ErrorKind::UnexpectedEof);
+                    return Err(KafkaError::from_io(&self.broker, "request", millis, eof));
+                }
+                Ok(n) => filled += n,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                    ) =>
+                {
+                    if self.interrupt.is_set() {
+                        return Err(KafkaError::Interrupted);
+                    }
+                    if started.elapsed() > limit {
+                        return Err(KafkaError::Timeout {
+                            broker: self.broker.clone(),
+                            phase: "request",
+                            millis,
+                        });
+                    }
+                }
+                Err(e) => return Err(KafkaError::from_io(&self.broker, "request", millis, e)),
+            }
+        }
+        Ok(())
     }
 
     /// A listener that closes the connection at the first request most
@@ -353,7 +393,9 @@ mod tests {
             max_response_bytes: 1 << 20,
         };
         let started = Instant::now();
-        let err = Connection::open("127.0.0.1:1", &config).err().unwrap();
+        let err = Connection::open("127.0.0.1:1", &config, &Interrupt::default())
+            .err()
+            .unwrap();
         assert!(started.elapsed() < Duration::from_secs(2));
         assert!(err.to_string().contains("127.0.0.1:1"), "{err}");
         assert!(err.is_retriable());

@@ -937,12 +937,12 @@ pub fn gcs_objects(bucket: &str) -> Vec<GcsObject> {
 /// its bytes; returns the objects.
 pub fn download_archive(bucket: &str, prefix: &str, dest: &Path) -> Vec<GcsObject> {
     use base64::Engine as _;
-    let objects = gcs_objects(bucket);
+    let objects: Vec<GcsObject> = gcs_objects(bucket)
+        .into_iter()
+        .filter(|o| o.name.starts_with(&format!("{prefix}/")))
+        .collect();
     for o in &objects {
-        let rel = o
-            .name
-            .strip_prefix(&format!("{prefix}/"))
-            .unwrap_or_else(|| panic!("{} outside {prefix}", o.name));
+        let rel = o.name.strip_prefix(&format!("{prefix}/")).unwrap();
         let mut r = http()
             .get(&format!(
                 "{GCS_EMULATOR}/storage/v1/b/{bucket}/o/{}?alt=media",

@@ -193,7 +193,7 @@ fn agent(config: &GcsConfig) -> Result<ureq::Agent, StoreError> {
         .timeout_connect(Some(config.request_timeout.min(Duration::from_secs(15))))
         .user_agent(format!("kafka-store/{}", env!("CARGO_PKG_VERSION")));
     if let Some(url) = &config.proxy {
-        let bad = |e| fatal(format!("gcs.proxy {url:?}"), e);
+        let bad = |e| fatal(format!("gcs.proxy {:?}", crate::config::redact_url(url)), e);
         let parsed = ureq::Proxy::new(url).map_err(bad)?;
         let mut proxy = ureq::Proxy::builder(parsed.protocol())
             .host(parsed.host())

@@ -37,6 +37,10 @@ const MAX_NEW_SESSIONS: u32 = 5;
 /// What is remembered of an upload session across restarts.
 #[derive(Serialize, Deserialize, PartialEq, Eq, Debug)]
 struct Session {
+    /// The session belongs to this object only (a changed store.url must
+    /// not complete an upload under the old name).
+    bucket: String,
+    name: String,
     uri: String,
     size: u64,
     crc32c: u32,
@@ -97,8 +101,10 @@ enum Progress {
     At(u64),
     /// The upload completed; the object resource.
     Done(ObjectResource),
-    /// The session no longer exists.
+    /// The session no longer exists, or can no longer be used.
     Gone,
+    /// The object was created by someone else meanwhile (412).
+    Taken,
 }
 
 /// One upload of one file.
@@ -146,8 +152,13 @@ impl Put<'_> {
 
     fn run(&mut self) -> Result<PutOutcome, StoreError> {
         let size = self.upload.size;
-        let remembered = load_session(&self.session_file)
-            .filter(|s| s.size == size && s.crc32c == self.upload.crc32c && s.md5 == self.md5);
+        let remembered = load_session(&self.session_file).filter(|s| {
+            s.bucket == self.store.bucket
+                && s.name == self.name
+                && s.size == size
+                && s.crc32c == self.upload.crc32c
+                && s.md5 == self.md5
+        });
         let mut resumed = remembered.is_some();
         let mut uri = match remembered {
             Some(s) => {
@@ -172,7 +183,8 @@ impl Put<'_> {
             };
             match outcome {
                 Progress::Done(object) => return self.finished(&object),
-                Progress::At(_) => unreachable!("send_from ends with Done or Gone"),
+                Progress::Taken => return self.compare(),
+                Progress::At(_) => unreachable!("send_from ends with Done, Gone or Taken"),
                 Progress::Gone => {
                     // Completed before we heard of it, or expired.
                     if self.store.get_resource(&self.name)?.is_some() {
@@ -239,6 +251,8 @@ impl Put<'_> {
                     .ok_or_else(|| fatal(self.what(), "upload session answer without a Location"))?
                     .to_string();
                 let session = Session {
+                    bucket: self.store.bucket.clone(),
+                    name: self.name.clone(),
                     uri: uri.clone(),
                     size: self.upload.size,
                     crc32c: self.upload.crc32c,
@@ -280,6 +294,44 @@ impl Put<'_> {
         Ok(())
     }
 
+    /// One exchange with the session (a 401 refreshes the token once),
+    /// read as what it says about the upload; Err(why) for a transient
+    /// failure worth another attempt.
+    fn exchange(&mut self, req: &Request) -> Result<Result<Progress, String>, StoreError> {
+        let size = self.upload.size;
+        let mut refreshed = false;
+        loop {
+            return match self.store.send(req) {
+                Ok(reply) if reply.status == 401 && !refreshed => {
+                    self.store.tokens.invalidate();
+                    refreshed = true;
+                    continue;
+                }
+                Ok(reply) => Ok(match reply.status {
+                    308 => Ok(Progress::At(persisted(reply.header("range"), size))),
+                    200 | 201 => Ok(Progress::Done(self.object(&reply)?)),
+                    412 => Ok(Progress::Taken),
+                    s if retry::retriable(Failure::Status(s)) => {
+                        Err(format!("HTTP {s}: {}", reply.message()))
+                    }
+                    401 | 403 => return Err(self.store.refused(self.what(), &reply)),
+                    // Expired, cancelled, or stuck (e.g. a checksum the
+                    // server refuses): this session is of no more use.
+                    s => {
+                        log::warn!(
+                            "upload session of {} answered HTTP {s} ({}); starting a new one",
+                            self.name,
+                            reply.message()
+                        );
+                        Ok(Progress::Gone)
+                    }
+                }),
+                Err(SendError::Transient(_, why)) => Ok(Err(why)),
+                Err(SendError::Final(why)) => Err(fatal(self.what(), why)),
+            };
+        }
+    }
+
     /// Asks the session what it holds.
     fn query(&mut self, uri: &str) -> Result<Progress, StoreError> {
         let size = self.upload.size;
@@ -290,41 +342,34 @@ impl Put<'_> {
                 headers: vec![("content-range", format!("bytes */{size}"))],
                 body: Payload::Empty,
             };
-            let why = match self.store.send(&req) {
-                Ok(reply) => match reply.status {
-                    308 => return Ok(Progress::At(persisted(reply.header("range"), size))),
-                    200 | 201 => return self.object(&reply).map(Progress::Done),
-                    404 | 410 => return Ok(Progress::Gone),
-                    s if retry::retriable(Failure::Status(s)) => format!("HTTP {s}"),
-                    _ => return Err(self.store.refused(self.what(), &reply)),
-                },
-                Err(SendError::Transient(_, why)) => why,
-                Err(SendError::Final(why)) => return Err(fatal(self.what(), why)),
-            };
-            self.pause(&why)?;
+            match self.exchange(&req)? {
+                Ok(progress) => return Ok(progress),
+                Err(why) => self.pause(&why)?,
+            }
         }
     }
 
-    /// Sends chunks from `offset` until the upload completes or the session
-    /// is gone; after a fault, resumes from what the server reports.
+    /// Sends chunks from `offset` until the upload completes, the session
+    /// is gone or the object was taken; after a fault, resumes from what
+    /// the server reports. The retry deadline runs from the last progress.
     fn send_from(&mut self, uri: &str, mut offset: u64) -> Result<Progress, StoreError> {
         let size = self.upload.size;
+        let mut stalls = 0;
         loop {
+            if self.store.interrupt.is_set() {
+                // The session is noted: a later run resumes it.
+                return Err(retriable(self.what(), "interrupted by a stop request"));
+            }
             if offset >= size {
                 // Everything is there but the session is not finished (a
                 // lost final answer): a status query completes it.
                 match self.query(uri)? {
-                    Progress::At(n) if n >= size => {
-                        return Err(fatal(
-                            self.what(),
-                            "the server holds every byte but does not finish the upload",
-                        ));
-                    }
+                    Progress::At(n) if n >= size => return Ok(Progress::Gone),
                     Progress::At(n) => {
                         offset = n;
                         continue;
                     }
-                    done_or_gone => return Ok(done_or_gone),
+                    other => return Ok(other),
                 }
             }
             let len = self.store.chunk_bytes.min(size - offset);
@@ -341,33 +386,26 @@ impl Put<'_> {
                     len,
                 },
             };
-            let why = match self.store.send(&req) {
-                Ok(reply) => match reply.status {
-                    308 => {
-                        offset = persisted(reply.header("range"), size);
-                        self.backoff.reset();
-                        continue;
-                    }
-                    200 | 201 => return self.object(&reply).map(Progress::Done),
-                    // The object appeared meanwhile: the create-only
-                    // precondition stopped us.
-                    412 => {
-                        let existing = self.store.get_resource(&self.name)?;
-                        return existing.map(Progress::Done).ok_or_else(|| {
-                            retriable(self.what(), "precondition failed but no object exists")
-                        });
-                    }
-                    404 | 410 => return Ok(Progress::Gone),
-                    s if retry::retriable(Failure::Status(s)) => format!("HTTP {s}"),
-                    _ => return Err(self.store.refused(self.what(), &reply)),
-                },
-                Err(SendError::Transient(_, why)) => why,
-                Err(SendError::Final(why)) => return Err(fatal(self.what(), why)),
+            let why = match self.exchange(&req)? {
+                Ok(Progress::At(n)) if n > offset => {
+                    offset = n;
+                    stalls = 0;
+                    self.deadline = Instant::now() + self.store.retry_timeout;
+                    self.backoff.reset();
+                    continue;
+                }
+                // A 308 that moved nothing forward: a fault like any other.
+                Ok(Progress::At(n)) => {
+                    stalls += 1;
+                    format!("the server kept {n} bytes after a chunk ({stalls} time(s))")
+                }
+                Ok(other) => return Ok(other),
+                Err(why) => why,
             };
             self.pause(&why)?;
             match self.query(uri)? {
                 Progress::At(n) => offset = n,
-                done_or_gone => return Ok(done_or_gone),
+                other => return Ok(other),
             }
         }
     }
@@ -383,6 +421,12 @@ impl Put<'_> {
 
     /// The upload completed: it is ours only if the checksums say so.
     fn finished(&self, object: &ObjectResource) -> Result<PutOutcome, StoreError> {
+        if object.name != self.name {
+            return Err(fatal(
+                self.what(),
+                format!("the upload session created object {} instead", object.name),
+            ));
+        }
         let info = self.store.info(object)?;
         if info.crc32c == Some(self.upload.crc32c) && info.size == self.upload.size {
             Ok(PutOutcome::Created)
