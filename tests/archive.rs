@@ -28,10 +28,7 @@ fn every_record_lands_exactly_once_with_every_field() {
     assert!(log.contains("stored ") && log.contains(&topic), "{log}");
 
     let archive = support::read_archive(&setup.archive);
-    let ends: BTreeMap<i32, (i64, i64)> = support::extents(&topic)
-        .into_iter()
-        .map(|(p, (_, h))| (p, (0, h)))
-        .collect();
+    let ends: BTreeMap<i32, (i64, i64)> = support::from_zero(&topic);
     let read = support::check_tiling(&archive, &topic, &ends);
     support::assert_same_records(&read, &produced);
     let files: usize = archive[&topic].values().map(Vec::len).sum();
@@ -131,10 +128,7 @@ fn kill_9_at_random_moments_rebuilds_an_identical_archive() {
             "{name} differs after kill -9 and rebuild"
         );
     }
-    let ends: BTreeMap<i32, (i64, i64)> = support::extents(&topic)
-        .into_iter()
-        .map(|(p, (_, h))| (p, (0, h)))
-        .collect();
+    let ends: BTreeMap<i32, (i64, i64)> = support::from_zero(&topic);
     let read = support::check_tiling(&support::read_archive(&victim.archive), &topic, &ends);
     support::assert_same_records(&read, &produced);
 }
@@ -357,10 +351,7 @@ fn aborted_transactions_leave_a_gapless_chain_without_their_records() {
         "max_file_records = 70\n",
     );
     s.run_to_end();
-    let ends: BTreeMap<i32, (i64, i64)> = support::extents(&topic)
-        .into_iter()
-        .map(|(p, (_, h))| (p, (0, h)))
-        .collect();
+    let ends: BTreeMap<i32, (i64, i64)> = support::from_zero(&topic);
     let read = support::check_tiling(&support::read_archive(&s.archive), &topic, &ends);
     support::assert_same_records(&read, &committed);
 }
@@ -406,10 +397,7 @@ fn two_processes_on_one_store_and_group_archive_exactly_once() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let ends: BTreeMap<i32, (i64, i64)> = support::extents(&topic)
-        .into_iter()
-        .map(|(p, (_, h))| (p, (0, h)))
-        .collect();
+    let ends: BTreeMap<i32, (i64, i64)> = support::from_zero(&topic);
     let read = support::check_tiling(&support::read_archive(&a.archive), &topic, &ends);
     support::assert_same_records(&read, &produced);
     let want = support::snapshot(&reference.archive);
@@ -462,10 +450,7 @@ fn builders_that_cut_differently_adopt_each_others_files() {
         logs.push_str(&String::from_utf8_lossy(&out.stderr));
         assert!(out.status.success(), "{logs}");
     }
-    let ends: BTreeMap<i32, (i64, i64)> = support::extents(&topic)
-        .into_iter()
-        .map(|(p, (_, h))| (p, (0, h)))
-        .collect();
+    let ends: BTreeMap<i32, (i64, i64)> = support::from_zero(&topic);
     let archive = support::read_archive(&a.archive);
     let read = support::check_tiling(&archive, &topic, &ends);
     support::assert_same_records(&read, &produced);

@@ -13,10 +13,7 @@ use crate::support::{self, GCS_EMULATOR, Rec, Setup};
 fn check_archive(s: &Setup, bucket: &str, topic: &str, produced: &BTreeMap<(i32, i64), Rec>) {
     support::download_archive(bucket, "archive", &s.archive);
     let archive = support::read_archive(&s.archive);
-    let ends: BTreeMap<i32, (i64, i64)> = support::extents(topic)
-        .into_iter()
-        .map(|(p, (_, h))| (p, (0, h)))
-        .collect();
+    let ends: BTreeMap<i32, (i64, i64)> = support::from_zero(topic);
     let read = support::check_tiling(&archive, topic, &ends);
     support::assert_same_records(&read, produced);
 }
@@ -476,9 +473,6 @@ fn an_upload_session_is_not_resumed_for_another_object_name() {
     );
     support::download_archive(&bucket, "moved", &s.archive);
     let archive = support::read_archive(&s.archive);
-    let ends: BTreeMap<i32, (i64, i64)> = support::extents(&topic)
-        .into_iter()
-        .map(|(p, (_, h))| (p, (0, h)))
-        .collect();
+    let ends: BTreeMap<i32, (i64, i64)> = support::from_zero(&topic);
     support::assert_same_records(&support::check_tiling(&archive, &topic, &ends), &produced);
 }

@@ -4,7 +4,7 @@
 //! archive stays exactly once throughout.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::support::{self, Frame, Proc, Rec, Rng, Setup, StreamingProducer};
@@ -26,31 +26,6 @@ fn member_config(setup: &Setup, topic: &str, group: &str, i: usize, files: &str)
         files,
     );
     path
-}
-
-/// The archive tiles every partition up to the log end (records produced
-/// so far all stored) and holds exactly `produced`.
-fn archive_is_complete(archive: &Path, topic: &str, produced: &BTreeMap<(i32, i64), Rec>) -> bool {
-    let ends: BTreeMap<i32, (i64, i64)> = support::extents(topic)
-        .into_iter()
-        .map(|(p, (_, h))| (p, (0, h)))
-        .collect();
-    let got = support::read_archive(archive);
-    let Some(parts) = got.get(topic) else {
-        return false;
-    };
-    let complete = ends.iter().all(|(p, (_, end))| {
-        parts
-            .get(p)
-            .and_then(|f| f.last())
-            .is_some_and(|f| f.next == *end)
-    });
-    if !complete {
-        return false;
-    }
-    let read = support::check_tiling(&got, topic, &ends);
-    support::assert_same_records(&read, produced);
-    true
 }
 
 /// Every process reports the same generation with `each` partitions.
@@ -80,7 +55,7 @@ fn three_processes_share_twelve_partitions_fairly_and_hand_over_on_sigterm() {
         || fair(&procs.iter().collect::<Vec<_>>(), 4),
     );
     support::wait_until("every record archived", Duration::from_secs(60), || {
-        archive_is_complete(&setup.archive, &topic, &produced)
+        support::archive_is_complete(&setup.archive, &topic, &produced)
     });
 
     // Graceful scale-down: one process leaves, the other two take over.
@@ -113,7 +88,7 @@ fn three_processes_share_twelve_partitions_fairly_and_hand_over_on_sigterm() {
         "zstd",
     ));
     support::wait_until("the new records archived", Duration::from_secs(60), || {
-        archive_is_complete(&setup.archive, &topic, &produced)
+        support::archive_is_complete(&setup.archive, &topic, &produced)
     });
     for p in &mut procs {
         p.signal("-TERM");
@@ -205,10 +180,7 @@ fn a_storm_of_kill_9_leaves_the_archive_an_uninterrupted_run_would_make() {
     let reference = Setup::new(&[&topic], &support::unique("ref"), "", files);
     reference.run_to_end();
 
-    let ends: BTreeMap<i32, (i64, i64)> = support::extents(&topic)
-        .into_iter()
-        .map(|(p, (_, h))| (p, (0, h)))
-        .collect();
+    let ends: BTreeMap<i32, (i64, i64)> = support::from_zero(&topic);
     let read = support::check_tiling(&support::read_archive(&setup.archive), &topic, &ends);
     support::assert_same_records(&read, &produced);
     let want = support::snapshot(&reference.archive);
@@ -259,7 +231,7 @@ fn the_group_recovers_from_a_broker_restart_during_a_rebalance() {
         "lz4",
     ));
     support::wait_until("every record archived", Duration::from_secs(90), || {
-        archive_is_complete(&setup.archive, &topic, &produced)
+        support::archive_is_complete(&setup.archive, &topic, &produced)
     });
     for mut p in [a, b, c] {
         p.signal("-TERM");
@@ -294,7 +266,7 @@ fn a_topic_regex_picks_up_new_topics_and_partitions() {
     );
     let mut p = Proc::start(&config);
     support::wait_until("the first topic archived", Duration::from_secs(60), || {
-        archive_is_complete(&setup.archive, &first, &produced_a)
+        support::archive_is_complete(&setup.archive, &first, &produced_a)
     });
 
     // A new matching topic, and a new partition of the first one.
@@ -315,8 +287,8 @@ fn a_topic_regex_picks_up_new_topics_and_partitions() {
         "the new topic and partition archived",
         Duration::from_secs(60),
         || {
-            archive_is_complete(&setup.archive, &second, &produced_b)
-                && archive_is_complete(&setup.archive, &first, &produced_a)
+            support::archive_is_complete(&setup.archive, &second, &produced_b)
+                && support::archive_is_complete(&setup.archive, &first, &produced_a)
         },
     );
     p.signal("-TERM");

@@ -91,21 +91,7 @@ fn rows_are_back_filled_after_mysql_was_down() {
     let s = setup(&topic, &db, "idle_flush = \"1s\"\nmax_file_records = 300\n");
     let mut p = Proc::start(&s.config);
     let complete = |produced: &BTreeMap<(i32, i64), support::Rec>| {
-        let ends = support::extents(&topic);
-        let archive = support::read_archive(&s.archive);
-        let done = archive.get(&topic).is_some_and(|t| {
-            ends.iter().all(|(p, (_, h))| {
-                t.get(p)
-                    .and_then(|f| f.last())
-                    .is_some_and(|f| f.next == *h)
-            })
-        });
-        if done {
-            let ends: BTreeMap<i32, (i64, i64)> =
-                ends.into_iter().map(|(p, (_, h))| (p, (0, h))).collect();
-            support::assert_same_records(&support::check_tiling(&archive, &topic, &ends), produced);
-        }
-        done
+        support::archive_is_complete(&s.archive, &topic, produced)
     };
     support::wait_until("first records archived", Duration::from_secs(60), || {
         complete(&produced)

@@ -833,6 +833,32 @@ pub fn assert_same_records(
     }
 }
 
+/// The archive tiles every partition up to the log end (records produced
+/// so far all stored) and holds exactly `produced`.
+pub fn archive_is_complete(
+    archive: &Path,
+    topic: &str,
+    produced: &BTreeMap<(i32, i64), Rec>,
+) -> bool {
+    let ends: BTreeMap<i32, (i64, i64)> = from_zero(topic);
+    let got = read_archive(archive);
+    let Some(parts) = got.get(topic) else {
+        return false;
+    };
+    let complete = ends.iter().all(|(p, (_, end))| {
+        parts
+            .get(p)
+            .and_then(|f| f.last())
+            .is_some_and(|f| f.next == *end)
+    });
+    if !complete {
+        return false;
+    }
+    let read = check_tiling(&got, topic, &ends);
+    assert_same_records(&read, produced);
+    true
+}
+
 /// Every file's bytes by relative path.
 pub fn snapshot(root: &Path) -> BTreeMap<String, Vec<u8>> {
     fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
@@ -859,6 +885,14 @@ pub fn snapshot(root: &Path) -> BTreeMap<String, Vec<u8>> {
 }
 
 /// (low, high) watermarks per partition of a topic.
+/// `[0, log end)` per partition: what a complete archive of the topic covers.
+pub fn from_zero(topic: &str) -> BTreeMap<i32, (i64, i64)> {
+    extents(topic)
+        .into_iter()
+        .map(|(p, (_, h))| (p, (0, h)))
+        .collect()
+}
+
 pub fn extents(topic: &str) -> BTreeMap<i32, (i64, i64)> {
     watermarks(topic)
         .into_iter()
