@@ -111,6 +111,7 @@ fn gcs_uploads_survive_faults_of_every_kind() {
 
     let log = proxy.log();
     let faulted = log.iter().filter(|e| e.fault.is_some()).count();
+    eprintln!("{faulted} of {} requests faulted", log.len());
     assert!(
         faulted * 5 >= log.len(),
         "only {faulted} of {} requests faulted",
