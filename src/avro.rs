@@ -2061,7 +2061,7 @@ mod tests {
 
     /// `cargo test --release -- --ignored --nocapture throughput`
     #[test]
-    #[ignore]
+    #[ignore = "a micro-benchmark of the encoder: run with --release --ignored --nocapture"]
     fn throughput() {
         let values = json_values(4096);
         let records: Vec<OwnedRecord> = values
