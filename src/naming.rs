@@ -103,8 +103,8 @@ pub fn parse_partition_dir(name: &str) -> Option<i32> {
 pub struct ChainEnd {
     /// The first offset with no object: where writing resumes.
     pub position: i64,
-    /// The objects passed on the way, as (first, next).
-    pub visited: Vec<(i64, i64)>,
+    /// The first offset of the last object passed on the way, if any.
+    pub last: Option<i64>,
 }
 
 /// A chain that cannot be followed: an object whose `next` does not move forward.
@@ -122,7 +122,7 @@ pub fn follow_chain<E: From<BrokenChain>>(
     mut next_of: impl FnMut(i64) -> Result<Option<i64>, E>,
 ) -> Result<ChainEnd, E> {
     let mut position = start;
-    let mut visited = Vec::new();
+    let mut last = None;
     while let Some(next) = next_of(position)? {
         if next <= position {
             return Err(BrokenChain {
@@ -131,10 +131,10 @@ pub fn follow_chain<E: From<BrokenChain>>(
             }
             .into());
         }
-        visited.push((position, next));
+        last = Some(position);
         position = next;
     }
-    Ok(ChainEnd { position, visited })
+    Ok(ChainEnd { position, last })
 }
 
 /// What is wrong with a partition's files, first problem only.
@@ -207,7 +207,7 @@ mod tests {
         let objects: HashMap<i64, i64> = [(0, 10), (10, 25), (25, 26)].into();
         let end = follow_chain::<BrokenChain>(0, |f| Ok(objects.get(&f).copied())).unwrap();
         assert_eq!(end.position, 26);
-        assert_eq!(end.visited, vec![(0, 10), (10, 25), (25, 26)]);
+        assert_eq!(end.last, Some(25));
         let end = follow_chain::<BrokenChain>(10, |f| Ok(objects.get(&f).copied())).unwrap();
         assert_eq!(end.position, 26);
         let end = follow_chain::<BrokenChain>(99, |f| Ok(objects.get(&f).copied())).unwrap();
@@ -215,7 +215,7 @@ mod tests {
             end,
             ChainEnd {
                 position: 99,
-                visited: vec![]
+                last: None
             }
         );
     }

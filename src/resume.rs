@@ -143,7 +143,7 @@ pub fn follow(
     .with_context(|| format!("cannot follow the archive chain of {tp} from offset {from}"))?;
     Ok(ChainPos {
         position: end.position,
-        prev: end.visited.last().map(|(first, _)| *first).or(prev),
+        prev: end.last.or(prev),
     })
 }
 
