@@ -96,10 +96,7 @@ impl Spool {
     pub fn create(&self, key: &ObjectKey, epoch: u64) -> io::Result<(PathBuf, File)> {
         let folder = self.dir.join(&*key.topic);
         fs::create_dir_all(&folder)?;
-        let path = folder.join(format!(
-            "{:06}-{:020}-{epoch}{SUFFIX}",
-            key.partition, key.first
-        ));
+        let path = folder.join(format!("{}-{epoch}{SUFFIX}", stem(key)));
         let file = File::options()
             .read(true)
             .write(true)
@@ -107,6 +104,13 @@ impl Spool {
             .truncate(true)
             .open(&path)?;
         Ok((path, file))
+    }
+
+    /// Where the store notes its upload session for `key` (a GCS resumable
+    /// upload), beside the spool file `spool_file`: named by the object, not
+    /// the build, so that a rebuilt file finds it after a restart.
+    pub fn session_path(spool_file: &Path, key: &ObjectKey) -> PathBuf {
+        spool_file.with_file_name(format!("{}{SESSION_SUFFIX}", stem(key)))
     }
 
     /// Removes a spool file that is stored or abandoned.
@@ -117,6 +121,11 @@ impl Spool {
             log::warn!("cannot remove spool file {}: {e}", path.display());
         }
     }
+}
+
+/// What a file's spool builds and its session note are named after.
+fn stem(key: &ObjectKey) -> String {
+    format!("{:06}-{:020}", key.partition, key.first)
 }
 
 #[cfg(test)]

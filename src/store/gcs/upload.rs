@@ -27,6 +27,7 @@ use super::{
     FORMAT_VERSION, GcsStore, MAX_TIMESTAMP, MIN_TIMESTAMP, NEXT_OFFSET, ObjectResource, Payload,
     RECORD_COUNT, Request, SendError, crc32c_b64, encode, fatal, retriable,
 };
+use crate::spool::Spool;
 use crate::store::{PutOutcome, StoreError, Upload};
 
 /// GCS persists resumable uploads in multiples of this.
@@ -45,16 +46,6 @@ struct Session {
     size: u64,
     crc32c: u32,
     md5: String,
-}
-
-/// Where a session is remembered: beside the spool file, named by the
-/// object (not the build), so a rebuilt file finds it.
-fn session_path(upload: &Upload) -> PathBuf {
-    let dir = upload.path.parent().unwrap_or(Path::new("."));
-    dir.join(format!(
-        "{:06}-{:020}.session",
-        upload.key.partition, upload.key.first
-    ))
 }
 
 fn load_session(path: &Path) -> Option<Session> {
@@ -131,7 +122,7 @@ pub(super) fn put(store: &GcsStore, upload: &Upload) -> Result<PutOutcome, Store
         upload,
         name,
         md5,
-        session_file: session_path(upload),
+        session_file: Spool::session_path(upload.path, upload.key),
         deadline: Instant::now() + store.retry_timeout,
         backoff: Backoff::new(Duration::from_millis(200), Duration::from_secs(10)),
     };
