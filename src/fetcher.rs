@@ -23,9 +23,10 @@ use crate::pipeline::{Assignment, POLL, Registry, Seek, Stop, Stored, ToEncoder,
 use crate::resume::{self, Resume};
 use crate::store::Store;
 
-/// Everything the fetcher thread owns.
+/// Everything the fetcher thread owns but the Kafka client and its
+/// assignments, so that fetch results can be handed on while the client is
+/// still busy with the next broker.
 pub struct Fetcher<'a> {
-    pub client: Client,
     pub config: &'a KafkaConfig,
     pub store: &'a dyn Store,
     pub idle_flush: Duration,
@@ -36,24 +37,8 @@ pub struct Fetcher<'a> {
     pub stop: &'a Stop,
     pub encoders: Vec<Sender<ToEncoder>>,
     pub seeks: Receiver<Seek>,
-    pub assignments: Receiver<Assignment>,
     /// Start positions go to the committer like stored ones.
     pub stored: Sender<Stored>,
-}
-
-/// The fetcher's view of the rest of the pipeline: everything it owns but
-/// the Kafka client, so that fetch results can be handed on while the
-/// client is still busy with the next broker.
-struct Ctx<'a> {
-    config: &'a KafkaConfig,
-    store: &'a dyn Store,
-    idle_flush: Duration,
-    until_caught_up: bool,
-    registry: &'a Registry,
-    stop: &'a Stop,
-    encoders: Vec<Sender<ToEncoder>>,
-    seeks: Receiver<Seek>,
-    stored: Sender<Stored>,
 }
 
 struct State {
@@ -92,42 +77,18 @@ struct Partitions {
 }
 
 impl Fetcher<'_> {
-    pub fn run(self) -> anyhow::Result<()> {
-        let Fetcher {
-            mut client,
-            config,
-            store,
-            idle_flush,
-            until_caught_up,
-            registry,
-            stop,
-            encoders,
-            seeks,
-            assignments,
-            stored,
-        } = self;
-        let ctx = Ctx {
-            config,
-            store,
-            idle_flush,
-            until_caught_up,
-            registry,
-            stop,
-            encoders,
-            seeks,
-            stored,
-        };
+    pub fn run(self, mut client: Client, assignments: Receiver<Assignment>) -> anyhow::Result<()> {
         let mut parts = Partitions::default();
-        while !ctx.stop.requested() {
+        while !self.stop.requested() {
             if let Some(a) = assignments.try_iter().last() {
-                ctx.reassign(&mut parts, a);
+                self.reassign(&mut parts, a);
             }
             if !parts.pending.is_empty() && parts.pending_at.is_none_or(|at| at <= Instant::now()) {
-                ctx.start(&mut client, &mut parts);
+                self.start(&mut client, &mut parts);
             }
             let states = &mut parts.states;
-            ctx.apply_seeks(states);
-            states.retain(|tp, _| !ctx.registry.is_halted(tp));
+            self.apply_seeks(states);
+            states.retain(|tp, _| !self.registry.is_halted(tp));
             let now = Instant::now();
             let mut wanted = Vec::new();
             let mut next_retry = now + POLL;
@@ -141,7 +102,7 @@ impl Fetcher<'_> {
                 }
             }
             if wanted.is_empty() {
-                if ctx.finished(&parts) {
+                if self.finished(&parts) {
                     break;
                 }
                 thread::sleep(next_retry.saturating_duration_since(now));
@@ -156,7 +117,7 @@ impl Fetcher<'_> {
                     return;
                 };
                 match result {
-                    Ok(data) => stopping |= !ctx.fetched(&tp, st, data),
+                    Ok(data) => stopping |= !self.fetched(&tp, st, data),
                     Err(e) => failures.push((tp, e)),
                 }
             });
@@ -165,7 +126,7 @@ impl Fetcher<'_> {
             }
             for (tp, e) in failures {
                 if let Some(st) = states.get_mut(&tp) {
-                    ctx.failed(&mut client, &tp, st, e);
+                    self.failed(&mut client, &tp, st, e);
                 }
             }
         }
@@ -173,7 +134,7 @@ impl Fetcher<'_> {
     }
 }
 
-impl Ctx<'_> {
+impl Fetcher<'_> {
     fn send(&self, encoder: usize, msg: ToEncoder) -> bool {
         self.stop.send(&self.encoders[encoder], msg)
     }

@@ -473,7 +473,6 @@ pub fn run(config: &Config, options: RunOptions, interrupt: Interrupt) -> anyhow
             threads.push(spawn(s, "group", stop, move || member.run()));
         }
         let fetcher = fetcher::Fetcher {
-            client,
             config: &config.kafka,
             store,
             idle_flush: config.files.idle_flush,
@@ -482,10 +481,11 @@ pub fn run(config: &Config, options: RunOptions, interrupt: Interrupt) -> anyhow
             stop,
             encoders: enc_tx,
             seeks: seek_rx,
-            assignments: assign_rx,
             stored: stored_tx.clone(),
         };
-        threads.push(spawn(s, "fetcher", stop, move || fetcher.run()));
+        threads.push(spawn(s, "fetcher", stop, move || {
+            fetcher.run(client, assign_rx)
+        }));
         for (i, rx) in enc_rx.into_iter().enumerate() {
             let up_tx = up_tx.clone();
             threads.push(spawn(s, &format!("encoder-{i}"), stop, move || {
