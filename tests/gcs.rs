@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use crate::support::fault_proxy::{FaultKind, FaultProxy, Faults, upload_id};
+use crate::support::fault_proxy::{FaultKind, FaultProxy, Faults, parse_content_range, upload_id};
 use crate::support::{self, GCS_EMULATOR, Rec, Setup};
 
 /// Downloads the archive and checks it record by record.
@@ -68,10 +68,18 @@ fn gcs_archive_is_exactly_once_and_readable_with_ls_and_cat() {
     .unwrap();
     assert_eq!(first["offset"], 0);
 
-    // A second run resumes from the chain in the bucket and adds nothing.
-    let before = support::gcs_objects(&bucket).len();
+    // A second run resumes from the chain in the bucket and adds nothing;
+    // the emulator does not enforce create-only, so a rewritten object
+    // would show only as a new generation.
+    let generations = |bucket: &str| -> Vec<(String, String)> {
+        support::gcs_objects(bucket)
+            .into_iter()
+            .map(|o| (o.name, o.generation))
+            .collect()
+    };
+    let before = generations(&bucket);
     s.run_to_end();
-    assert_eq!(support::gcs_objects(&bucket).len(), before);
+    assert_eq!(generations(&bucket), before);
 }
 
 #[test]
@@ -128,9 +136,36 @@ fn gcs_uploads_survive_faults_of_every_kind() {
             "no {kind:?} fault happened"
         );
     }
-    // Lost answers to chunks that the emulator stored were resumed, not resent.
-    assert!(log.iter().any(|e| e.fault == Some(FaultKind::LoseResponse)
-        && e.content_range.as_deref().is_some_and(|r| !r.contains('*'))));
+    // Lost answers to chunks that the emulator stored were resumed after
+    // them, not resent: the session's next chunk starts where the lost one ended.
+    let mut resumed = 0;
+    for (i, lost) in log.iter().enumerate() {
+        let range = lost.content_range.as_deref().and_then(parse_content_range);
+        let (Some(id), Some((start, end, _))) = (upload_id(&lost.target), range) else {
+            continue;
+        };
+        if lost.fault != Some(FaultKind::LoseResponse)
+            || lost.forwarded_body_bytes != end + 1 - start
+        {
+            continue;
+        }
+        let next = log[i + 1..]
+            .iter()
+            .filter(|e| upload_id(&e.target).as_deref() == Some(id.as_str()))
+            .find_map(|e| e.content_range.as_deref().and_then(parse_content_range));
+        if let Some((next_start, _, _)) = next {
+            assert_eq!(
+                next_start,
+                end + 1,
+                "session {id}: the answer to bytes {start}-{end} was lost and the next chunk starts at {next_start}"
+            );
+            resumed += 1;
+        }
+    }
+    assert!(
+        resumed > 0,
+        "no lost answer to a stored chunk was followed by another chunk"
+    );
 }
 
 /// What `kill_mid_upload` leaves: the setup, the proxy, the topic, what was
@@ -178,7 +213,7 @@ fn kill_mid_upload(prefix: &str) -> Killed {
         for e in &log {
             if let (Some(id), Some(range)) = (upload_id(&e.target), &e.content_range)
                 && e.status == Some(308)
-                && let Some((_, end, _)) = crate::support::fault_proxy::parse_content_range(range)
+                && let Some((_, end, _)) = parse_content_range(range)
             {
                 let v = per_session.entry(id).or_default();
                 *v = (*v).max(end + 1);
@@ -213,11 +248,7 @@ fn a_process_killed_mid_upload_resumes_the_same_session() {
         "the restarted process did not reuse session {session}"
     );
     for e in &resumed {
-        if let Some((start, _, _)) = e
-            .content_range
-            .as_deref()
-            .and_then(crate::support::fault_proxy::parse_content_range)
-        {
+        if let Some((start, _, _)) = e.content_range.as_deref().and_then(parse_content_range) {
             assert!(
                 start >= stored,
                 "bytes {start}.. were sent again though the server had {stored}"
@@ -263,11 +294,12 @@ fn gcs_misconfiguration_is_named_in_one_line_and_nothing_is_committed() {
     let topic = support::unique("gcs-bad");
     support::create_topic(&topic, 1, &[]);
     support::produce(&topic, &support::gen_records(5, 100, 1, 0), "none");
+    let groups: Vec<String> = (0..4).map(|_| support::unique("g")).collect();
 
     // An unknown bucket.
     let s = Setup::gcs(
         &[&topic],
-        &support::unique("g"),
+        &groups[0],
         "no-such-bucket-here",
         GCS_EMULATOR,
         "",
@@ -287,14 +319,7 @@ fn gcs_misconfiguration_is_named_in_one_line_and_nothing_is_committed() {
         kinds: vec![FaultKind::Status(403)],
         ..Faults::default()
     });
-    let s = Setup::gcs(
-        &[&topic],
-        &support::unique("g"),
-        &bucket,
-        &proxy.url(),
-        "",
-        "",
-    );
+    let s = Setup::gcs(&[&topic], &groups[1], &bucket, &proxy.url(), "", "");
     let line = failing_run(&s);
     assert!(
         line.contains("403") && line.contains(&bucket) && line.contains("no credentials"),
@@ -302,14 +327,7 @@ fn gcs_misconfiguration_is_named_in_one_line_and_nothing_is_committed() {
     );
 
     // A malformed credentials file.
-    let s = Setup::gcs(
-        &[&topic],
-        &support::unique("g"),
-        &bucket,
-        GCS_EMULATOR,
-        "",
-        "",
-    );
+    let s = Setup::gcs(&[&topic], &groups[2], &bucket, GCS_EMULATOR, "", "");
     let key = s.dir.path().join("key.json");
     std::fs::write(&key, "{ not json").unwrap();
     let text = std::fs::read_to_string(&s.config).unwrap().replace(
@@ -326,7 +344,7 @@ fn gcs_misconfiguration_is_named_in_one_line_and_nothing_is_committed() {
     // An unreachable endpoint gives up within gcs.retry_timeout.
     let s = Setup::gcs(
         &[&topic],
-        &support::unique("g"),
+        &groups[3],
         &bucket,
         "http://127.0.0.1:1",
         "",
@@ -342,6 +360,12 @@ fn gcs_misconfiguration_is_named_in_one_line_and_nothing_is_committed() {
         support::gcs_objects(&bucket).is_empty(),
         "nothing may be stored"
     );
+    for group in &groups {
+        assert!(
+            support::committed(group, &topic, 1).is_empty(),
+            "group {group} has a committed offset"
+        );
+    }
 }
 
 /// A minimal HTTP CONNECT proxy (what air-gapped sites put in front of

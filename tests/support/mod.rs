@@ -756,7 +756,13 @@ pub fn read_archive(root: &Path) -> Archive {
         }
         for p in std::fs::read_dir(t.path()).unwrap() {
             let p = p.unwrap();
-            let partition: i32 = p.file_name().to_string_lossy().parse().unwrap();
+            let dir = p.file_name().to_string_lossy().into_owned();
+            let partition: i32 = dir.parse().unwrap();
+            assert_eq!(
+                dir,
+                format!("{partition:06}"),
+                "partition folder of {topic}"
+            );
             let mut files = Vec::new();
             for f in std::fs::read_dir(p.path()).unwrap() {
                 let f = f.unwrap();
@@ -934,6 +940,7 @@ pub struct GcsObject {
     pub name: String,
     pub size: u64,
     pub crc32c: String,
+    pub generation: String,
     pub metadata: BTreeMap<String, String>,
 }
 
@@ -954,6 +961,7 @@ pub fn gcs_objects(bucket: &str) -> Vec<GcsObject> {
             name: o["name"].as_str().unwrap().to_string(),
             size: o["size"].as_str().unwrap().parse().unwrap(),
             crc32c: o["crc32c"].as_str().unwrap_or("").to_string(),
+            generation: o["generation"].as_str().unwrap().to_string(),
             metadata: o["metadata"]
                 .as_object()
                 .map(|m| {
@@ -1021,6 +1029,18 @@ pub fn download_archive(bucket: &str, prefix: &str, dest: &Path) -> Vec<GcsObjec
             "{}",
             o.name
         );
+        let timestamps = file.records.iter().map(|r| r.timestamp);
+        for (key, want) in [
+            ("min-timestamp", timestamps.clone().min()),
+            ("max-timestamp", timestamps.max()),
+        ] {
+            assert_eq!(
+                o.metadata.get(key),
+                want.map(|t| t.to_string()).as_ref(),
+                "{}: {key}",
+                o.name
+            );
+        }
         assert_eq!(o.metadata["format-version"], "1");
     }
     objects
