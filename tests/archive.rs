@@ -94,10 +94,13 @@ fn kill_9_at_random_moments_rebuilds_an_identical_archive() {
     let started = Instant::now();
     reference.run_to_end();
     let full_run = started.elapsed();
+    let total = support::snapshot(&reference.archive).len();
 
     let victim = Setup::new(&[&topic], &support::unique("victim"), "", files);
     let mut rng = Rng::new(0xC0FFEE);
     let mut kills = 0;
+    // Kills after which the archive was partly built (not at start-up, not at the end).
+    let mut midway = 0;
     for _ in 0..30 {
         if kills >= 6 {
             break;
@@ -109,10 +112,21 @@ fn kill_9_at_random_moments_rebuilds_an_identical_archive() {
         if child.try_wait().unwrap().is_none() {
             support::signal(&child, "-KILL");
             kills += 1;
+            let _ = child.wait();
+            let stored = if victim.archive.exists() {
+                support::snapshot(&victim.archive).len()
+            } else {
+                0
+            };
+            midway += usize::from(stored > 0 && stored < total);
         }
         let _ = child.wait();
     }
     assert!(kills >= 5, "only {kills} kills landed mid-run");
+    assert!(
+        midway >= 2,
+        "only {midway} of {kills} kills landed with the archive partly built"
+    );
     victim.run_to_end();
 
     let want = support::snapshot(&reference.archive);
@@ -389,14 +403,17 @@ fn two_processes_on_one_store_and_group_archive_exactly_once() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    let mut logs = String::new();
     for p in [pa, pb] {
         let out = support::wait_with_timeout(p, Duration::from_secs(300));
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        logs.push_str(&String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "{logs}");
     }
+    // --until-caught-up runs outside the group: both built every partition.
+    assert!(
+        logs.contains("(identical object already there)"),
+        "the two processes never met: {logs}"
+    );
     let ends: BTreeMap<i32, (i64, i64)> = support::from_zero(&topic);
     let read = support::check_tiling(&support::read_archive(&a.archive), &topic, &ends);
     support::assert_same_records(&read, &produced);
@@ -421,8 +438,7 @@ fn builders_that_cut_differently_adopt_each_others_files() {
     // creates a name first wins; the other adopts the stored file's end.
     let a = Setup::new(&[&topic], &group, "", "max_file_records = 700\n");
     let b_config = a.dir.path().join("b.toml");
-    // Different groups: both archive every partition (in one group they
-    // would split the partitions and never meet).
+    // --until-caught-up runs outside the group: both archive every partition.
     Setup::write(
         &b_config,
         &[&topic],
