@@ -169,11 +169,17 @@ fn a_storm_of_kill_9_leaves_the_archive_an_uninterrupted_run_would_make() {
         p.signal("-KILL");
     }
     drop(alive);
+    let during = if setup.archive.exists() {
+        support::snapshot(&setup.archive).len()
+    } else {
+        0
+    };
     eprintln!(
-        "chaos: {kills} kills, {next_member} processes, {} records in {:?}",
+        "chaos: {kills} kills, {next_member} processes, {} records, {during} files in {:?}",
         produced.len(),
         started.elapsed()
     );
+    assert!(during > 0, "the processes of the storm archived nothing");
 
     // One process finishes the job; a single uninterrupted run makes the reference.
     setup.run_to_end();
@@ -214,8 +220,17 @@ fn the_group_recovers_from_a_broker_restart_during_a_rebalance() {
     );
 
     // A third member triggers a rebalance; the broker goes down meanwhile.
+    let rebalancing = || {
+        [&a, &b]
+            .iter()
+            .map(|p| p.log().iter().filter(|l| l.contains("rebalancing")).count())
+            .sum::<usize>()
+    };
+    let before = rebalancing();
     let c = Proc::start(&member_config(&setup, &topic, &group, 2, files));
-    std::thread::sleep(Duration::from_millis(300));
+    support::wait_until("a rebalance under way", Duration::from_secs(30), || {
+        rebalancing() > before
+    });
     support::test_services("stop-kafka");
     std::thread::sleep(Duration::from_secs(3));
     support::test_services("start-kafka");

@@ -304,7 +304,9 @@ fn a_broker_restart_mid_fetch_resumes_at_the_right_offset() {
         .iter()
         .map(|(p, o)| (TopicPartition::new(&topic, *p), *o))
         .collect();
-    for (tp, result) in fetch_round(&mut client, &wanted) {
+    let results = fetch_round(&mut client, &wanted);
+    assert_eq!(results.len(), wanted.len(), "one result per partition");
+    for (tp, result) in results {
         let e = result.expect_err("the broker is down");
         assert!(e.is_retriable(), "{tp}: {e}");
     }
