@@ -20,7 +20,8 @@ pub fn format_millis(ms: i64) -> String {
 pub fn parse_rfc3339(s: &str) -> Result<i64, String> {
     let bad = || format!("{s:?} is not an RFC 3339 time (e.g. 2026-11-25T18:07:23Z)");
     let b = s.as_bytes();
-    if b.len() < 20
+    if !s.is_ascii()
+        || b.len() < 20
         || b[4] != b'-'
         || b[7] != b'-'
         || !matches!(b[10], b'T' | b't' | b' ')
@@ -29,16 +30,16 @@ pub fn parse_rfc3339(s: &str) -> Result<i64, String> {
     {
         return Err(bad());
     }
-    let num = |r: std::ops::Range<usize>| -> Result<i64, String> {
-        let t = &s[r];
+    let num = |t: &str| -> Result<i64, String> {
         if !t.bytes().all(|c| c.is_ascii_digit()) {
             return Err(bad());
         }
         t.parse().map_err(|_| bad())
     };
-    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (h, mi, se) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
+    let (y, mo, d) = (num(&s[0..4])?, num(&s[5..7])?, num(&s[8..10])?);
+    let (h, mi, se) = (num(&s[11..13])?, num(&s[14..16])?, num(&s[17..19])?);
+    if !(1..=12).contains(&mo) || d < 1 || d > days_in_month(y, mo) || h > 23 || mi > 59 || se > 60
+    {
         return Err(bad());
     }
     let mut rest = &s[19..];
@@ -61,8 +62,10 @@ pub fn parse_rfc3339(s: &str) -> Result<i64, String> {
             && (rest.starts_with('+') || rest.starts_with('-'))
             && &rest[3..4] == ":" =>
         {
-            let oh: i64 = rest[1..3].parse().map_err(|_| bad())?;
-            let om: i64 = rest[4..6].parse().map_err(|_| bad())?;
+            let (oh, om) = (num(&rest[1..3])?, num(&rest[4..6])?);
+            if oh > 23 || om > 59 {
+                return Err(bad());
+            }
             let sign = if rest.starts_with('-') { -1 } else { 1 };
             sign * (oh * 3600 + om * 60)
         }
@@ -70,6 +73,15 @@ pub fn parse_rfc3339(s: &str) -> Result<i64, String> {
     };
     let days = days_from_civil(y, mo as u32, d as u32);
     Ok(((days * 86_400 + h * 3600 + mi * 60 + se) - offset_secs) * 1000 + millis)
+}
+
+fn days_in_month(y: i64, m: i64) -> i64 {
+    match m {
+        2 if y % 4 == 0 && (y % 100 != 0 || y % 400 == 0) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
 }
 
 /// Days since 1970-01-01 to (year, month, day) (Howard Hinnant's algorithm).
@@ -121,12 +133,18 @@ mod tests {
             1_764_093_443_100
         );
         assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z").unwrap(), 0);
+        assert!(parse_rfc3339("2024-02-29T00:00:00Z").is_ok());
         for bad in [
             "2025-11-25",
             "2025-13-01T00:00:00Z",
             "2025-11-25T17:57:23",
             "yesterday",
             "2025-11-25T17:57:23.Z",
+            "2025-11-25T17:57:2\u{e9}Z",
+            "2025-02-29T00:00:00Z",
+            "2025-04-31T00:00:00Z",
+            "2025-11-25T17:57:23+99:00",
+            "2025-11-25T17:57:23+-1:00",
         ] {
             assert!(parse_rfc3339(bad).is_err(), "{bad}");
         }
