@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use crate::config::MysqlConfig;
+use crate::config::{ConfigError, MysqlConfig};
 use crate::kafka::TopicPartition;
 use crate::naming::ObjectKey;
 use crate::store::ObjectInfo;
@@ -88,6 +88,17 @@ pub enum IndexError {
     /// The configuration or the table is wrong: an operator must fix it.
     #[error("mysql index: {0}")]
     Fatal(String),
+}
+
+impl IndexError {
+    /// As a command's error: a fatal one is the operator's configuration
+    /// to fix (exit code 2).
+    pub fn into_anyhow(self) -> anyhow::Error {
+        match self {
+            IndexError::Fatal(_) => ConfigError(self.to_string()).into(),
+            other => other.into(),
+        }
+    }
 }
 
 /// The MySQL connection (with the `mysql-index` feature).
@@ -171,7 +182,7 @@ mod imp {
                     )));
                 }
                 let ddl = include_str!("../vendor-config/mysql-schema.sql")
-                    .replace("kafka_store_files", &table);
+                    .replace("`kafka_store_files`", &format!("`{table}`"));
                 self.conn
                     .query_drop(ddl)
                     .map_err(|e| classify(e, &format!("cannot create table {table}")))?;

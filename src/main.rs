@@ -9,7 +9,7 @@ use anyhow::Context as _;
 
 use kafka_store::cli::{self, Command, Source, UsageError};
 use kafka_store::config::{Config, ConfigError, GcsConfig, StoreUrl};
-use kafka_store::index::{self, Index};
+use kafka_store::index::{self, Index, IndexError};
 use kafka_store::interrupt::Interrupt;
 use kafka_store::kafka::{Client, TopicPartition};
 use kafka_store::naming::ObjectKey;
@@ -140,9 +140,14 @@ fn run() -> anyhow::Result<Exit> {
         } => {
             let config = Config::load(&config)?;
             let store = store::open(&config.store.url, &config.store.gcs, &Interrupt::default())?;
-            let mut index = match &config.mysql {
-                Some(m) => Some(Index::open(m)?),
+            let mut index = match config.mysql.as_ref().map(Index::open) {
                 None => None,
+                Some(Ok(index)) => Some(index),
+                Some(Err(IndexError::Unavailable(why))) => {
+                    log::warn!("{why}; locating through the store instead");
+                    None
+                }
+                Some(Err(fatal)) => return Err(fatal.into_anyhow()),
             };
             let tp = TopicPartition::new(&topic, partition);
             let found = locate::locate(store.as_ref(), index.as_mut(), &tp, target)?;
@@ -176,7 +181,7 @@ fn run() -> anyhow::Result<Exit> {
                 );
             };
             let store = store::open(&config.store.url, &config.store.gcs, &Interrupt::default())?;
-            let mut index = Index::open(mysql)?;
+            let mut index = Index::open(mysql).map_err(IndexError::into_anyhow)?;
             let mut out = std::io::stdout().lock();
             let (written, deleted) = index::reindex(&mut index, store.as_ref(), &mut out)?;
             writeln!(

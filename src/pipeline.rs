@@ -35,7 +35,7 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender, bounded, unbounded};
 
 use crate::commit;
-use crate::config::{Config, ConfigError};
+use crate::config::Config;
 use crate::encoder;
 use crate::fetcher;
 use crate::index::{IndexError, Keeper, Row};
@@ -371,12 +371,7 @@ pub fn run(config: &Config, options: RunOptions, interrupt: Interrupt) -> anyhow
     // unreachable does not (rows are back-filled when it answers).
     let keeper = match &config.mysql {
         None => None,
-        Some(m) => Some(Keeper::open(m).map_err(|e| match e {
-            IndexError::Fatal(why) => {
-                anyhow::Error::new(ConfigError(format!("mysql index: {why}")))
-            }
-            other => anyhow::Error::new(other),
-        })?),
+        Some(m) => Some(Keeper::open(m).map_err(IndexError::into_anyhow)?),
     };
     log::info!(
         "archiving {}{} to {} as a member of group {}",

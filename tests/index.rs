@@ -221,6 +221,13 @@ fn locate_agrees_with_a_brute_force_scan_with_and_without_mysql() {
     let plain = indexed.dir.path().join("plain.toml");
     let text = std::fs::read_to_string(&indexed.config).unwrap();
     std::fs::write(&plain, text.split("\n[mysql]").next().unwrap()).unwrap();
+    // An index that does not answer: locate goes through the store.
+    let unreachable = indexed.dir.path().join("unreachable.toml");
+    std::fs::write(
+        &unreachable,
+        text.replace(support::MYSQL, "mysql://root@127.0.0.1:1"),
+    )
+    .unwrap();
 
     let archive = support::read_archive(&indexed.archive);
     let files = &archive[&topic][&0];
@@ -245,7 +252,7 @@ fn locate_agrees_with_a_brute_force_scan_with_and_without_mysql() {
     for _ in 0..15 {
         let offset = rng.below(1_100) as i64;
         let want = files.iter().find(|f| f.first <= offset && offset < f.next);
-        for config in [&indexed.config, &plain] {
+        for config in [&indexed.config, &plain, &unreachable] {
             let (code, out) = locate(config, "--offset", &offset.to_string());
             match want {
                 Some(f) => assert!(
@@ -263,7 +270,7 @@ fn locate_agrees_with_a_brute_force_scan_with_and_without_mysql() {
         let t = 1_700_000_000_000 + rng.below(1_100_000) as i64;
         let want = all.iter().find(|r| r.timestamp >= t);
         let time = kafka_store::timestamp::format_millis(t);
-        for config in [&indexed.config, &plain] {
+        for config in [&indexed.config, &plain, &unreachable] {
             let (code, out) = locate(config, "--time", &time);
             match want {
                 Some(r) => assert!(
@@ -294,19 +301,20 @@ fn a_misconfigured_index_is_named_and_an_unreachable_one_is_waited_for() {
     root.query_drop(format!("GRANT ALL ON {db}.* TO '{user}'@'%'"))
         .unwrap();
 
-    let run = |url: &str| {
+    // `command` with a config whose [mysql] section is `url` and `more`.
+    let command = |command: &str, url: &str, more: &str| {
         let s = Setup::new(&[&topic], &support::unique("g"), "", "");
         let text = std::fs::read_to_string(&s.config).unwrap();
-        std::fs::write(&s.config, format!("{text}\n[mysql]\nurl = \"{url}\"\n")).unwrap();
-        let out = support::run_with_timeout(
-            s.command(&[
-                "run",
-                "--config",
-                s.config.to_str().unwrap(),
-                "--until-caught-up",
-            ]),
-            Duration::from_secs(60),
-        );
+        std::fs::write(
+            &s.config,
+            format!("{text}\n[mysql]\nurl = \"{url}\"\n{more}"),
+        )
+        .unwrap();
+        let mut args = vec![command, "--config", s.config.to_str().unwrap()];
+        if command == "run" {
+            args.push("--until-caught-up");
+        }
+        let out = support::run_with_timeout(s.command(&args), Duration::from_secs(60));
         let stderr = String::from_utf8_lossy(&out.stderr).to_string();
         (
             out.status.code(),
@@ -314,12 +322,20 @@ fn a_misconfigured_index_is_named_and_an_unreachable_one_is_waited_for() {
             stderr,
         )
     };
+    let run = |url: &str| command("run", url, "");
     let (code, line, _) = run(&format!("mysql://{user}:wrong@127.0.0.1:3306/{db}"));
     assert_eq!(code, Some(2), "{line}");
     assert!(
         line.contains("Access denied") && line.contains("mysql.url") && !line.contains("wrong"),
         "{line}"
     );
+    // Other commands say the same, with the same exit code.
+    let (code, reindex_line, _) = command(
+        "reindex",
+        &format!("mysql://{user}:wrong@127.0.0.1:3306/{db}"),
+        "",
+    );
+    assert_eq!((code, &reindex_line), (Some(2), &line));
 
     let (code, line, _) = run(&format!("mysql://{user}:right@127.0.0.1:3306/{db}_missing"));
     assert_eq!(code, Some(2), "{line}");
@@ -334,6 +350,15 @@ fn a_misconfigured_index_is_named_and_an_unreachable_one_is_waited_for() {
         line.contains("lacks column(s) partition, next_offset"),
         "{line}"
     );
+
+    // A table named by a reserved word is created and used.
+    let (code, _, log) = command(
+        "run",
+        &format!("mysql://{user}:right@127.0.0.1:3306/{db}"),
+        "table = \"order\"\ncreate_table = true\n",
+    );
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("created mysql index table order"), "{log}");
 
     // Unreachable: archiving goes on (the store is the ledger).
     let (code, _, log) = run(&format!("mysql://{user}:right@127.0.0.1:1/{db}"));

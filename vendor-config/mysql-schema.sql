@@ -3,7 +3,7 @@
 -- mysql.create_table = true; otherwise create it with this statement.
 -- One row per archive object: the object holds the records of one
 -- partition from first_offset up to (not including) next_offset.
-CREATE TABLE IF NOT EXISTS kafka_store_files (
+CREATE TABLE IF NOT EXISTS `kafka_store_files` (
   topic         VARCHAR(249)  NOT NULL,
   `partition`   INT           NOT NULL,
   first_offset  BIGINT        NOT NULL,
