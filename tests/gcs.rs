@@ -101,7 +101,7 @@ fn gcs_uploads_survive_faults_of_every_kind() {
             FaultKind::LoseResponse,
         ],
         stall: Duration::from_secs(3),
-        body_delay: Duration::ZERO,
+        ..Faults::default()
     });
     let s = Setup::gcs(
         &[&topic],
@@ -294,7 +294,7 @@ fn gcs_misconfiguration_is_named_in_one_line_and_nothing_is_committed() {
     let topic = support::unique("gcs-bad");
     support::create_topic(&topic, 1, &[]);
     support::produce(&topic, &support::gen_records(5, 100, 1, 0), "none");
-    let groups: Vec<String> = (0..4).map(|_| support::unique("g")).collect();
+    let groups: Vec<String> = (0..5).map(|_| support::unique("g")).collect();
 
     // An unknown bucket.
     let s = Setup::gcs(
@@ -325,6 +325,27 @@ fn gcs_misconfiguration_is_named_in_one_line_and_nothing_is_committed() {
         line.contains("403") && line.contains(&bucket) && line.contains("no credentials"),
         "{line}"
     );
+
+    // The store refuses the chunks of a session (e.g. a checksum it does
+    // not accept): named, and not retried by starting over from byte 0.
+    proxy.set_faults(Faults {
+        rate: 1.0,
+        kinds: vec![FaultKind::Status(400)],
+        sessions_only: true,
+        ..Faults::default()
+    });
+    let before = proxy.log().len();
+    let s = Setup::gcs(&[&topic], &groups[4], &bucket, &proxy.url(), "", "");
+    let line = failing_run(&s);
+    assert!(
+        line.contains("HTTP 400") && line.contains(&bucket),
+        "{line}"
+    );
+    let initiations = proxy.log()[before..]
+        .iter()
+        .filter(|e| e.method == "POST")
+        .count();
+    assert_eq!(initiations, 1, "a refused session was started again");
 
     // A malformed credentials file.
     let s = Setup::gcs(&[&topic], &groups[2], &bucket, GCS_EMULATOR, "", "");
@@ -360,10 +381,14 @@ fn gcs_misconfiguration_is_named_in_one_line_and_nothing_is_committed() {
         support::gcs_objects(&bucket).is_empty(),
         "nothing may be stored"
     );
-    for group in &groups {
+    // The refused-chunk run got as far as the start position (offset 0,
+    // where the empty archive begins); nothing went past what is stored.
+    for (i, group) in groups.iter().enumerate() {
+        let committed = support::committed(group, &topic, 1);
+        let allowed = if i == 4 { vec![(0, 0)] } else { vec![] };
         assert!(
-            support::committed(group, &topic, 1).is_empty(),
-            "group {group} has a committed offset"
+            committed.clone().into_iter().all(|c| allowed.contains(&c)),
+            "group {group}: committed {committed:?}"
         );
     }
 }

@@ -21,7 +21,8 @@
 //! [`Faults::kinds`], picked uniformly by a splitmix64 generator seeded with
 //! [`Faults::seed`] (reset by every [`FaultProxy::set_faults`]). Faults hit
 //! every kind of request: initiations, chunk uploads, status queries, metadata
-//! reads, listings and downloads. [`Faults::body_delay`] delays forwarding each
+//! reads, listings and downloads (only session requests with
+//! [`Faults::sessions_only`]). [`Faults::body_delay`] delays forwarding each
 //! request that carries a body.
 //!
 //! Always on, whatever the fault rate, because real GCS behaves so and the
@@ -91,6 +92,9 @@ pub struct Faults {
     pub stall: Duration,
     /// Delay before forwarding each request that carries a body (slows uploads so a test can kill a process mid-upload).
     pub body_delay: Duration,
+    /// Fault only requests to an upload session (`upload_id=` in the
+    /// query: chunks and status queries), never initiations or reads.
+    pub sessions_only: bool,
 }
 
 impl Default for Faults {
@@ -101,6 +105,7 @@ impl Default for Faults {
             kinds: Vec::new(),
             stall: Duration::from_secs(10),
             body_delay: Duration::ZERO,
+            sessions_only: false,
         }
     }
 }
@@ -305,14 +310,16 @@ fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
 }
 
 impl Shared {
-    /// The fault for the next request, with the stall and body delay then in force.
-    fn decide(&self) -> (Option<FaultKind>, Duration, Duration) {
+    /// The fault for the next request (to `target`), with the stall and
+    /// body delay then in force.
+    fn decide(&self, target: &str) -> (Option<FaultKind>, Duration, Duration) {
         let mut state = lock(&self.faults);
         let a = splitmix64(&mut state.rng);
         let b = splitmix64(&mut state.rng);
         let f = &state.faults;
         let unit = (a >> 11) as f64 / (1u64 << 53) as f64;
-        let fault = if !f.kinds.is_empty() && unit < f.rate {
+        let eligible = !f.sessions_only || upload_id(target).is_some();
+        let fault = if eligible && !f.kinds.is_empty() && unit < f.rate {
             Some(f.kinds[(b % f.kinds.len() as u64) as usize])
         } else {
             None
@@ -380,7 +387,7 @@ fn handle_connection(shared: &Shared, stream: TcpStream) {
         let _ = (&stream).write_all(b"HTTP/1.1 100 Continue\r\n\r\n");
     }
 
-    let (fault, stall, body_delay) = shared.decide();
+    let (fault, stall, body_delay) = shared.decide(&target);
     let seq = shared.log_arrival(LogEntry {
         method: method.clone(),
         target: target.clone(),
@@ -1392,7 +1399,7 @@ mod tests {
                 ..Faults::default()
             });
             (0..200)
-                .map(|_| proxy.shared.decide().0)
+                .map(|_| proxy.shared.decide("/").0)
                 .collect::<Vec<_>>()
         };
         let a = draw(42, 0.5);
@@ -1845,7 +1852,7 @@ mod tests {
                 FaultKind::LoseResponse,
             ],
             stall: Duration::from_millis(200),
-            body_delay: Duration::ZERO,
+            ..Faults::default()
         });
         let mut attempts = 0;
         let mut attempt = || {

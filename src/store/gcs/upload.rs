@@ -305,10 +305,8 @@ impl Put<'_> {
                     s if retry::retriable(Failure::Status(s)) => {
                         Err(format!("HTTP {s}: {}", reply.message()))
                     }
-                    401 | 403 => return Err(self.store.refused(self.what(), &reply)),
-                    // Expired, cancelled, or stuck (e.g. a checksum the
-                    // server refuses): this session is of no more use.
-                    s => {
+                    // Expired or cancelled: this session is of no more use.
+                    s @ (404 | 410 | 499) => {
                         log::warn!(
                             "upload session of {} answered HTTP {s} ({}); starting a new one",
                             self.name,
@@ -316,6 +314,9 @@ impl Put<'_> {
                         );
                         Ok(Progress::Gone)
                     }
+                    // Refused (credentials, a checksum the server does not
+                    // accept): a new session would be refused the same way.
+                    _ => return Err(self.store.refused(self.what(), &reply)),
                 }),
                 Err(SendError::Transient(_, why)) => Ok(Err(why)),
                 Err(SendError::Final(why)) => Err(fatal(self.what(), why)),
