@@ -25,7 +25,7 @@ use kafka_protocol::protocol::{Decodable, Encodable, StrBytes, VersionRange};
 
 use super::TopicPartition;
 use super::client::Client;
-use super::error::KafkaError;
+use super::error::{Action, KafkaError, classify};
 use super::group::Generation;
 
 const JOIN_GROUP: VersionRange = VersionRange { min: 4, max: 9 };
@@ -46,6 +46,19 @@ fn broker_error(what: impl FnOnce() -> String, code: i16) -> Result<(), KafkaErr
     match ResponseError::try_from_code(code) {
         None => Ok(()),
         Some(code) => Err(KafkaError::Broker { what: what(), code }),
+    }
+}
+
+/// Inside an `at_coordinator` call: an answer saying the coordinator moved
+/// (NOT_COORDINATOR, COORDINATOR_NOT_AVAILABLE) is an error there, so the
+/// coordinator is looked up again and the request retried, as Kafka's own
+/// consumer does. Every other code is the caller's to read.
+fn coordinator_moved(what: impl FnOnce() -> String, code: i16) -> Result<(), KafkaError> {
+    match ResponseError::try_from_code(code) {
+        Some(code) if classify(code) == Action::RefreshCoordinator => {
+            Err(KafkaError::Broker { what: what(), code })
+        }
+        _ => Ok(()),
     }
 }
 
@@ -210,7 +223,9 @@ impl Client {
                 if version >= 5 {
                     request.group_instance_id = config.instance_id.as_deref().map(s);
                 }
-                conn.send_waiting(&request, version, wait)
+                let answer = conn.send_waiting(&request, version, wait)?;
+                coordinator_moved(|| format!("join of group {group}"), answer.error_code)?;
+                Ok(answer)
             })?;
             let code = ResponseError::try_from_code(answer.error_code);
             if code == Some(ResponseError::MemberIdRequired) && member_id.is_empty() {
@@ -283,7 +298,12 @@ impl Client {
                 request.protocol_type = Some(s(PROTOCOL_TYPE));
                 request.protocol_name = Some(s(protocol));
             }
-            conn.send_waiting(&request, version, wait)
+            let answer = conn.send_waiting(&request, version, wait)?;
+            coordinator_moved(
+                || format!("sync of group {}", config.group),
+                answer.error_code,
+            )?;
+            Ok(answer)
         })?;
         broker_error(
             || format!("sync of group {}", config.group),
@@ -305,7 +325,9 @@ impl Client {
                 .with_generation_id(generation.generation)
                 .with_member_id(s(&generation.member_id))
                 .with_group_instance_id(generation.instance_id.as_deref().map(s));
-            conn.send(&request, version)
+            let answer = conn.send(&request, version)?;
+            coordinator_moved(|| format!("heartbeat in group {group}"), answer.error_code)?;
+            Ok(answer)
         })?;
         broker_error(|| format!("heartbeat in group {group}"), answer.error_code)
     }
@@ -327,7 +349,9 @@ impl Client {
                             None
                         }),
                 ]);
-            conn.send(&request, version)
+            let answer = conn.send(&request, version)?;
+            coordinator_moved(|| format!("leave of group {group}"), answer.error_code)?;
+            Ok(answer)
         })?;
         broker_error(|| format!("leave of group {group}"), answer.error_code)?;
         for m in &answer.members {
@@ -339,6 +363,19 @@ impl Client {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+    use std::sync::{Arc, Mutex};
+
+    use kafka_protocol::messages::api_versions_response::ApiVersion;
+    use kafka_protocol::messages::find_coordinator_response::Coordinator;
+    use kafka_protocol::messages::metadata_response::MetadataResponseBroker;
+    use kafka_protocol::messages::{
+        ApiKey, ApiVersionsResponse, BrokerId, FindCoordinatorResponse, HeartbeatResponse,
+        MetadataResponse, RequestHeader, ResponseHeader,
+    };
+
     use super::*;
 
     #[test]
@@ -361,6 +398,131 @@ mod tests {
         assert_eq!(decode_assignment(encode_assignment(&parts)).unwrap(), parts);
         assert_eq!(decode_assignment(Bytes::new()).unwrap(), vec![]);
         assert!(decode_subscription(Bytes::from_static(&[0])).is_err());
+    }
+
+    /// A one-node broker that answers ApiVersions, Metadata and
+    /// FindCoordinator with itself, and refuses the first `refusals`
+    /// heartbeats with NOT_COORDINATOR; counts requests by API key.
+    fn coordinator_that_moves(refusals: usize) -> (String, Arc<Mutex<HashMap<ApiKey, usize>>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let counts = Arc::new(Mutex::new(HashMap::new()));
+        let seen = Arc::clone(&counts);
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let (mut stream, seen) = (stream.unwrap(), Arc::clone(&seen));
+                std::thread::spawn(move || {
+                    let mut len = [0u8; 4];
+                    while stream.read_exact(&mut len).is_ok() {
+                        let mut body = vec![0u8; i32::from_be_bytes(len) as usize];
+                        stream.read_exact(&mut body).unwrap();
+                        let key = ApiKey::try_from(i16::from_be_bytes([body[0], body[1]])).unwrap();
+                        let version = i16::from_be_bytes([body[2], body[3]]);
+                        let header = RequestHeader::decode(
+                            &mut Bytes::from(body),
+                            key.request_header_version(version),
+                        )
+                        .unwrap();
+                        let n = {
+                            let mut seen = seen.lock().unwrap();
+                            let n = seen.entry(key).or_insert(0);
+                            *n += 1;
+                            *n
+                        };
+                        let mut out = BytesMut::new();
+                        ResponseHeader::default()
+                            .with_correlation_id(header.correlation_id)
+                            .encode(&mut out, key.response_header_version(version))
+                            .unwrap();
+                        let me = |node: i32| (BrokerId(node), s("127.0.0.1"), i32::from(port));
+                        match key {
+                            ApiKey::ApiVersions => {
+                                let api = |k: ApiKey, max: i16| {
+                                    ApiVersion::default()
+                                        .with_api_key(k as i16)
+                                        .with_max_version(max)
+                                };
+                                ApiVersionsResponse::default()
+                                    .with_api_keys(vec![
+                                        api(ApiKey::ApiVersions, 3),
+                                        api(ApiKey::Metadata, 12),
+                                        api(ApiKey::FindCoordinator, 4),
+                                        api(ApiKey::Heartbeat, 4),
+                                    ])
+                                    .encode(&mut out, version)
+                            }
+                            ApiKey::Metadata => {
+                                let (id, host, port) = me(1);
+                                MetadataResponse::default()
+                                    .with_brokers(vec![
+                                        MetadataResponseBroker::default()
+                                            .with_node_id(id)
+                                            .with_host(host)
+                                            .with_port(port),
+                                    ])
+                                    .encode(&mut out, version)
+                            }
+                            ApiKey::FindCoordinator => {
+                                let (id, host, port) = me(1);
+                                FindCoordinatorResponse::default()
+                                    .with_coordinators(vec![
+                                        Coordinator::default()
+                                            .with_key(s("g"))
+                                            .with_node_id(id)
+                                            .with_host(host)
+                                            .with_port(port),
+                                    ])
+                                    .encode(&mut out, version)
+                            }
+                            ApiKey::Heartbeat => HeartbeatResponse::default()
+                                .with_error_code(if n <= refusals {
+                                    ResponseError::NotCoordinator.code()
+                                } else {
+                                    0
+                                })
+                                .encode(&mut out, version),
+                            other => panic!("unexpected {other:?}"),
+                        }
+                        .unwrap();
+                        stream.write_all(&(out.len() as i32).to_be_bytes()).unwrap();
+                        stream.write_all(&out).unwrap();
+                    }
+                });
+            }
+        });
+        (format!("127.0.0.1:{port}"), counts)
+    }
+
+    #[test]
+    fn a_coordinator_that_moved_is_looked_up_again() {
+        let (addr, counts) = coordinator_that_moves(1);
+        let quick = Duration::from_secs(2);
+        let mut client = Client::connect(crate::kafka::ClientConfig {
+            brokers: vec![addr],
+            connection: crate::kafka::ConnectionConfig {
+                client_id: "test".into(),
+                connect_timeout: quick,
+                request_timeout: quick,
+                max_response_bytes: 1 << 20,
+            },
+            retry_timeout: quick,
+            retry_backoff: Duration::from_millis(10),
+            retry_backoff_max: Duration::from_millis(10),
+            fetch_max_wait: Duration::from_millis(100),
+            fetch_max_bytes: 1 << 20,
+            partition_fetch_bytes: 1 << 20,
+            interrupt: crate::interrupt::Interrupt::default(),
+        })
+        .unwrap();
+        let generation = Generation {
+            generation: 1,
+            member_id: "m".into(),
+            instance_id: None,
+        };
+        client.heartbeat("g", &generation).unwrap();
+        let counts = counts.lock().unwrap();
+        assert_eq!(counts[&ApiKey::Heartbeat], 2);
+        assert_eq!(counts[&ApiKey::FindCoordinator], 2, "{counts:?}");
     }
 
     #[test]
