@@ -20,7 +20,7 @@ use crate::partition::Closed;
 use crate::pipeline::{GroupState, Registry, Seek, Stop, Stored};
 use crate::resume::{commit_metadata, follow};
 use crate::spool::Spool;
-use crate::store::{ObjectInfo, PutOutcome, Store, Upload};
+use crate::store::{ObjectInfo, PutOutcome, Store, StoreError, Upload};
 
 /// Back-off between attempts when the store fails retriably.
 const STORE_BACKOFF: Duration = Duration::from_secs(1);
@@ -48,7 +48,14 @@ pub fn upload_loop(
             continue;
         }
         let started = Instant::now();
-        let outcome = put(store, &file, stop);
+        let upload = Upload {
+            key: &file.key,
+            path: &file.path,
+            summary: file.summary,
+            size: file.size,
+            crc32c: file.crc32c,
+        };
+        let outcome = retrying(stop, || Ok(store.put(&upload)?));
         Spool::remove(&file.path);
         let Some(outcome) = outcome? else { break };
         let url = store.object_url(&file.key);
@@ -89,9 +96,16 @@ pub fn upload_loop(
                 log::warn!(
                     "{url} already exists with another cut (next offset {theirs}, ours {next}); adopting it"
                 );
-                let end = follow(store, &tp, theirs, Some(file.key.first))?;
-                let epoch = registry.new_epoch();
-                ctl.epoch.store(epoch, Ordering::SeqCst);
+                let Some(end) =
+                    retrying(stop, || follow(store, &tp, theirs, Some(file.key.first)))?
+                else {
+                    break;
+                };
+                // Revoked, or revoked and assigned again, while the put ran:
+                // that new start followed the chain itself.
+                let Some(epoch) = registry.bump(&tp, &ctl) else {
+                    continue;
+                };
                 ctl.stored.fetch_max(end.position, Ordering::SeqCst);
                 let _ = seeks.send(Seek {
                     tp: tp.clone(),
@@ -115,31 +129,31 @@ pub fn upload_loop(
     Ok(())
 }
 
-/// A create-only put, retried while the store's failure is retriable;
-/// None if the pipeline stops meanwhile.
-fn put(store: &dyn Store, file: &Closed, stop: &Stop) -> anyhow::Result<Option<PutOutcome>> {
-    let upload = Upload {
-        key: &file.key,
-        path: &file.path,
-        summary: file.summary,
-        size: file.size,
-        crc32c: file.crc32c,
-    };
+/// A store operation, retried while the store's failure is retriable (the
+/// archive is safe while the store is away); None if the pipeline stops
+/// meanwhile.
+fn retrying<T>(
+    stop: &Stop,
+    mut op: impl FnMut() -> anyhow::Result<T>,
+) -> anyhow::Result<Option<T>> {
     let mut backoff = STORE_BACKOFF;
     loop {
-        match store.put(&upload) {
-            Ok(outcome) => return Ok(Some(outcome)),
-            Err(e) if e.is_retriable() => {
+        match op() {
+            Ok(v) => return Ok(Some(v)),
+            Err(e)
+                if e.downcast_ref::<StoreError>()
+                    .is_some_and(StoreError::is_retriable) =>
+            {
                 if stop.requested() {
                     return Ok(None);
                 }
-                log::warn!("{e}; retrying in {}s", backoff.as_secs());
+                log::warn!("{e:#}; retrying in {}s", backoff.as_secs());
                 if !stop.sleep(backoff) {
                     return Ok(None);
                 }
                 backoff = (backoff * 2).min(STORE_BACKOFF_MAX);
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(e),
         }
     }
 }

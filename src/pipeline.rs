@@ -178,6 +178,19 @@ impl Registry {
         ctl
     }
 
+    /// Moves `tp` to a fresh epoch (its queued work is dropped) if `ctl` is
+    /// still its control, i.e. it was not revoked or assigned again since
+    /// `ctl` was taken; None otherwise.
+    pub fn bump(&self, tp: &TopicPartition, ctl: &Arc<PartitionCtl>) -> Option<u64> {
+        let map = self.map.write().expect("registry");
+        let current = map.get(tp).is_some_and(|c| Arc::ptr_eq(c, ctl));
+        current.then(|| {
+            let epoch = self.new_epoch();
+            ctl.epoch.store(epoch, Ordering::SeqCst);
+            epoch
+        })
+    }
+
     /// Forgets a partition (revoked): its queued work is dropped.
     pub fn remove(&self, tp: &TopicPartition) {
         self.map.write().expect("registry").remove(tp);
@@ -560,5 +573,28 @@ fn spawn<'scope, 'env>(
             stop.fail(anyhow::Error::new(e).context(format!("cannot start thread {name}")));
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_epoch_moves_only_for_the_assignment_that_took_it() {
+        let registry = Registry::default();
+        let tp = TopicPartition::new("t", 0);
+        let first = registry.insert(&tp, 10);
+        let bumped = registry.bump(&tp, &first).unwrap();
+        assert_eq!(registry.epoch(&tp), Some(bumped));
+
+        // Revoked and assigned again while an upload of the first ran.
+        registry.remove(&tp);
+        assert_eq!(registry.bump(&tp, &first), None);
+        let again = registry.insert(&tp, 20);
+        let current = registry.epoch(&tp);
+        assert_eq!(registry.bump(&tp, &first), None);
+        assert_eq!(registry.epoch(&tp), current);
+        assert!(registry.bump(&tp, &again).is_some());
     }
 }
