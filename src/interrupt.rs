@@ -4,6 +4,23 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// How often a sleep looks at its stop condition.
+const SLICE: Duration = Duration::from_millis(50);
+
+/// Sleeps for `d` in short slices until `stop()` says so; false if it did.
+pub fn sleep_unless(d: Duration, stop: impl Fn() -> bool) -> bool {
+    let end = Instant::now() + d;
+    while !stop() {
+        let left = end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return true;
+        }
+        std::thread::sleep(left.min(SLICE));
+    }
+    false
+}
 
 /// A shared "stop was asked for" flag; clones share it.
 #[derive(Clone, Debug, Default)]
@@ -19,30 +36,15 @@ impl Interrupt {
         self.0.load(Ordering::Relaxed)
     }
 
-    pub fn set(&self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
-
-    /// Sleeps for `d` in short slices; false if interrupted meanwhile.
-    pub fn sleep(&self, d: std::time::Duration) -> bool {
-        let end = std::time::Instant::now() + d;
-        loop {
-            if self.is_set() {
-                return false;
-            }
-            let left = end.saturating_duration_since(std::time::Instant::now());
-            if left.is_zero() {
-                return true;
-            }
-            std::thread::sleep(left.min(std::time::Duration::from_millis(50)));
-        }
+    /// Sleeps for `d`; false if interrupted meanwhile.
+    pub fn sleep(&self, d: Duration) -> bool {
+        sleep_unless(d, || self.is_set())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::{Duration, Instant};
 
     #[test]
     fn a_sleep_ends_early_when_interrupted() {
@@ -51,7 +53,7 @@ mod tests {
         let j = i.clone();
         let t = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(50));
-            j.set();
+            j.flag().store(true, Ordering::Relaxed);
         });
         let started = Instant::now();
         assert!(!i.sleep(Duration::from_secs(10)));

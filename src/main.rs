@@ -85,16 +85,7 @@ fn run() -> anyhow::Result<Exit> {
                 signal_hook::flag::register(signal, interrupt.flag())
                     .context("cannot install signal handlers")?;
             }
-            let outcome =
-                match pipeline::run(&config, RunOptions { until_caught_up }, interrupt.clone()) {
-                    Ok(outcome) => outcome,
-                    // Asked to stop before start-up finished: a clean stop.
-                    Err(e) if interrupt.is_set() => {
-                        log::info!("stopped during start-up ({e:#})");
-                        return Ok(Exit::Ok);
-                    }
-                    Err(e) => return Err(e),
-                };
+            let outcome = pipeline::run(&config, RunOptions { until_caught_up }, interrupt)?;
             log::info!("stopped; peak memory {}", peak_rss());
             if outcome.halted.is_empty() {
                 Ok(Exit::Ok)

@@ -21,6 +21,7 @@ use kafka_protocol::ResponseError;
 
 use crate::assignor::{self, Part, Strategy};
 use crate::config::KafkaConfig;
+use crate::interrupt::sleep_unless;
 use crate::kafka::{
     Client, Generation, JoinConfig, Joined, KafkaError, Subscription, TopicPartition,
     encode_subscription,
@@ -135,15 +136,7 @@ impl Member<'_> {
 
     /// Sleeps unless the pipeline ends; false when it does.
     fn sleep(&self, d: Duration) -> bool {
-        let end = Instant::now() + d;
-        while !self.done() {
-            let left = end.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return true;
-            }
-            std::thread::sleep(left.min(Duration::from_millis(50)));
-        }
-        false
+        sleep_unless(d, || self.done())
     }
 
     fn layout(&mut self) -> Result<Layout, KafkaError> {
@@ -223,7 +216,6 @@ impl Member<'_> {
                 mine.iter().cloned().collect(),
             )));
             let _ = self.assignments.send(Assignment {
-                generation: joined.generation.generation,
                 partitions: mine.into_iter().collect(),
             });
             current = Some(joined.generation.clone());
@@ -261,7 +253,6 @@ impl Member<'_> {
                             self.state.set(None);
                             owned.clear();
                             let _ = self.assignments.send(Assignment {
-                                generation: -1,
                                 partitions: BTreeSet::new(),
                             });
                             continue 'join;

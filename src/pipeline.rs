@@ -39,14 +39,14 @@ use crate::config::Config;
 use crate::encoder;
 use crate::fetcher;
 use crate::index::{IndexError, Keeper, Row};
-use crate::interrupt::Interrupt;
+use crate::interrupt::{Interrupt, sleep_unless};
 use crate::kafka::{Client, ClientConfig, Generation, KafkaError, PartitionData, TopicPartition};
 use crate::membership::{Member, subscribed};
 use crate::partition::{Closed, FileSettings};
 use crate::resume::store_tag;
 use crate::rotation::Rules;
 use crate::spool::Spool;
-use crate::store;
+use crate::store::{self, Store};
 
 /// How often blocked threads look at the stop flag.
 pub const POLL: Duration = Duration::from_millis(100);
@@ -95,15 +95,7 @@ impl Stop {
 
     /// Sleeps unless stopping; false when the stop came first.
     pub fn sleep(&self, d: Duration) -> bool {
-        let end = std::time::Instant::now() + d;
-        while !self.requested() {
-            let left = end.saturating_duration_since(std::time::Instant::now());
-            if left.is_zero() {
-                return true;
-            }
-            thread::sleep(left.min(POLL));
-        }
-        false
+        sleep_unless(d, || self.requested())
     }
 
     /// Sends unless stopping; false when the message was not sent.
@@ -248,7 +240,6 @@ impl Registry {
 
 /// The partitions the group gave this process in a generation.
 pub struct Assignment {
-    pub generation: i32,
     pub partitions: BTreeSet<TopicPartition>,
 }
 
@@ -363,44 +354,24 @@ fn kafka_context(e: KafkaError, brokers: &[String]) -> anyhow::Error {
 
 /// Runs the archiver until stopped (or caught up, with `until_caught_up`).
 pub fn run(config: &Config, options: RunOptions, interrupt: Interrupt) -> anyhow::Result<Outcome> {
-    let store = store::open(&config.store.url, &config.store.gcs, &interrupt)?;
-    let spool = Spool::open(&config.store.spool_dir)?;
-    let brokers = &config.kafka.client.brokers;
-    let client_config = ClientConfig {
-        interrupt: interrupt.clone(),
-        ..config.kafka.client.clone()
+    let Started {
+        store,
+        spool,
+        client,
+        committer_client,
+        member_client,
+        keeper,
+        tag,
+        standalone,
+    } = match start(config, options, &interrupt) {
+        Ok(started) => started,
+        // Asked to stop before start-up finished: a clean stop.
+        Err(e) if interrupt.is_set() => {
+            log::info!("stopped during start-up ({e:#})");
+            return Ok(Outcome { halted: Vec::new() });
+        }
+        Err(e) => return Err(e),
     };
-    let mut client =
-        Client::connect(client_config.clone()).map_err(|e| kafka_context(e, brokers))?;
-
-    // Named topics must exist; regex subscriptions may match later.
-    for topic in &config.kafka.topics {
-        client
-            .partitions(topic)
-            .map_err(|e| kafka_context(e, brokers))?;
-    }
-    let tag = store_tag(store.as_ref());
-    // A MySQL index that is misconfigured stops the start; one that is only
-    // unreachable does not (rows are back-filled when it answers).
-    let keeper = match &config.mysql {
-        None => None,
-        Some(m) => Some(Keeper::open(m).map_err(IndexError::into_anyhow)?),
-    };
-    log::info!(
-        "archiving {}{} to {} as a member of group {}",
-        config.kafka.topics.join(","),
-        config
-            .kafka
-            .topic_regex
-            .as_ref()
-            .map_or(String::new(), |r| format!(
-                " and topics matching {}",
-                r.as_str()
-            )),
-        store.url(),
-        config.kafka.group_id
-    );
-
     let settings = FileSettings {
         codec: config.files.codec,
         block_bytes: config.files.block_bytes,
@@ -422,38 +393,6 @@ pub fn run(config: &Config, options: RunOptions, interrupt: Interrupt) -> anyhow
     let (seek_tx, seek_rx) = unbounded::<Seek>();
     let (stored_tx, stored_rx) = bounded::<Stored>(COMMITTER_QUEUE);
     let (assign_tx, assign_rx) = unbounded::<Assignment>();
-    // The committer's last commit should get through a stop request, but
-    // not hold the stop up for long.
-    let committer_client = Client::connect(ClientConfig {
-        interrupt: Interrupt::default(),
-        retry_timeout: config.kafka.client.retry_timeout.min(COMMIT_PATIENCE),
-        ..config.kafka.client.clone()
-    })
-    .map_err(|e| kafka_context(e, brokers))?;
-    // The group thread must heartbeat within the session timeout, so its
-    // other requests give up well before.
-    let member_client = Client::connect(ClientConfig {
-        retry_timeout: client_config
-            .retry_timeout
-            .min(config.kafka.group.session_timeout / 3),
-        ..client_config.clone()
-    })
-    .map_err(|e| kafka_context(e, brokers))?;
-    // `--until-caught-up` is a one-shot run outside the group: it archives
-    // every subscribed partition (safe beside running members: the
-    // create-only commit decides) and commits as a standalone consumer.
-    let standalone = if options.until_caught_up {
-        let layout =
-            subscribed(&mut client, &config.kafka).map_err(|e| kafka_context(e, brokers))?;
-        Some(
-            layout
-                .iter()
-                .flat_map(|(t, n)| (0..*n).map(|p| TopicPartition::new(t, p)))
-                .collect::<BTreeSet<_>>(),
-        )
-    } else {
-        None
-    };
     let registry = Registry::default();
     let membership = GroupState::default();
     let drained = AtomicBool::new(false);
@@ -465,10 +404,7 @@ pub fn run(config: &Config, options: RunOptions, interrupt: Interrupt) -> anyhow
         let in_group = standalone.is_none();
         if let Some(all) = standalone {
             // A one-shot run archives every partition itself.
-            let _ = assign_tx.send(Assignment {
-                generation: -1,
-                partitions: all,
-            });
+            let _ = assign_tx.send(Assignment { partitions: all });
         } else {
             let member = Member {
                 client: member_client,
@@ -536,6 +472,104 @@ pub fn run(config: &Config, options: RunOptions, interrupt: Interrupt) -> anyhow
     }
     Ok(Outcome {
         halted: registry.halted(),
+    })
+}
+
+/// What start-up opened and checked: the store, the spool, the Kafka
+/// clients and the index.
+struct Started {
+    store: Box<dyn Store>,
+    spool: Spool,
+    client: Client,
+    committer_client: Client,
+    member_client: Client,
+    keeper: Option<Keeper>,
+    tag: String,
+    /// `--until-caught-up`: every subscribed partition, archived outside the group.
+    standalone: Option<BTreeSet<TopicPartition>>,
+}
+
+/// Opens and checks everything `run` needs before any thread starts.
+fn start(config: &Config, options: RunOptions, interrupt: &Interrupt) -> anyhow::Result<Started> {
+    let store = store::open(&config.store.url, &config.store.gcs, interrupt)?;
+    let spool = Spool::open(&config.store.spool_dir)?;
+    let brokers = &config.kafka.client.brokers;
+    let client_config = ClientConfig {
+        interrupt: interrupt.clone(),
+        ..config.kafka.client.clone()
+    };
+    let mut client =
+        Client::connect(client_config.clone()).map_err(|e| kafka_context(e, brokers))?;
+
+    // Named topics must exist; regex subscriptions may match later.
+    for topic in &config.kafka.topics {
+        client
+            .partitions(topic)
+            .map_err(|e| kafka_context(e, brokers))?;
+    }
+    let tag = store_tag(store.as_ref());
+    // A MySQL index that is misconfigured stops the start; one that is only
+    // unreachable does not (rows are back-filled when it answers).
+    let keeper = match &config.mysql {
+        None => None,
+        Some(m) => Some(Keeper::open(m).map_err(IndexError::into_anyhow)?),
+    };
+    log::info!(
+        "archiving {}{} to {} as a member of group {}",
+        config.kafka.topics.join(","),
+        config
+            .kafka
+            .topic_regex
+            .as_ref()
+            .map_or(String::new(), |r| format!(
+                " and topics matching {}",
+                r.as_str()
+            )),
+        store.url(),
+        config.kafka.group_id
+    );
+
+    // The committer's last commit should get through a stop request, but
+    // not hold the stop up for long.
+    let committer_client = Client::connect(ClientConfig {
+        interrupt: Interrupt::default(),
+        retry_timeout: config.kafka.client.retry_timeout.min(COMMIT_PATIENCE),
+        ..config.kafka.client.clone()
+    })
+    .map_err(|e| kafka_context(e, brokers))?;
+    // The group thread must heartbeat within the session timeout, so its
+    // other requests give up well before.
+    let member_client = Client::connect(ClientConfig {
+        retry_timeout: client_config
+            .retry_timeout
+            .min(config.kafka.group.session_timeout / 3),
+        ..client_config.clone()
+    })
+    .map_err(|e| kafka_context(e, brokers))?;
+    // `--until-caught-up` is a one-shot run outside the group: it archives
+    // every subscribed partition (safe beside running members: the
+    // create-only commit decides) and commits as a standalone consumer.
+    let standalone = if options.until_caught_up {
+        let layout =
+            subscribed(&mut client, &config.kafka).map_err(|e| kafka_context(e, brokers))?;
+        Some(
+            layout
+                .iter()
+                .flat_map(|(t, n)| (0..*n).map(|p| TopicPartition::new(t, p)))
+                .collect::<BTreeSet<_>>(),
+        )
+    } else {
+        None
+    };
+    Ok(Started {
+        store,
+        spool,
+        client,
+        committer_client,
+        member_client,
+        keeper,
+        tag,
+        standalone,
     })
 }
 
