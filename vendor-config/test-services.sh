@@ -172,10 +172,16 @@ install_debs() {
 	local p
 	command -v "$JAVA" >/dev/null 2>&1 || want+=(openjdk-17-jre-headless)
 	command -v mvn >/dev/null 2>&1 || want+=(maven)
+	# Debian's own python3 creates venvs only with python3-venv.
+	"$PYTHON" -c 'import ensurepip' >/dev/null 2>&1 || want+=(python3-venv)
 	for p in "${want[@]}"; do
 		dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$' || missing+=("$p")
 	done
 	((${#missing[@]} == 0)) && return 0
+	if [[ " ${missing[*]} " == *" python3-venv "* ]]; then
+		# A venv half-made without it would pass for a made one later.
+		rm -rf -- "$VENV"
+	fi
 	log "apt-get install ${missing[*]}"
 	export DEBIAN_FRONTEND=noninteractive
 	if ! as_root apt-get install -y -q --no-install-recommends "${missing[@]}" >>"$LOGS/install.log" 2>&1; then
@@ -184,10 +190,22 @@ install_debs() {
 		as_root apt-get install -y -q --no-install-recommends "${missing[@]}" >>"$LOGS/install.log" 2>&1 ||
 			die "apt-get install ${missing[*]} failed (see $LOGS/install.log)"
 	fi
-	# Where the package's scripts may start the system MariaDB, it would hold
-	# port 3306 with socket-only root: stop it, ours runs from its own data dir.
-	if [[ " ${missing[*]} " == *" mariadb-server "* ]] && command -v service >/dev/null 2>&1; then
-		as_root service mariadb stop >>"$LOGS/install.log" 2>&1 || true
+}
+
+# Debian's package starts the system MariaDB at install and at boot; it
+# would hold port 3306 with socket-only root. Keep it stopped and out of
+# the boot sequence: ours runs from its own data dir.
+quiet_system_mariadb() {
+	[[ -e /etc/init.d/mariadb ]] || return 0
+	if service mariadb status >/dev/null 2>&1; then
+		log "stopping the system MariaDB service (it would hold port $MARIADB_PORT)"
+		(as_root service mariadb stop) >>"$LOGS/install.log" 2>&1 || true
+	fi
+	if compgen -G '/etc/rc[2-5].d/S*mariadb' >/dev/null; then
+		(as_root update-rc.d mariadb disable) >>"$LOGS/install.log" 2>&1 || true
+	fi
+	if [[ -d /run/systemd/system ]] && systemctl -q is-enabled mariadb 2>/dev/null; then
+		(as_root systemctl disable mariadb) >>"$LOGS/install.log" 2>&1 || true
 	fi
 }
 
@@ -214,10 +232,12 @@ install_kafka() {
 install_venv() {
 	local want
 	want=$(sha_of "$REQUIREMENTS")
-	if [[ -x $VENV/bin/python && -f $VENV_STAMP && $(<"$VENV_STAMP") == "$want" ]]; then
+	local usable=false
+	"$VENV/bin/python" -m pip --version >/dev/null 2>&1 && usable=true
+	if $usable && [[ -f $VENV_STAMP && $(<"$VENV_STAMP") == "$want" ]]; then
 		return 0
 	fi
-	if [[ ! -x $VENV/bin/python ]]; then
+	if ! $usable; then
 		log "creating Python venv $VENV"
 		rm -rf -- "$VENV"
 		"$PYTHON" -m venv "$VENV" >>"$LOGS/install.log" 2>&1 ||
@@ -231,6 +251,7 @@ install_venv() {
 
 cmd_install() {
 	install_debs
+	quiet_system_mariadb
 	install_kafka
 	install_venv
 }
