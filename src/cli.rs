@@ -185,16 +185,18 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Args,
                 )))
             }
         };
+        // The commands that need a whole config, not just a store.
+        let config_of = |cmd: &str, source: Option<Source>| match source {
+            Some(Source::Config(config)) => Ok(config),
+            _ => Err(usage(format!("{cmd} needs --config FILE"))),
+        };
         match command.as_deref() {
             None => return Err(usage("no command given")),
             Some("run") => {
                 no_positional("run")?;
-                match source {
-                    Some(Source::Config(config)) => Command::Run {
-                        config,
-                        until_caught_up,
-                    },
-                    _ => return Err(usage("run needs --config FILE")),
+                Command::Run {
+                    config: config_of("run", source)?,
+                    until_caught_up,
                 }
             }
             Some("ls") => {
@@ -209,16 +211,13 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Args,
             }
             Some("status") => {
                 no_positional("status")?;
-                match source {
-                    Some(Source::Config(config)) => Command::Status { config },
-                    _ => return Err(usage("status needs --config FILE")),
+                Command::Status {
+                    config: config_of("status", source)?,
                 }
             }
             Some("locate") => {
                 no_positional("locate")?;
-                let Some(Source::Config(config)) = source else {
-                    return Err(usage("locate needs --config FILE"));
-                };
+                let config = config_of("locate", source)?;
                 let topic = topic.ok_or_else(|| usage("locate needs --topic T"))?;
                 let partition = partition.ok_or_else(|| usage("locate needs --partition P"))?;
                 let target = match (offset, time) {
@@ -235,9 +234,8 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Args,
             }
             Some("reindex") => {
                 no_positional("reindex")?;
-                match source {
-                    Some(Source::Config(config)) => Command::Reindex { config },
-                    _ => return Err(usage("reindex needs --config FILE")),
+                Command::Reindex {
+                    config: config_of("reindex", source)?,
                 }
             }
             Some("cat") => {

@@ -107,7 +107,7 @@ mod imp {
     use mysql::prelude::Queryable;
     use mysql::{Conn, Opts, OptsBuilder};
 
-    use super::{COLUMNS, IndexError, Row, Upsert};
+    use super::{COLUMNS, IndexError, Row};
 
     /// ER_DUP_ENTRY
     const DUPLICATE_KEY: u16 = 1062;
@@ -244,6 +244,26 @@ mod imp {
                 .collect())
         }
 
+        /// Rows of one partition matching `more`: SQL after the partition's
+        /// condition, its one `?` (if any) bound to `value`.
+        fn partition_where(
+            &mut self,
+            topic: &str,
+            partition: i32,
+            more: &str,
+            value: Option<i64>,
+        ) -> Result<Vec<Row>, IndexError> {
+            let q = format!(
+                "{} WHERE topic = ? AND `partition` = ? {more}",
+                self.select()
+            );
+            let params = match value {
+                Some(v) => (topic, partition, v).into(),
+                None => (topic, partition).into(),
+            };
+            self.rows(q, params)
+        }
+
         /// The row of the object starting at `first`, if any.
         pub fn get(
             &mut self,
@@ -251,15 +271,13 @@ mod imp {
             partition: i32,
             first: i64,
         ) -> Result<Option<Row>, IndexError> {
-            let q = format!(
-                "{} WHERE topic = ? AND `partition` = ? AND first_offset = ?",
-                self.select()
-            );
-            Ok(self.rows(q, (topic, partition, first).into())?.pop())
+            Ok(self
+                .partition_where(topic, partition, "AND first_offset = ?", Some(first))?
+                .pop())
         }
 
         /// Records an object (idempotent; a disagreeing row is corrected).
-        pub fn upsert(&mut self, row: &Row) -> Result<Upsert, IndexError> {
+        pub fn upsert(&mut self, row: &Row) -> Result<(), IndexError> {
             let existing = self.get(&row.topic, row.partition, row.first_offset)?;
             let what = format!(
                 "cannot index {}/{} offset {}",
@@ -278,7 +296,7 @@ mod imp {
                 row.first_offset,
             );
             match existing {
-                Some(old) if old.agrees(row) => Ok(Upsert::Same),
+                Some(old) if old.agrees(row) => Ok(()),
                 Some(old) => {
                     let q = format!(
                         "UPDATE `{}` SET next_offset = ?, record_count = ?, min_timestamp = ?, max_timestamp = ?, bytes = ?, crc32c = ?, object_url = ? WHERE topic = ? AND `partition` = ? AND first_offset = ?",
@@ -297,7 +315,7 @@ mod imp {
                         row.next_offset,
                         row.record_count
                     );
-                    Ok(Upsert::Corrected(old))
+                    Ok(())
                 }
                 None => {
                     let q = format!(
@@ -305,7 +323,7 @@ mod imp {
                         self.table
                     );
                     match self.conn.exec_drop(q, values) {
-                        Ok(()) => Ok(Upsert::Inserted),
+                        Ok(()) => Ok(()),
                         // Another process wrote the row meanwhile: compare with it.
                         Err(mysql::Error::MySqlError(e)) if e.code == DUPLICATE_KEY => {
                             self.upsert(row)
@@ -348,12 +366,9 @@ mod imp {
             partition: i32,
             offset: i64,
         ) -> Result<Option<Row>, IndexError> {
-            let q = format!(
-                "{} WHERE topic = ? AND `partition` = ? AND first_offset <= ? ORDER BY first_offset DESC LIMIT 1",
-                self.select()
-            );
+            let more = "AND first_offset <= ? ORDER BY first_offset DESC LIMIT 1";
             Ok(self
-                .rows(q, (topic, partition, offset).into())?
+                .partition_where(topic, partition, more, Some(offset))?
                 .pop()
                 .filter(|r| offset < r.next_offset))
         }
@@ -366,11 +381,8 @@ mod imp {
             partition: i32,
             ts: i64,
         ) -> Result<Vec<Row>, IndexError> {
-            let q = format!(
-                "{} WHERE topic = ? AND `partition` = ? AND max_timestamp >= ? ORDER BY first_offset",
-                self.select()
-            );
-            self.rows(q, (topic, partition, ts).into())
+            let more = "AND max_timestamp >= ? ORDER BY first_offset";
+            self.partition_where(topic, partition, more, Some(ts))
         }
 
         /// Every row of a partition, in offset order.
@@ -379,11 +391,7 @@ mod imp {
             topic: &str,
             partition: i32,
         ) -> Result<Vec<Row>, IndexError> {
-            let q = format!(
-                "{} WHERE topic = ? AND `partition` = ? ORDER BY first_offset",
-                self.select()
-            );
-            self.rows(q, (topic, partition).into())
+            self.partition_where(topic, partition, "ORDER BY first_offset", None)
         }
 
         /// Deletes a row (reindex: the object is not in the store).
@@ -408,7 +416,7 @@ mod imp {
 /// refuses `[mysql]`), only the type.
 #[cfg(not(feature = "mysql-index"))]
 mod imp {
-    use super::{IndexError, Row, Upsert};
+    use super::{IndexError, Row};
     use crate::config::MysqlConfig;
 
     pub enum Index {}
@@ -417,7 +425,7 @@ mod imp {
         pub fn open(_: &MysqlConfig) -> Result<Index, IndexError> {
             Err(IndexError::Fatal("this build has no MySQL index".into()))
         }
-        pub fn upsert(&mut self, _: &Row) -> Result<Upsert, IndexError> {
+        pub fn upsert(&mut self, _: &Row) -> Result<(), IndexError> {
             match *self {}
         }
         pub fn indexed_to(
@@ -444,16 +452,6 @@ mod imp {
 }
 
 pub use imp::Index;
-
-/// What an upsert found.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Upsert {
-    Inserted,
-    /// The same row was there already.
-    Same,
-    /// A disagreeing row was corrected from the object.
-    Corrected(Row),
-}
 
 /// How long to wait before trying an unavailable index again.
 pub const RETRY: Duration = Duration::from_secs(10);

@@ -4,8 +4,6 @@
 
 use std::io::Write;
 
-use anyhow::Context as _;
-
 use crate::naming::{ObjectKey, check_tiling};
 use crate::store::Store;
 use crate::timestamp::format_millis;
@@ -34,15 +32,13 @@ pub fn ls(
         for p in partitions {
             let mut ranges = Vec::new();
             let (mut records, mut bytes) = (0u64, 0u64);
-            for first in store.list(topic, p)? {
+            // One listing with metadata (GCS), not a HEAD per object.
+            for (first, info) in store.list_infos(topic, p)? {
                 let key = ObjectKey {
                     topic: topic.as_str().into(),
                     partition: p,
                     first,
                 };
-                let info = store.head(&key)?.with_context(|| {
-                    format!("object {} vanished while listing", store.object_url(&key))
-                })?;
                 let s = &info.summary;
                 let ts = |t: Option<i64>| t.map_or("-".to_string(), format_millis);
                 writeln!(
