@@ -84,17 +84,35 @@ fn every_record_lands_exactly_once_with_every_field() {
     assert_eq!(lines[0]["offset"], first.records[0].offset);
 }
 
+/// How many archive files a `file://` archive holds now.
+fn stored_files(root: &std::path::Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stored_files(&e.path()),
+                Ok(_) if name.ends_with(".avro") && !name.starts_with('.') => 1,
+                _ => 0,
+            }
+        })
+        .sum()
+}
+
 #[test]
 fn kill_9_at_random_moments_rebuilds_an_identical_archive() {
     let _broker = support::shared_broker();
     let (topic, produced) =
         support::topic_with_records("kill9", 4, 30_000, &["lz4", "zstd", "gzip"]);
-    let files = "max_file_bytes = \"256KiB\"\nblock_bytes = \"32KiB\"\n";
+    let files = "max_file_bytes = \"64KiB\"\nblock_bytes = \"16KiB\"\n";
     let reference = Setup::new(&[&topic], &support::unique("ref"), "", files);
     let started = Instant::now();
     reference.run_to_end();
     let full_run = started.elapsed();
-    let total = support::snapshot(&reference.archive).len();
+    let total = stored_files(&reference.archive);
 
     let victim = Setup::new(&[&topic], &support::unique("victim"), "", files);
     let mut rng = Rng::new(0xC0FFEE);
@@ -105,23 +123,39 @@ fn kill_9_at_random_moments_rebuilds_an_identical_archive() {
         if kills >= 6 {
             break;
         }
-        let child = victim.spawn(&["--until-caught-up"]);
-        let wait = Duration::from_millis(30 + rng.below(full_run.as_millis() as u64 * 2 / 3 + 1));
-        std::thread::sleep(wait);
-        let mut child = child;
+        let before = stored_files(&victim.archive);
+        let mut child = victim.spawn(&["--until-caught-up"]);
+        // The first run dies at a random moment from its start (start-up
+        // included); the others once they stored a few files of their own,
+        // at a random moment after (building, uploading, committing).
+        if kills > 0 {
+            let files = before + 1 + rng.below(8) as usize;
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while stored_files(&victim.archive) < files
+                && child.try_wait().unwrap().is_none()
+                && Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+        let wait = if kills > 0 {
+            rng.below(20)
+        } else {
+            30 + rng.below(full_run.as_millis() as u64 / 2 + 1)
+        };
+        std::thread::sleep(Duration::from_millis(wait));
         if child.try_wait().unwrap().is_none() {
             support::signal(&child, "-KILL");
             kills += 1;
             let _ = child.wait();
-            let stored = if victim.archive.exists() {
-                support::snapshot(&victim.archive).len()
-            } else {
-                0
-            };
+            let stored = stored_files(&victim.archive);
             midway += usize::from(stored > 0 && stored < total);
         }
         let _ = child.wait();
     }
+    eprintln!(
+        "{kills} kills, {midway} with the archive partly built ({total} files, a full run takes {full_run:?})"
+    );
     assert!(kills >= 5, "only {kills} kills landed mid-run");
     assert!(
         midway >= 2,
