@@ -1,5 +1,6 @@
 //! The command line: argument definitions and parsing only. Nothing here
-//! reads files or talks to services.
+//! reads files or talks to services; each command's arguments are a plain
+//! struct its `commands::…::run` receives.
 
 use std::path::PathBuf;
 
@@ -61,33 +62,55 @@ pub enum Source {
     Store(String),
 }
 
+/// `kafka-store run`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunArgs {
+    pub config: PathBuf,
+    pub until_caught_up: bool,
+}
+
+/// `kafka-store ls`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LsArgs {
+    pub source: Source,
+    pub topic: Option<String>,
+    pub partition: Option<i32>,
+}
+
+/// `kafka-store cat`: an object of a store, or a local file without one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CatArgs {
+    pub source: Option<Source>,
+    pub object: String,
+}
+
+/// What `locate` looks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    Offset(i64),
+    /// Milliseconds since the epoch.
+    Time(i64),
+}
+
+/// `kafka-store locate`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LocateArgs {
+    pub config: PathBuf,
+    pub topic: String,
+    pub partition: i32,
+    pub target: Target,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
-    Run {
-        config: PathBuf,
-        until_caught_up: bool,
-    },
-    Ls {
-        source: Source,
-        topic: Option<String>,
-        partition: Option<i32>,
-    },
-    Cat {
-        source: Option<Source>,
-        object: String,
-    },
-    Status {
-        config: PathBuf,
-    },
-    Locate {
-        config: PathBuf,
-        topic: String,
-        partition: i32,
-        target: crate::locate::Target,
-    },
-    Reindex {
-        config: PathBuf,
-    },
+    Run(RunArgs),
+    Ls(LsArgs),
+    Cat(CatArgs),
+    /// `kafka-store status --config FILE`.
+    Status(PathBuf),
+    Locate(LocateArgs),
+    /// `kafka-store reindex --config FILE`.
+    Reindex(PathBuf),
     Help,
     Version,
 }
@@ -104,7 +127,7 @@ pub struct Args {
 #[error("{0} (see kafka-store --help)")]
 pub struct UsageError(pub String);
 
-fn usage(msg: impl Into<String>) -> UsageError {
+pub fn usage(msg: impl Into<String>) -> UsageError {
     UsageError(msg.into())
 }
 
@@ -155,7 +178,7 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Args,
             Long("time") => {
                 let v = parser.value()?.string()?;
                 time = Some(
-                    crate::timestamp::parse_rfc3339(&v)
+                    crate::format::timestamp::parse_rfc3339(&v)
                         .map_err(|e| usage(format!("--time: {e}")))?,
                 );
             }
@@ -194,26 +217,24 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Args,
             None => return Err(usage("no command given")),
             Some("run") => {
                 no_positional("run")?;
-                Command::Run {
+                Command::Run(RunArgs {
                     config: config_of("run", source)?,
                     until_caught_up,
-                }
+                })
             }
             Some("ls") => {
                 no_positional("ls")?;
                 let source =
                     source.ok_or_else(|| usage("ls needs --config FILE or --store URL"))?;
-                Command::Ls {
+                Command::Ls(LsArgs {
                     source,
                     topic,
                     partition,
-                }
+                })
             }
             Some("status") => {
                 no_positional("status")?;
-                Command::Status {
-                    config: config_of("status", source)?,
-                }
+                Command::Status(config_of("status", source)?)
             }
             Some("locate") => {
                 no_positional("locate")?;
@@ -221,31 +242,29 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Args,
                 let topic = topic.ok_or_else(|| usage("locate needs --topic T"))?;
                 let partition = partition.ok_or_else(|| usage("locate needs --partition P"))?;
                 let target = match (offset, time) {
-                    (Some(o), None) => crate::locate::Target::Offset(o),
-                    (None, Some(t)) => crate::locate::Target::Time(t),
+                    (Some(o), None) => Target::Offset(o),
+                    (None, Some(t)) => Target::Time(t),
                     _ => return Err(usage("locate needs one of --offset O or --time T")),
                 };
-                Command::Locate {
+                Command::Locate(LocateArgs {
                     config,
                     topic,
                     partition,
                     target,
-                }
+                })
             }
             Some("reindex") => {
                 no_positional("reindex")?;
-                Command::Reindex {
-                    config: config_of("reindex", source)?,
-                }
+                Command::Reindex(config_of("reindex", source)?)
             }
             Some("cat") => {
                 if positional.len() != 1 {
                     return Err(usage("cat takes exactly one object or file"));
                 }
-                Command::Cat {
+                Command::Cat(CatArgs {
                     source,
                     object: positional.remove(0),
-                }
+                })
             }
             Some(other) => return Err(usage(format!("unknown command {other:?}"))),
         }
@@ -267,10 +286,10 @@ mod tests {
             p(&["run", "--config", "c.toml", "--until-caught-up"])
                 .unwrap()
                 .command,
-            Command::Run {
+            Command::Run(RunArgs {
                 config: "c.toml".into(),
                 until_caught_up: true
-            }
+            })
         );
         assert_eq!(
             p(&[
@@ -284,18 +303,18 @@ mod tests {
             ])
             .unwrap()
             .command,
-            Command::Ls {
+            Command::Ls(LsArgs {
                 source: Source::Store("file:///a".into()),
                 topic: Some("t".into()),
                 partition: Some(3)
-            }
+            })
         );
         assert_eq!(
             p(&["cat", "x.avro"]).unwrap().command,
-            Command::Cat {
+            Command::Cat(CatArgs {
                 source: None,
                 object: "x.avro".into()
-            }
+            })
         );
         assert_eq!(p(&["--version"]).unwrap().command, Command::Version);
         assert_eq!(p(&["run", "--help"]).unwrap().command, Command::Help);

@@ -51,5 +51,5 @@ pub fn init(level: &str) -> Result<(), String> {
 /// RFC 3339 UTC with milliseconds.
 pub fn timestamp(t: SystemTime) -> String {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    crate::timestamp::format_millis(d.as_millis() as i64)
+    crate::format::timestamp::format_millis(d.as_millis() as i64)
 }

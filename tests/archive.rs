@@ -184,7 +184,7 @@ fn kill_9_at_random_moments_rebuilds_an_identical_archive() {
 /// The Avro-encoded size of each record of a file, computed by apache-avro.
 fn encoded_sizes(file: &support::ArchFile) -> Vec<u64> {
     use apache_avro::types::Value;
-    let schema = apache_avro::Schema::parse_str(kafka_store::avro::SCHEMA).unwrap();
+    let schema = apache_avro::Schema::parse_str(kafka_store::format::avro::SCHEMA).unwrap();
     let writer = apache_avro::writer::datum::GenericDatumWriter::builder(&schema)
         .build()
         .unwrap();

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use kafka_store::kafka::{Client, TopicPartition};
+use kafka_store::format::names::TopicPartition;
+use kafka_store::kafka::Client;
 
 use crate::support::{self, BOOTSTRAP, Setup};
 
@@ -126,7 +127,8 @@ fn an_unwritable_archive_or_spool_directory_is_named() {
 /// group never claims more than the store holds.
 fn assert_commits_within_store(group: &str, topic: &str, archive: &Path) {
     let stored = support::read_archive(archive);
-    let mut client = Client::connect(support::client_config(&[BOOTSTRAP])).unwrap();
+    let mut client =
+        Client::connect(support::client_config(&[BOOTSTRAP]), Default::default()).unwrap();
     let tps: Vec<_> = (0..2).map(|p| TopicPartition::new(topic, p)).collect();
     for (tp, c) in client.committed_offsets(group, &tps).unwrap() {
         let files = stored

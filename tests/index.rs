@@ -269,7 +269,7 @@ fn locate_agrees_with_a_brute_force_scan_with_and_without_mysql() {
         }
         let t = 1_700_000_000_000 + rng.below(1_100_000) as i64;
         let want = all.iter().find(|r| r.timestamp >= t);
-        let time = kafka_store::timestamp::format_millis(t);
+        let time = kafka_store::format::timestamp::format_millis(t);
         for config in [&indexed.config, &plain, &unreachable] {
             let (code, out) = locate(config, "--time", &time);
             match want {

@@ -10,4 +10,5 @@ mod gcs;
 mod group;
 mod index;
 mod kafka_client;
+mod layout;
 mod resume;

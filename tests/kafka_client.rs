@@ -5,9 +5,10 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use kafka_store::format::names::TopicPartition;
+use kafka_store::format::record::{OwnedRecord, TimestampType};
 use kafka_store::kafka::records::{self, Event, RecordsError, TxnFilter};
-use kafka_store::kafka::{Client, ClientConfig, KafkaError, OffsetSpec, TopicPartition};
-use kafka_store::record::{OwnedRecord, TimestampType};
+use kafka_store::kafka::{Client, ClientConfig, KafkaError, OffsetSpec};
 
 use crate::support::{self, BOOTSTRAP, Frame, Rec};
 
@@ -152,7 +153,7 @@ fn every_record_of_every_codec_is_fetched_once_in_order_with_all_fields() {
         produced.extend(support::produce(&topic, &recs, codec));
     }
     let ends = support::extents(&topic);
-    let mut client = Client::connect(config(&[BOOTSTRAP])).unwrap();
+    let mut client = Client::connect(config(&[BOOTSTRAP]), Default::default()).unwrap();
     assert_eq!(client.partitions(&topic).unwrap(), vec![0, 1, 2, 3]);
     let starts = client
         .list_offsets(
@@ -204,7 +205,7 @@ fn log_append_time_records_carry_the_broker_time() {
         .unwrap()
         .as_millis() as i64;
     let ends = support::extents(&topic);
-    let mut client = Client::connect(config(&[BOOTSTRAP])).unwrap();
+    let mut client = Client::connect(config(&[BOOTSTRAP]), Default::default()).unwrap();
     let mut fetched = Fetched::default();
     fetch_until(
         &mut client,
@@ -248,7 +249,7 @@ fn aborted_transactions_are_skipped_and_positions_move_past_markers() {
         .collect();
     let ends = support::extents(&topic);
     assert_eq!(ends[&0].1, 93, "90 records and three markers");
-    let mut client = Client::connect(config(&[BOOTSTRAP])).unwrap();
+    let mut client = Client::connect(config(&[BOOTSTRAP]), Default::default()).unwrap();
     let mut fetched = Fetched::default();
     let mut positions = BTreeMap::from([(0, 0)]);
     fetch_until(
@@ -285,7 +286,7 @@ fn a_broker_restart_mid_fetch_resumes_at_the_right_offset() {
     let ends = support::extents(&topic);
     let mut cfg = config(&[BOOTSTRAP]);
     cfg.partition_fetch_bytes = 32 << 10;
-    let mut client = Client::connect(cfg).unwrap();
+    let mut client = Client::connect(cfg, Default::default()).unwrap();
     let mut fetched = Fetched::default();
     let mut positions = BTreeMap::from([(0, 0), (1, 0)]);
     fetch_until(
@@ -329,7 +330,7 @@ fn group_offsets_round_trip_with_their_metadata() {
     let topic = support::unique("offsets");
     support::create_topic(&topic, 3, &[]);
     let group = support::unique("group");
-    let mut client = Client::connect(config(&[BOOTSTRAP])).unwrap();
+    let mut client = Client::connect(config(&[BOOTSTRAP]), Default::default()).unwrap();
     let tps: Vec<_> = (0..3).map(|p| TopicPartition::new(&topic, p)).collect();
     assert!(client.committed_offsets(&group, &tps).unwrap().is_empty());
     let meta = || "kafka-store/1".to_string();
@@ -348,7 +349,7 @@ fn group_offsets_round_trip_with_their_metadata() {
     client
         .commit_offsets(&group, None, &[(tps[0].clone(), 50, "x".into())])
         .unwrap();
-    let got = Client::connect(config(&[BOOTSTRAP]))
+    let got = Client::connect(config(&[BOOTSTRAP]), Default::default())
         .unwrap()
         .committed_offsets(&group, &tps)
         .unwrap();
@@ -363,7 +364,7 @@ fn an_unreachable_broker_fails_in_bounded_time_naming_it() {
     let mut cfg = config(&["127.0.0.1:1"]);
     cfg.retry_timeout = Duration::from_secs(2);
     let started = Instant::now();
-    let err = Client::connect(cfg)
+    let err = Client::connect(cfg, Default::default())
         .err()
         .expect("nothing listens on port 1");
     assert!(
@@ -378,7 +379,7 @@ fn an_unreachable_broker_fails_in_bounded_time_naming_it() {
 #[test]
 fn an_unknown_topic_is_a_clear_error_not_a_retry_loop() {
     let _broker = support::shared_broker();
-    let mut client = Client::connect(config(&[BOOTSTRAP])).unwrap();
+    let mut client = Client::connect(config(&[BOOTSTRAP]), Default::default()).unwrap();
     let started = Instant::now();
     let err = client.partitions("no-such-topic-here").unwrap_err();
     assert!(started.elapsed() < Duration::from_secs(5));
@@ -395,7 +396,7 @@ fn an_offset_out_of_range_is_reported_not_hidden() {
     let topic = support::unique("oor");
     support::create_topic(&topic, 1, &[]);
     support::produce(&topic, &support::gen_records(3, 10, 1, 0), "none");
-    let mut client = Client::connect(config(&[BOOTSTRAP])).unwrap();
+    let mut client = Client::connect(config(&[BOOTSTRAP]), Default::default()).unwrap();
     let results = fetch_round(&mut client, &[(TopicPartition::new(&topic, 0), 1_000)]);
     let err = results[0].1.as_ref().unwrap_err();
     assert!(

@@ -22,11 +22,11 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::{Request, StrBytes, VersionRange};
 use uuid::Uuid;
 
-use super::TopicPartition;
 use super::connection::{Connection, ConnectionConfig};
 use super::error::{Action, KafkaError};
 use super::records::AbortedTxn;
-use crate::interrupt::Interrupt;
+use crate::cancel::Cancel;
+use crate::format::names::TopicPartition;
 
 /// Everything the client needs to know; built from the `[kafka]` config.
 #[derive(Clone, Debug)]
@@ -45,8 +45,6 @@ pub struct ClientConfig {
     pub fetch_max_bytes: i32,
     /// Upper bound of one partition's data in a fetch response.
     pub partition_fetch_bytes: i32,
-    /// Set on SIGTERM/SIGINT: retry loops give up at once.
-    pub interrupt: Interrupt,
 }
 
 // The versions this client implements (and sets the fields of) correctly.
@@ -76,6 +74,9 @@ impl OffsetSpec {
         }
     }
 }
+
+/// Topic → partition count.
+pub type Layout = BTreeMap<String, i32>;
 
 /// What one fetch round says about one partition.
 pub type FetchOutcome = (TopicPartition, Result<PartitionData, KafkaError>);
@@ -110,6 +111,8 @@ struct TopicMeta {
 /// A synchronous Kafka client for one thread.
 pub struct Client {
     pub(super) config: ClientConfig,
+    /// The stop flag: retry loops and reads in flight give up when it is set.
+    cancel: Cancel,
     /// Node id → `host:port`, from the last metadata response.
     brokers: HashMap<i32, String>,
     /// Open connections by `host:port`.
@@ -126,9 +129,10 @@ pub struct Client {
 impl Client {
     /// Connects to the first reachable bootstrap broker and reads the
     /// cluster's brokers; retries until `retry_timeout`.
-    pub fn connect(config: ClientConfig) -> Result<Self, KafkaError> {
+    pub fn connect(config: ClientConfig, cancel: Cancel) -> Result<Self, KafkaError> {
         let mut client = Client {
             config,
+            cancel,
             brokers: HashMap::new(),
             conns: HashMap::new(),
             topics: HashMap::new(),
@@ -155,7 +159,7 @@ impl Client {
                 Err(e) if e.is_retriable() && Instant::now() + backoff < deadline => {
                     log::debug!("retrying in {backoff:?}: {e}");
                     self.note_failure(&e);
-                    if !self.config.interrupt.sleep(backoff) {
+                    if !self.cancel.sleep(backoff) {
                         return Err(KafkaError::Interrupted);
                     }
                     backoff = (backoff * 2).min(self.config.retry_backoff_max);
@@ -182,7 +186,7 @@ impl Client {
         f: impl FnOnce(&mut Connection) -> Result<T, KafkaError>,
     ) -> Result<T, KafkaError> {
         if !self.conns.contains_key(addr) {
-            let conn = Connection::open(addr, &self.config.connection, &self.config.interrupt)?;
+            let conn = Connection::open(addr, &self.config.connection, &self.cancel)?;
             self.conns.insert(addr.to_string(), conn);
         }
         let conn = self.conns.get_mut(addr).expect("inserted above");
@@ -390,6 +394,30 @@ impl Client {
             names.sort();
             Ok(names)
         })
+    }
+
+    /// The topics named in `topics` or matching `regex` that exist now,
+    /// with their partition counts.
+    pub fn subscribed(
+        &mut self,
+        topics: &[String],
+        regex: Option<&regex_lite::Regex>,
+    ) -> Result<Layout, KafkaError> {
+        let mut names: std::collections::BTreeSet<String> = topics.iter().cloned().collect();
+        if let Some(re) = regex {
+            names.extend(self.topic_names()?.into_iter().filter(|t| re.is_match(t)));
+        }
+        let mut layout = Layout::new();
+        for topic in names {
+            match self.partitions(&topic) {
+                Ok(p) => {
+                    layout.insert(topic, p.len() as i32);
+                }
+                Err(KafkaError::UnknownTopic { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(layout)
     }
 
     fn leader_of(&self, tp: &TopicPartition) -> Option<(i32, i32)> {

@@ -19,7 +19,7 @@ use kafka_protocol::protocol::{
 };
 
 use super::error::KafkaError;
-use crate::interrupt::Interrupt;
+use crate::cancel::Cancel;
 
 /// Reads wait at most this long before looking at the stop flag.
 const READ_SLICE: Duration = Duration::from_millis(200);
@@ -58,18 +58,18 @@ pub struct Connection {
     client_id: StrBytes,
     request_timeout: Duration,
     max_response_bytes: usize,
-    interrupt: Interrupt,
+    cancel: Cancel,
     /// The broker's supported range per API key.
     supported: HashMap<i16, (i16, i16)>,
 }
 
 impl Connection {
     /// Connects to `addr` (`host:port`) and negotiates API versions.
-    /// `interrupt` aborts a request in flight (SIGTERM/SIGINT).
+    /// `cancel` aborts a request in flight (the stop flag).
     pub fn open(
         addr: &str,
         config: &ConnectionConfig,
-        interrupt: &Interrupt,
+        cancel: &Cancel,
     ) -> Result<Self, KafkaError> {
         let connect_err = |source| KafkaError::Connect {
             broker: addr.to_string(),
@@ -114,7 +114,7 @@ impl Connection {
             client_id: StrBytes::from_string(config.client_id.clone()),
             request_timeout: config.request_timeout,
             max_response_bytes: config.max_response_bytes,
-            interrupt: interrupt.clone(),
+            cancel: cancel.clone(),
             supported: HashMap::new(),
         };
         conn.handshake()?;
@@ -291,7 +291,7 @@ impl Connection {
                         ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
                     ) =>
                 {
-                    if self.interrupt.is_set() {
+                    if self.cancel.is_set() {
                         return Err(KafkaError::Interrupted);
                     }
                     if started.elapsed() > limit {
@@ -393,7 +393,7 @@ mod tests {
             max_response_bytes: 1 << 20,
         };
         let started = Instant::now();
-        let err = Connection::open("127.0.0.1:1", &config, &Interrupt::default())
+        let err = Connection::open("127.0.0.1:1", &config, &Cancel::default())
             .err()
             .unwrap();
         assert!(started.elapsed() < Duration::from_secs(2));

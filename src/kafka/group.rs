@@ -18,10 +18,10 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{StrBytes, VersionRange};
 
-use super::TopicPartition;
 use super::client::Client;
 use super::connection::Connection;
 use super::error::KafkaError;
+use crate::format::names::TopicPartition;
 
 const FIND_COORDINATOR: VersionRange = VersionRange { min: 1, max: 6 };
 const OFFSET_COMMIT: VersionRange = VersionRange { min: 2, max: 9 };

@@ -23,10 +23,10 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes, VersionRange};
 
-use super::TopicPartition;
 use super::client::Client;
 use super::error::{Action, KafkaError, classify};
 use super::group::Generation;
+use crate::format::names::TopicPartition;
 
 const JOIN_GROUP: VersionRange = VersionRange { min: 4, max: 9 };
 const SYNC_GROUP: VersionRange = VersionRange { min: 3, max: 5 };
@@ -497,22 +497,24 @@ mod tests {
     fn a_coordinator_that_moved_is_looked_up_again() {
         let (addr, counts) = coordinator_that_moves(1);
         let quick = Duration::from_secs(2);
-        let mut client = Client::connect(crate::kafka::ClientConfig {
-            brokers: vec![addr],
-            connection: crate::kafka::ConnectionConfig {
-                client_id: "test".into(),
-                connect_timeout: quick,
-                request_timeout: quick,
-                max_response_bytes: 1 << 20,
+        let mut client = Client::connect(
+            crate::kafka::client::ClientConfig {
+                brokers: vec![addr],
+                connection: crate::kafka::connection::ConnectionConfig {
+                    client_id: "test".into(),
+                    connect_timeout: quick,
+                    request_timeout: quick,
+                    max_response_bytes: 1 << 20,
+                },
+                retry_timeout: quick,
+                retry_backoff: Duration::from_millis(10),
+                retry_backoff_max: Duration::from_millis(10),
+                fetch_max_wait: Duration::from_millis(100),
+                fetch_max_bytes: 1 << 20,
+                partition_fetch_bytes: 1 << 20,
             },
-            retry_timeout: quick,
-            retry_backoff: Duration::from_millis(10),
-            retry_backoff_max: Duration::from_millis(10),
-            fetch_max_wait: Duration::from_millis(100),
-            fetch_max_bytes: 1 << 20,
-            partition_fetch_bytes: 1 << 20,
-            interrupt: crate::interrupt::Interrupt::default(),
-        })
+            crate::cancel::Cancel::default(),
+        )
         .unwrap();
         let generation = Generation {
             generation: 1,

@@ -8,15 +8,15 @@
 //! - `group`: coordinator lookup and group offsets.
 //! - `membership`: JoinGroup/SyncGroup/Heartbeat/LeaveGroup and the consumer
 //!   protocol's subscription and assignment encodings.
+//! - `assignor`: the range and sticky assignors the group leader runs.
 //! - `records`: record-batch decoding and transaction filtering.
 //! - `error`: typed errors and the retry classification.
 //!
-//! It owns no threads and keeps no state beyond one `Client`'s caches; it
-//! never decides what to archive or commit.
+//! A leaf: it takes its own options (`ClientConfig`) and the stop flag
+//! (`Cancel`), owns no threads and keeps no state beyond one `Client`'s
+//! caches; it never decides what to archive or commit.
 
-use std::fmt;
-use std::sync::Arc;
-
+pub mod assignor;
 mod client;
 mod connection;
 mod error;
@@ -24,30 +24,8 @@ mod group;
 mod membership;
 pub mod records;
 
-pub use client::{Client, ClientConfig, OffsetSpec, PartitionData};
+pub use client::{Client, ClientConfig, Layout, OffsetSpec, PartitionData};
 pub use connection::ConnectionConfig;
-pub use error::{Action, KafkaError};
+pub use error::KafkaError;
 pub use group::{Committed, Generation};
 pub use membership::{JoinConfig, Joined, Subscription, encode_subscription};
-
-/// A topic and one of its partitions; cheap to clone.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TopicPartition {
-    pub topic: Arc<str>,
-    pub partition: i32,
-}
-
-impl TopicPartition {
-    pub fn new(topic: &str, partition: i32) -> Self {
-        TopicPartition {
-            topic: Arc::from(topic),
-            partition,
-        }
-    }
-}
-
-impl fmt::Display for TopicPartition {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.topic, self.partition)
-    }
-}

@@ -11,7 +11,7 @@
 use std::collections::HashSet;
 use std::io::Read;
 
-use crate::record::{Header, Record, TimestampType};
+use crate::format::record::{Header, Record, TimestampType};
 
 /// Bytes before a v2 batch's records: base offset (8), batch length (4),
 /// leader epoch (4), magic (1), crc (4), attributes (2), last offset delta

@@ -14,20 +14,13 @@ use std::fs::{self, File};
 use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
 
-use super::{ObjectInfo, PutOutcome, Store, StoreError, Upload};
-use crate::avro;
-use crate::naming::{self, ObjectKey};
+use super::object::{ObjectInfo, PutOutcome, Store, StoreError, Upload};
+use crate::format::avro;
+use crate::format::names::{self, ObjectKey};
 
 /// A store in a directory.
 pub struct FileStore {
     root: PathBuf,
-}
-
-fn fatal(what: impl Into<String>, e: impl std::fmt::Display) -> StoreError {
-    StoreError::Fatal {
-        what: what.into(),
-        why: e.to_string(),
-    }
 }
 
 /// Network filesystems may time out or go stale for a while; local errors
@@ -37,11 +30,14 @@ fn io_error(what: impl Into<String>, e: io::Error) -> StoreError {
         io::ErrorKind::TimedOut
         | io::ErrorKind::Interrupted
         | io::ErrorKind::WouldBlock
-        | io::ErrorKind::StaleNetworkFileHandle => StoreError::Retriable {
+        | io::ErrorKind::StaleNetworkFileHandle => StoreError::Unavailable {
             what: what.into(),
             why: e.to_string(),
         },
-        _ => fatal(what, e),
+        _ => StoreError::Io {
+            what: what.into(),
+            source: e,
+        },
     }
 }
 
@@ -71,11 +67,17 @@ impl FileStore {
     /// is writable, so a misconfiguration is reported before any work.
     pub fn open(root: &Path) -> Result<Self, StoreError> {
         let what = || format!("archive directory {}", root.display());
-        fs::create_dir_all(root).map_err(|e| fatal(format!("cannot create {}", what()), e))?;
+        fs::create_dir_all(root).map_err(|source| StoreError::Io {
+            what: format!("cannot create {}", what()),
+            source,
+        })?;
         let probe = root.join(format!(".kafka-store-probe-{}", std::process::id()));
         File::create(&probe)
             .and_then(|f| f.sync_all())
-            .map_err(|e| fatal(format!("{} is not writable", what()), e))?;
+            .map_err(|source| StoreError::Io {
+                what: format!("{} is not writable", what()),
+                source,
+            })?;
         let _ = fs::remove_file(&probe);
         Ok(FileStore {
             root: root.to_path_buf(),
@@ -116,7 +118,10 @@ impl FileStore {
                 info.crc32c = Some(crc);
                 Ok(PutOutcome::Conflict(info))
             }
-            None => Err(fatal(what(), "vanished while being compared")),
+            None => Err(StoreError::Unavailable {
+                what: what(),
+                why: "vanished while being compared".into(),
+            }),
         }
     }
 
@@ -162,19 +167,29 @@ impl Store for FileStore {
             .metadata()
             .map_err(|e| io_error(format!("cannot stat {}", what()), e))?
             .len();
-        let header = avro::read_header(&mut BufReader::with_capacity(8192, file))
-            .map_err(|e| fatal(format!("{} is not a readable archive file", what()), e))?;
+        let header = match avro::read_header(&mut BufReader::with_capacity(8192, file)) {
+            Ok(h) => h,
+            Err(avro::AvroError::Io(e)) => {
+                return Err(io_error(format!("cannot read {}", what()), e));
+            }
+            Err(e) => {
+                return Err(StoreError::NotArchive {
+                    what: what(),
+                    why: format!("is not a readable archive file: {e}"),
+                });
+            }
+        };
         if header.first_offset != key.first
             || header.partition != key.partition
             || *header.topic != *key.topic
         {
-            return Err(fatal(
-                what(),
-                format!(
+            return Err(StoreError::NotArchive {
+                what: what(),
+                why: format!(
                     "its header says {}/{} offset {}",
                     header.topic, header.partition, header.first_offset
                 ),
-            ));
+            });
         }
         Ok(Some(ObjectInfo {
             summary: header.summary,
@@ -225,11 +240,11 @@ impl Store for FileStore {
     }
 
     fn list(&self, topic: &str, partition: i32) -> Result<Vec<i64>, StoreError> {
-        let dir = self.root.join(naming::partition_dir(topic, partition));
+        let dir = self.root.join(names::partition_dir(topic, partition));
         let mut firsts: Vec<i64> = read_names(&dir)
             .map_err(|e| io_error(format!("cannot list {}", dir.display()), e))?
             .iter()
-            .filter_map(|n| naming::parse_file_name(n))
+            .filter_map(|n| names::parse_file_name(n))
             .collect();
         firsts.sort_unstable();
         Ok(firsts)
@@ -250,7 +265,7 @@ impl Store for FileStore {
         let mut out: Vec<i32> = read_names(&dir)
             .map_err(|e| io_error(format!("cannot list {}", dir.display()), e))?
             .iter()
-            .filter_map(|n| naming::parse_partition_dir(n))
+            .filter_map(|n| names::parse_partition_dir(n))
             .collect();
         out.sort_unstable();
         Ok(out)

@@ -1,138 +1,97 @@
-//! The store interface: where finished archive files become objects.
+//! The archive stores: where finished archive files become objects.
 //!
-//! A store offers create-only puts (an existing object is never
-//! overwritten), metadata lookups for chain following, listings and reads.
-//! Implementations: `file` (a local or mounted directory), `gcs` (Google
-//! Cloud Storage).
+//! - `object`: the `Store` trait, object metadata, put outcomes, errors.
+//! - `file`: `file://DIR`, a local or mounted directory.
+//! - `gcs`: `gs://BUCKET/PREFIX`, Google Cloud Storage.
+//! - `http`: what HTTP stores share (agent, retry policy, back-off).
 //!
-//! A store never decides what to write or when to commit offsets; it only
-//! answers whether an object now exists with the given bytes.
+//! A leaf: each store takes its own options and the stop flag; none knows
+//! about Kafka, the spool or the configuration file.
 
-use std::io::Read;
-use std::path::Path;
+use std::fmt;
+use std::path::PathBuf;
 
-use crate::avro::Summary;
-use crate::config::{GcsConfig, StoreUrl};
-use crate::interrupt::Interrupt;
-use crate::naming::ObjectKey;
+use crate::cancel::Cancel;
 
 pub mod file;
 pub mod gcs;
+pub mod http;
+mod object;
 
-/// Version of the archive format written into every object's metadata.
-pub const FORMAT_VERSION: u32 = crate::avro::FORMAT_VERSION;
+pub use object::{ObjectInfo, PutOutcome, Store, StoreError, Upload};
 
-/// What a store knows about an object without reading it.
+/// A store location, as `store.url` (or `--store`) names it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ObjectInfo {
-    pub summary: Summary,
-    pub size: u64,
-    /// CRC32C of the whole object, when the store keeps it (GCS does; a
-    /// local store computes it only when it must compare).
-    pub crc32c: Option<u32>,
-    /// Base64 MD5 of the whole object, when the store keeps it (GCS).
-    pub md5: Option<String>,
-    pub format_version: u32,
+pub enum StoreUrl {
+    /// `file://DIR`: a local or mounted directory.
+    File(PathBuf),
+    /// `gs://BUCKET/PREFIX`: Google Cloud Storage; the prefix may be empty.
+    Gcs { bucket: String, prefix: String },
 }
 
-/// A finished spool file ready to be stored.
-#[derive(Clone, Debug)]
-pub struct Upload<'a> {
-    pub key: &'a ObjectKey,
-    pub path: &'a Path,
-    pub summary: Summary,
-    pub size: u64,
-    pub crc32c: u32,
+/// A URL that names no store, with why.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("store url {url:?} {why}")]
+pub struct BadStoreUrl {
+    pub url: String,
+    pub why: String,
 }
 
-/// What a create-only put found.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum PutOutcome {
-    /// The object did not exist; it does now, with our bytes.
-    Created,
-    /// The object existed with exactly our bytes (a rebuild or a twin).
-    Identical,
-    /// The object existed with other bytes: another builder cut the file
-    /// elsewhere. Its metadata says where the chain goes on.
-    Conflict(ObjectInfo),
-}
-
-/// Store failures, split by what the caller can do about them.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum StoreError {
-    /// May succeed if tried again later (network, throttling, 5xx).
-    #[error("{what}: {why}")]
-    Retriable { what: String, why: String },
-    /// Will not succeed without a fix (permissions, full disk, bad object).
-    #[error("{what}: {why}")]
-    Fatal { what: String, why: String },
-}
-
-impl StoreError {
-    pub fn is_retriable(&self) -> bool {
-        matches!(self, StoreError::Retriable { .. })
-    }
-}
-
-/// An archive store.
-pub trait Store: Send + Sync {
-    /// The store's URL, for messages.
-    fn url(&self) -> String;
-
-    /// The object's metadata, or None if it does not exist.
-    fn head(&self, key: &ObjectKey) -> Result<Option<ObjectInfo>, StoreError>;
-
-    /// Creates the object from a local file unless it exists (never overwrites).
-    fn put(&self, upload: &Upload) -> Result<PutOutcome, StoreError>;
-
-    /// First offsets of the partition's objects, ascending.
-    fn list(&self, topic: &str, partition: i32) -> Result<Vec<i64>, StoreError>;
-
-    /// The partition's objects with their metadata, ascending by first
-    /// offset (stores that list metadata with names override this).
-    fn list_infos(
-        &self,
-        topic: &str,
-        partition: i32,
-    ) -> Result<Vec<(i64, ObjectInfo)>, StoreError> {
-        let mut out = Vec::new();
-        for first in self.list(topic, partition)? {
-            let key = ObjectKey {
-                topic: topic.into(),
-                partition,
-                first,
-            };
-            let info = self.head(&key)?.ok_or_else(|| StoreError::Retriable {
-                what: format!("object {}", self.object_url(&key)),
-                why: "vanished while listing".into(),
-            })?;
-            out.push((first, info));
+impl StoreUrl {
+    pub fn parse(url: &str) -> Result<Self, BadStoreUrl> {
+        let bad = |why: String| BadStoreUrl {
+            url: url.to_string(),
+            why,
+        };
+        if let Some(path) = url.strip_prefix("file://") {
+            if path.is_empty() {
+                return Err(bad("names no directory".into()));
+            }
+            return Ok(StoreUrl::File(PathBuf::from(path)));
         }
-        Ok(out)
-    }
-
-    /// Topics with at least one partition folder, sorted.
-    fn topics(&self) -> Result<Vec<String>, StoreError>;
-
-    /// Partitions of a topic that have a folder, sorted.
-    fn partitions(&self, topic: &str) -> Result<Vec<i32>, StoreError>;
-
-    /// Reads an object.
-    fn open(&self, key: &ObjectKey) -> Result<Box<dyn Read + Send>, StoreError>;
-
-    /// Where an object lives, as a URL (for logs and `ls`).
-    fn object_url(&self, key: &ObjectKey) -> String {
-        format!("{}/{}", self.url().trim_end_matches('/'), key.path())
+        if let Some(rest) = url.strip_prefix("gs://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            let bucket_ok = (3..=222).contains(&bucket.len())
+                && bucket.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.')
+                })
+                && bucket.as_bytes()[0].is_ascii_alphanumeric();
+            if !bucket_ok {
+                return Err(bad(format!(
+                    "has {bucket:?}, which is not a valid bucket name (lowercase letters, digits, '-', '_', '.')"
+                )));
+            }
+            let prefix = prefix.trim_matches('/');
+            if prefix.split('/').any(|p| p == "." || p == "..") || prefix.contains("//") {
+                return Err(bad("has a prefix that is not a plain path".into()));
+            }
+            return Ok(StoreUrl::Gcs {
+                bucket: bucket.to_string(),
+                prefix: prefix.to_string(),
+            });
+        }
+        Err(bad(
+            "is not a store url (expected file:///path/to/dir or gs://bucket/prefix)".into(),
+        ))
     }
 }
 
-/// Opens the store a URL names, checking that it can be used.
-/// `interrupt` ends a store's retry loops early (SIGTERM/SIGINT).
+impl fmt::Display for StoreUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreUrl::File(p) => write!(f, "file://{}", p.display()),
+            StoreUrl::Gcs { bucket, prefix } if prefix.is_empty() => write!(f, "gs://{bucket}"),
+            StoreUrl::Gcs { bucket, prefix } => write!(f, "gs://{bucket}/{prefix}"),
+        }
+    }
+}
+
+/// Opens the store a URL names, checking that it can be used. `cancel`
+/// ends the store's waits and retries early.
 pub fn open(
     url: &StoreUrl,
-    gcs: &GcsConfig,
-    interrupt: &Interrupt,
+    gcs: &gcs::GcsOptions,
+    cancel: &Cancel,
 ) -> Result<Box<dyn Store>, StoreError> {
     match url {
         StoreUrl::File(dir) => Ok(Box::new(file::FileStore::open(dir)?)),
@@ -140,7 +99,39 @@ pub fn open(
             bucket,
             prefix,
             gcs,
-            interrupt.clone(),
+            cancel.clone(),
         )?)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_urls_parse_or_say_why_not() {
+        assert_eq!(
+            StoreUrl::parse("gs://my-bucket/archive/kafka/").unwrap(),
+            StoreUrl::Gcs {
+                bucket: "my-bucket".into(),
+                prefix: "archive/kafka".into()
+            }
+        );
+        assert_eq!(
+            StoreUrl::parse("file:///var/a").unwrap(),
+            StoreUrl::File("/var/a".into())
+        );
+        let bare = StoreUrl::parse("gs://my-bucket").unwrap();
+        assert_eq!(bare.to_string(), "gs://my-bucket");
+        for (bad, why) in [
+            ("gs://x", "not a valid bucket name"),
+            ("gs://Bad_Bucket/a", "not a valid bucket name"),
+            ("gs://bucket/../up", "not a plain path"),
+            ("file://", "names no directory"),
+            ("s4://b", "is not a store url"),
+        ] {
+            let e = StoreUrl::parse(bad).unwrap_err().to_string();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
     }
 }

@@ -34,16 +34,15 @@ pub fn client_config(brokers: &[&str]) -> kafka_store::kafka::ClientConfig {
         fetch_max_wait: Duration::from_millis(200),
         fetch_max_bytes: 4 << 20,
         partition_fetch_bytes: 256 << 10,
-        interrupt: Default::default(),
     }
 }
 
 /// The group's committed offsets of a topic's partitions, by partition.
 pub fn committed(group: &str, topic: &str, partitions: i32) -> BTreeMap<i32, i64> {
     let tps: Vec<_> = (0..partitions)
-        .map(|p| kafka_store::kafka::TopicPartition::new(topic, p))
+        .map(|p| kafka_store::format::names::TopicPartition::new(topic, p))
         .collect();
-    kafka_store::kafka::Client::connect(client_config(&[BOOTSTRAP]))
+    kafka_store::kafka::Client::connect(client_config(&[BOOTSTRAP]), Default::default())
         .unwrap()
         .committed_offsets(group, &tps)
         .unwrap()

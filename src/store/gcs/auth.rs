@@ -25,6 +25,8 @@ use ring::signature::{RSA_PKCS1_SHA256, RsaKeyPair};
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::store::http::{self as web, Failure};
+
 /// The OAuth2 scope requested with a service-account key: read and write objects.
 pub const SCOPE: &str = "https://www.googleapis.com/auth/devstorage.read_write";
 
@@ -501,7 +503,7 @@ impl Endpoint {
         let mut response = response.map_err(|e| {
             let what = format!("cannot reach {} for {}", self.name, self.for_whom);
             let why = e.to_string();
-            if transport_error_is_retriable(&e) {
+            if web::retriable(Failure::Transport(web::transport(&e))) {
                 AuthError::retriable(what, why)
             } else {
                 AuthError::fatal(what, why)
@@ -529,7 +531,7 @@ impl Endpoint {
     /// A non-success status other than a refused grant.
     fn status_error(&self, status: u16, body: &[u8]) -> AuthError {
         let why = status_detail(status, body);
-        if matches!(status, 408 | 429 | 500..=599) {
+        if web::retriable(Failure::Status(status)) {
             AuthError::retriable(
                 format!(
                     "{} failed to issue a token for {}",
@@ -595,24 +597,6 @@ impl Endpoint {
         );
         Ok(Token::new(token.clone(), fetched_at, lifetime))
     }
-}
-
-/// Whether a ureq error (no response at all) may go away by itself.
-fn transport_error_is_retriable(e: &ureq::Error) -> bool {
-    use ureq::Error as E;
-    !matches!(
-        e,
-        E::Http(_)
-            | E::BadUri(_)
-            | E::InvalidProxyUrl
-            | E::RequireHttpsOnly(_)
-            | E::Pem(_)
-            | E::TlsRequired
-            | E::RedirectFailed
-            | E::TooManyRedirects
-            | E::BodyExceedsLimit(_)
-            | E::StatusCode(_)
-    )
 }
 
 /// OAuth's `error` and `error_description` (`invalid_grant: Invalid JWT

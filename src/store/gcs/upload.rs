@@ -22,13 +22,12 @@ use base64::Engine as _;
 use md5::Digest as _;
 use serde::{Deserialize, Serialize};
 
-use super::retry::{self, Backoff, Failure};
-use super::{
+use super::api::{
     FORMAT_VERSION, GcsStore, MAX_TIMESTAMP, MIN_TIMESTAMP, NEXT_OFFSET, ObjectResource, Payload,
-    RECORD_COUNT, Request, SendError, crc32c_b64, encode, fatal, retriable,
+    RECORD_COUNT, Reply, Request, SendError, crc32c_b64, refused, unavailable,
 };
-use crate::spool::Spool;
-use crate::store::{PutOutcome, StoreError, Upload};
+use crate::store::http::{self as web, Backoff, Failure, encode};
+use crate::store::object::{PutOutcome, StoreError, Upload};
 
 /// GCS persists resumable uploads in multiples of this.
 const QUANTUM: u64 = 256 << 10;
@@ -111,18 +110,16 @@ struct Put<'a> {
 
 pub(super) fn put(store: &GcsStore, upload: &Upload) -> Result<PutOutcome, StoreError> {
     let name = store.object_name(upload.key);
-    let md5 = md5_of(upload.path).map_err(|e| {
-        fatal(
-            format!("cannot read spool file {}", upload.path.display()),
-            e,
-        )
+    let md5 = md5_of(upload.path).map_err(|source| StoreError::Io {
+        what: format!("cannot read spool file {}", upload.path.display()),
+        source,
     })?;
     let mut put = Put {
         store,
         upload,
         name,
         md5,
-        session_file: Spool::session_path(upload.path, upload.key),
+        session_file: upload.session_note.to_path_buf(),
         deadline: Instant::now() + store.retry_timeout,
         backoff: Backoff::new(Duration::from_millis(200), Duration::from_secs(10)),
     };
@@ -183,7 +180,7 @@ impl Put<'_> {
                     }
                     let _ = std::fs::remove_file(&self.session_file);
                     if sessions >= MAX_NEW_SESSIONS {
-                        return Err(retriable(self.what(), "upload sessions keep vanishing"));
+                        return Err(unavailable(self.what(), "upload sessions keep vanishing"));
                     }
                     sessions += 1;
                     resumed = false;
@@ -209,7 +206,10 @@ impl Put<'_> {
             meta(MIN_TIMESTAMP, min.to_string());
             meta(MAX_TIMESTAMP, max.to_string());
         }
-        meta(FORMAT_VERSION, crate::store::FORMAT_VERSION.to_string());
+        meta(
+            FORMAT_VERSION,
+            crate::format::avro::FORMAT_VERSION.to_string(),
+        );
         let body = serde_json::json!({
             "name": self.name,
             "contentType": "application/octet-stream",
@@ -239,7 +239,9 @@ impl Put<'_> {
             200 | 201 => {
                 let uri = reply
                     .header("location")
-                    .ok_or_else(|| fatal(self.what(), "upload session answer without a Location"))?
+                    .ok_or_else(|| {
+                        refused(self.what(), "upload session answer without a Location")
+                    })?
                     .to_string();
                 let session = Session {
                     bucket: self.store.bucket.clone(),
@@ -259,36 +261,29 @@ impl Put<'_> {
                 Ok(Some(uri))
             }
             412 => Ok(None),
-            _ => Err(self.store.refused(self.what(), &reply)),
+            _ => Err(self.store.refusal(self.what(), &reply)),
         }
     }
 
     /// Waits before the next attempt, or gives up at the deadline.
-    fn pause(&mut self, why: &str) -> Result<(), StoreError> {
-        let delay = self.backoff.next_delay();
-        if Instant::now() + delay >= self.deadline {
-            return Err(retriable(
-                self.what(),
-                format!(
-                    "{why} (still failing after {}s: gcs.retry_timeout)",
-                    self.store.retry_timeout.as_secs()
-                ),
-            ));
-        }
-        log::debug!("upload of {}: {why}; retrying in {delay:?}", self.name);
-        if !self.store.interrupt.sleep(delay) {
-            return Err(retriable(
-                self.what(),
-                format!("{why} (interrupted by a stop request)"),
-            ));
-        }
-        Ok(())
+    fn pause(&mut self, failure: Failure, why: &str) -> Result<(), StoreError> {
+        let what = self.what();
+        self.store.pause(
+            &|| what.clone(),
+            &mut self.backoff,
+            self.deadline,
+            failure,
+            why,
+        )
     }
 
     /// One exchange with the session (a 401 refreshes the token once),
-    /// read as what it says about the upload; Err(why) for a transient
-    /// failure worth another attempt.
-    fn exchange(&mut self, req: &Request) -> Result<Result<Progress, String>, StoreError> {
+    /// read as what it says about the upload; Err for a transient failure
+    /// worth another attempt.
+    fn exchange(
+        &mut self,
+        req: &Request,
+    ) -> Result<Result<Progress, (Failure, String)>, StoreError> {
         let size = self.upload.size;
         let mut refreshed = false;
         loop {
@@ -302,8 +297,8 @@ impl Put<'_> {
                     308 => Ok(Progress::At(persisted(reply.header("range"), size))),
                     200 | 201 => Ok(Progress::Done(self.object(&reply)?)),
                     412 => Ok(Progress::Taken),
-                    s if retry::retriable(Failure::Status(s)) => {
-                        Err(format!("HTTP {s}: {}", reply.message()))
+                    s if web::retriable(Failure::Status(s)) => {
+                        Err((Failure::Status(s), format!("HTTP {s}: {}", reply.message())))
                     }
                     // Expired or cancelled: this session is of no more use.
                     s @ (404 | 410 | 499) => {
@@ -316,10 +311,11 @@ impl Put<'_> {
                     }
                     // Refused (credentials, a checksum the server does not
                     // accept): a new session would be refused the same way.
-                    _ => return Err(self.store.refused(self.what(), &reply)),
+                    _ => return Err(self.store.refusal(self.what(), &reply)),
                 }),
-                Err(SendError::Transient(_, why)) => Ok(Err(why)),
-                Err(SendError::Final(why)) => Err(fatal(self.what(), why)),
+                Err(SendError::Transient(failure, why)) => Ok(Err((failure, why))),
+                Err(SendError::Final(why)) => Err(refused(self.what(), why)),
+                Err(SendError::Spool(what, source)) => Err(StoreError::Io { what, source }),
             };
         }
     }
@@ -336,7 +332,7 @@ impl Put<'_> {
             };
             match self.exchange(&req)? {
                 Ok(progress) => return Ok(progress),
-                Err(why) => self.pause(&why)?,
+                Err((failure, why)) => self.pause(failure, &why)?,
             }
         }
     }
@@ -348,9 +344,9 @@ impl Put<'_> {
         let size = self.upload.size;
         let mut stalls = 0;
         loop {
-            if self.store.interrupt.is_set() {
+            if self.store.cancel.is_set() {
                 // The session is noted: a later run resumes it.
-                return Err(retriable(self.what(), "interrupted by a stop request"));
+                return Err(StoreError::Interrupted { what: self.what() });
             }
             if offset >= size {
                 // Everything is there but the session is not finished (a
@@ -378,7 +374,7 @@ impl Put<'_> {
                     len,
                 },
             };
-            let why = match self.exchange(&req)? {
+            let (failure, why) = match self.exchange(&req)? {
                 Ok(Progress::At(n)) if n > offset => {
                     offset = n;
                     stalls = 0;
@@ -389,12 +385,15 @@ impl Put<'_> {
                 // A 308 that moved nothing forward: a fault like any other.
                 Ok(Progress::At(n)) => {
                     stalls += 1;
-                    format!("the server kept {n} bytes after a chunk ({stalls} time(s))")
+                    (
+                        Failure::Status(308),
+                        format!("the server kept {n} bytes after a chunk ({stalls} time(s))"),
+                    )
                 }
                 Ok(other) => return Ok(other),
-                Err(why) => why,
+                Err(failed) => failed,
             };
-            self.pause(&why)?;
+            self.pause(failure, &why)?;
             match self.query(uri)? {
                 Progress::At(n) => offset = n,
                 other => return Ok(other),
@@ -402,9 +401,9 @@ impl Put<'_> {
         }
     }
 
-    fn object(&self, reply: &super::Reply) -> Result<ObjectResource, StoreError> {
+    fn object(&self, reply: &Reply) -> Result<ObjectResource, StoreError> {
         serde_json::from_slice(&reply.body).map_err(|e| {
-            fatal(
+            unavailable(
                 self.what(),
                 format!("unexpected answer to the last chunk: {e}"),
             )
@@ -414,7 +413,7 @@ impl Put<'_> {
     /// The upload completed: it is ours only if the checksums say so.
     fn finished(&self, object: &ObjectResource) -> Result<PutOutcome, StoreError> {
         if object.name != self.name {
-            return Err(fatal(
+            return Err(refused(
                 self.what(),
                 format!("the upload session created object {} instead", object.name),
             ));
@@ -432,7 +431,7 @@ impl Put<'_> {
     /// The object exists: ours (identical bytes) or another builder's.
     fn compare(&self) -> Result<PutOutcome, StoreError> {
         let object = self.store.get_resource(&self.name)?.ok_or_else(|| {
-            retriable(
+            unavailable(
                 self.what(),
                 "the object existed a moment ago and is gone now",
             )

@@ -4,29 +4,64 @@
 //!
 //! Reads only.
 
-use crate::avro::Reader;
-use crate::index::{Index, Row};
-use crate::kafka::TopicPartition;
-use crate::naming::ObjectKey;
-use crate::record::OwnedRecord;
-use crate::store::Store;
+use std::io::Write;
 
-/// What to look for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Target {
-    Offset(i64),
-    /// Milliseconds since the epoch.
-    Time(i64),
+use crate::cancel::Cancel;
+use crate::cli::{LocateArgs, Target};
+use crate::config::Config;
+use crate::exit::Exit;
+use crate::format::avro::Reader;
+use crate::format::names::{ObjectKey, TopicPartition};
+use crate::format::record::OwnedRecord;
+use crate::format::timestamp::format_millis;
+use crate::index::{Index, Row};
+use crate::store::{self, Store};
+
+/// Prints where the target is; exit 4 when nothing archived holds it.
+pub fn run(args: &LocateArgs) -> anyhow::Result<Exit> {
+    let config = Config::load(&args.config)?;
+    let store = store::open(&config.store.url, &config.store.gcs, &Cancel::default())?;
+    let mut index = match config.mysql.as_ref().map(Index::open) {
+        None => None,
+        Some(Ok(index)) => Some(index),
+        Some(Err(e)) if e.is_unavailable() => {
+            log::warn!("{e}; locating through the store instead");
+            None
+        }
+        Some(Err(e)) => return Err(e.into()),
+    };
+    let tp = TopicPartition::new(&args.topic, args.partition);
+    let Some(found) = locate(store.as_ref(), index.as_mut(), &tp, args.target)? else {
+        eprintln!("kafka-store: nothing of {tp} is archived there");
+        return Ok(Exit::NotFound);
+    };
+    let mut out = std::io::stdout().lock();
+    match found.record {
+        None => writeln!(
+            out,
+            "{}\tfirst {}\tnext {}",
+            found.object_url, found.key.first, found.next
+        )?,
+        Some(r) => writeln!(
+            out,
+            "{}\toffset {}\ttimestamp {} ({})",
+            found.object_url,
+            r.offset,
+            r.timestamp,
+            format_millis(r.timestamp)
+        )?,
+    }
+    Ok(Exit::Ok)
 }
 
 /// Where it is.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Found {
-    pub key: ObjectKey,
-    pub object_url: String,
-    pub next: i64,
+struct Found {
+    key: ObjectKey,
+    object_url: String,
+    next: i64,
     /// For a time: the first record at or after it.
-    pub record: Option<OwnedRecord>,
+    record: Option<OwnedRecord>,
 }
 
 /// Candidate files (first offset, next offset), in offset order.
@@ -44,7 +79,7 @@ fn candidates(
             .into_iter()
             .collect(),
         (Some(index), Target::Time(t)) => index
-            .from_time(&tp.topic, tp.partition, t)?
+            .since_time(&tp.topic, tp.partition, t)?
             .into_iter()
             .map(span)
             .collect(),
@@ -73,7 +108,7 @@ fn candidates(
 
 /// Finds the target in the partition's archive: through the index when
 /// there is one, then (rows lag while MySQL is away) through the store.
-pub fn locate(
+fn locate(
     store: &dyn Store,
     index: Option<&mut Index>,
     tp: &TopicPartition,

@@ -11,7 +11,7 @@
 //! commit decides) and cheaper than stopping everything. This thread never
 //! fetches records and never touches the store.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -19,14 +19,15 @@ use bytes::Bytes;
 use crossbeam_channel::Sender;
 use kafka_protocol::ResponseError;
 
-use crate::assignor::{self, Part, Strategy};
+use super::msg::Assignment;
+use super::registry::GroupState;
+use super::stop::Stop;
 use crate::config::KafkaConfig;
-use crate::interrupt::sleep_unless;
+use crate::format::names::TopicPartition;
+use crate::kafka::assignor::{self, Part, Strategy};
 use crate::kafka::{
-    Client, Generation, JoinConfig, Joined, KafkaError, Subscription, TopicPartition,
-    encode_subscription,
+    Client, Generation, JoinConfig, Joined, KafkaError, Layout, Subscription, encode_subscription,
 };
-use crate::pipeline::{Assignment, GroupState, Stop};
 
 /// How long a stopping member waits for the last offset commit before it
 /// leaves the group.
@@ -106,27 +107,10 @@ pub struct Member<'a> {
     pub drained: &'a AtomicBool,
 }
 
-/// Topic → partition count of the topics this process subscribes to.
-pub type Layout = BTreeMap<String, i32>;
-
 /// The topics matching `kafka.topics` / `kafka.topic_regex` now, with
 /// their partition counts.
 pub fn subscribed(client: &mut Client, config: &KafkaConfig) -> Result<Layout, KafkaError> {
-    let mut names: BTreeSet<String> = config.topics.iter().cloned().collect();
-    if let Some(re) = &config.topic_regex {
-        names.extend(client.topic_names()?.into_iter().filter(|t| re.is_match(t)));
-    }
-    let mut layout = Layout::new();
-    for topic in names {
-        match client.partitions(&topic) {
-            Ok(p) => {
-                layout.insert(topic, p.len() as i32);
-            }
-            Err(KafkaError::UnknownTopic { .. }) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(layout)
+    client.subscribed(&config.topics, config.topic_regex.as_ref())
 }
 
 impl Member<'_> {
@@ -136,7 +120,15 @@ impl Member<'_> {
 
     /// Sleeps unless the pipeline ends; false when it does.
     fn sleep(&self, d: Duration) -> bool {
-        sleep_unless(d, || self.done())
+        let end = Instant::now() + d;
+        while !self.done() {
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return true;
+            }
+            self.stop.sleep(left.min(Duration::from_millis(50)));
+        }
+        false
     }
 
     fn layout(&mut self) -> Result<Layout, KafkaError> {
@@ -357,7 +349,10 @@ impl Member<'_> {
     /// partitions).
     fn leave(&mut self, current: Option<Generation>) {
         let waited = Instant::now();
-        while !self.drained.load(Ordering::SeqCst) && waited.elapsed() < LEAVE_WAIT {
+        while !self.drained.load(Ordering::SeqCst)
+            && !self.stop.aborted()
+            && waited.elapsed() < LEAVE_WAIT
+        {
             std::thread::sleep(Duration::from_millis(50));
         }
         self.state.set(None);

@@ -7,11 +7,45 @@
 
 use std::io::{Read, Write};
 
+use anyhow::Context as _;
 use base64::Engine as _;
 use serde_json::{Value, json};
 
-use crate::avro::Reader;
-use crate::record::{OwnedRecord, TimestampType};
+use super::source::open_store;
+use crate::cli::{CatArgs, usage};
+use crate::exit::Exit;
+use crate::format::avro::Reader;
+use crate::format::names::ObjectKey;
+use crate::format::record::{OwnedRecord, TimestampType};
+
+/// Prints one file's records: a store's object, or a local file.
+pub fn run(args: &CatArgs) -> anyhow::Result<Exit> {
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let object = &args.object;
+    match &args.source {
+        None => {
+            let path = object.strip_prefix("file://").unwrap_or(object);
+            let file = std::fs::File::open(path).with_context(|| format!("cannot open {path}"))?;
+            cat(std::io::BufReader::new(file), path, &mut out)?;
+        }
+        Some(source) => {
+            let store = open_store(source)?;
+            let name = object
+                .strip_prefix(&store.url())
+                .unwrap_or(object)
+                .trim_start_matches('/');
+            let key = ObjectKey::parse(name).ok_or_else(|| {
+                usage(format!(
+                    "cat: {object:?} is not an archive object name (topic/000000/00000000000000000000.avro)"
+                ))
+            })?;
+            let url = store.object_url(&key);
+            cat(store.open(&key)?, &url, &mut out)?;
+        }
+    }
+    out.flush()?;
+    Ok(Exit::Ok)
+}
 
 fn bytes(b: &Option<Vec<u8>>) -> Value {
     match b {
@@ -24,7 +58,7 @@ fn bytes(b: &Option<Vec<u8>>) -> Value {
 }
 
 /// The JSON object of one record.
-pub fn record_json(r: &OwnedRecord) -> Value {
+fn record_json(r: &OwnedRecord) -> Value {
     json!({
         "offset": r.offset,
         "timestamp": r.timestamp,
@@ -39,8 +73,7 @@ pub fn record_json(r: &OwnedRecord) -> Value {
 }
 
 /// Prints every record of the Avro file read from `input`; `what` names it in errors.
-pub fn cat(input: impl Read, what: &str, out: &mut dyn Write) -> anyhow::Result<()> {
-    use anyhow::Context as _;
+fn cat(input: impl Read, what: &str, out: &mut dyn Write) -> anyhow::Result<()> {
     let mut reader = Reader::new(input).with_context(|| format!("cannot read {what}"))?;
     while let Some(record) = reader
         .next_record()

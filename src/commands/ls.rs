@@ -4,12 +4,29 @@
 
 use std::io::Write;
 
-use crate::naming::{ObjectKey, check_tiling};
+use super::source::open_store;
+use crate::cli::LsArgs;
+use crate::exit::Exit;
+use crate::format::names::{ObjectKey, check_tiling};
+use crate::format::timestamp::format_millis;
 use crate::store::Store;
-use crate::timestamp::format_millis;
+
+/// Lists the archive; exit 3 when some partition's files do not tile.
+pub fn run(args: &LsArgs) -> anyhow::Result<Exit> {
+    let store = open_store(&args.source)?;
+    let mut out = std::io::stdout().lock();
+    let tiles = ls(
+        store.as_ref(),
+        args.topic.as_deref(),
+        args.partition,
+        &mut out,
+    )?;
+    out.flush()?;
+    Ok(if tiles { Exit::Ok } else { Exit::Data })
+}
 
 /// Prints the listing; returns false if some partition's files do not tile.
-pub fn ls(
+fn ls(
     store: &dyn Store,
     topic: Option<&str>,
     partition: Option<i32>,

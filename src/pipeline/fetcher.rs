@@ -6,21 +6,25 @@
 //! It never decodes records (encoders do) and never commits anything.
 //! Retriable errors back off per partition and are retried forever (the
 //! archive is safe while Kafka is away); OFFSET_OUT_OF_RANGE is resolved
-//! against the log's extent: a gap (`on_gap`) or a replaced log.
+//! against the log's extent by `resume::decide`, as at start: a gap
+//! (`on_gap`) or a replaced log.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
-use std::thread;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::config::{KafkaConfig, OnGap};
+use super::halt::Halt;
+use super::msg::{Assignment, Seek, Stored, ToEncoder};
+use super::registry::{Registry, worker_for};
+use super::resume::{self, ChainPos, Facts, Resume};
+use super::stop::{POLL, Stop};
+use crate::config::KafkaConfig;
+use crate::format::names::TopicPartition;
 use crate::kafka::records::complete_extent;
-use crate::kafka::{Client, KafkaError, OffsetSpec, PartitionData, TopicPartition};
-use crate::pipeline::{Assignment, POLL, Registry, Seek, Stop, Stored, ToEncoder, worker_for};
-use crate::resume::{self, Resume};
+use crate::kafka::{Client, KafkaError, OffsetSpec, PartitionData};
 use crate::store::Store;
 
 /// Everything the fetcher thread owns but the Kafka client and its
@@ -41,24 +45,47 @@ pub struct Fetcher<'a> {
     pub stored: Sender<Stored>,
 }
 
+/// Where a partition being fetched stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Fetching. `caught_up_since`: since when it has been at the end of
+    /// its log; `flushed_at`: where the last idle flush closed a file (no
+    /// second flush at the same place).
+    Fetching {
+        caught_up_since: Option<Instant>,
+        flushed_at: Option<i64>,
+    },
+    /// Backing off after failures that began at `since`.
+    Failing {
+        retry_at: Instant,
+        since: Instant,
+        /// When the last warning was logged.
+        warned: Option<Instant>,
+    },
+    /// `--until-caught-up`: the final file ends at `at`; waiting for the
+    /// store to have it.
+    Finished { at: i64 },
+    /// A chunk failed the header scan; the encoder reports it in full and
+    /// halts the partition.
+    Parked,
+}
+
+impl Phase {
+    const FRESH: Phase = Phase::Fetching {
+        caught_up_since: None,
+        flushed_at: None,
+    };
+}
+
 struct State {
     position: i64,
     epoch: u64,
     encoder: usize,
-    /// Not before this instant (back-off after an error).
-    retry_at: Option<Instant>,
+    phase: Phase,
+    /// The next back-off after a failure; doubles up to `retry_backoff_max`.
     backoff: Duration,
-    failing_since: Option<Instant>,
-    last_warning: Option<Instant>,
-    /// Since when the partition has been at the end of its log.
-    caught_up_since: Option<Instant>,
-    /// Position of the last idle flush (no second flush at the same place).
-    flushed_at: Option<i64>,
-    /// `--until-caught-up`: where this run ends, and whether the final flush is sent.
+    /// `--until-caught-up`: where this run ends.
     target: Option<i64>,
-    finished_at: Option<i64>,
-    /// A chunk failed the header scan; the encoder reports it and halts the partition.
-    parked: bool,
 }
 
 /// The partitions assigned to this process and where each stands.
@@ -93,11 +120,11 @@ impl Fetcher<'_> {
             let mut wanted = Vec::new();
             let mut next_retry = now + POLL;
             for (tp, st) in states.iter() {
-                if st.finished_at.is_some() || st.parked {
-                    continue;
-                }
-                match st.retry_at {
-                    Some(at) if at > now => next_retry = next_retry.min(at),
+                match st.phase {
+                    Phase::Finished { .. } | Phase::Parked => {}
+                    Phase::Failing { retry_at, .. } if retry_at > now => {
+                        next_retry = next_retry.min(retry_at);
+                    }
                     _ => wanted.push((tp.clone(), st.position)),
                 }
             }
@@ -105,7 +132,7 @@ impl Fetcher<'_> {
                 if self.finished(&parts) {
                     break;
                 }
-                thread::sleep(next_retry.saturating_duration_since(now));
+                self.stop.sleep(next_retry.saturating_duration_since(now));
                 continue;
             }
             // Each partition's data is handed on as soon as its broker
@@ -132,9 +159,7 @@ impl Fetcher<'_> {
         }
         Ok(())
     }
-}
 
-impl Fetcher<'_> {
     fn send(&self, encoder: usize, msg: ToEncoder) -> bool {
         self.stop.send(&self.encoders[encoder], msg)
     }
@@ -150,8 +175,8 @@ impl Fetcher<'_> {
         parts
             .states
             .iter()
-            .all(|(tp, st)| match (st.finished_at, self.registry.get(tp)) {
-                (Some(end), Some(ctl)) => ctl.stored.load(Ordering::SeqCst) >= end,
+            .all(|(tp, st)| match (st.phase, self.registry.get(tp)) {
+                (Phase::Finished { at }, Some(ctl)) => ctl.stored.load(Ordering::SeqCst) >= at,
                 _ => false,
             })
     }
@@ -204,14 +229,17 @@ impl Fetcher<'_> {
         for (tp, resume) in resumed {
             let at = match resume {
                 Resume::At(at) => at,
-                Resume::Halted(why) => {
+                Resume::Skip { from, at } => {
+                    log_skip(&tp, from, at.position);
+                    at
+                }
+                Resume::Halt(why) => {
                     parts.pending.remove(&tp);
-                    self.registry.insert(&tp, -1);
-                    self.registry.halt(&tp, why);
+                    self.registry.refuse(&tp, why);
                     continue;
                 }
-                Resume::Later(why) => {
-                    log::warn!("cannot start {tp} yet, retrying: {why}");
+                Resume::Later(e) => {
+                    log::warn!("cannot start {tp} yet, retrying: {e}");
                     parts.pending_at = Some(Instant::now() + self.config.client.retry_backoff_max);
                     continue;
                 }
@@ -230,13 +258,7 @@ impl Fetcher<'_> {
                 },
             );
             // Record the start in the group: see resume.rs.
-            let _ = self.stored.send(Stored {
-                tp: tp.clone(),
-                next: position,
-                prev: at.prev,
-                row: None,
-                start: true,
-            });
+            let _ = self.stored.send(Stored::Start { tp: tp.clone(), at });
             let target = targets
                 .as_ref()
                 .map(|t| t.get(&tp).copied().unwrap_or(position));
@@ -247,15 +269,9 @@ impl Fetcher<'_> {
                     position,
                     epoch,
                     encoder,
-                    retry_at: None,
+                    phase: Phase::FRESH,
                     backoff: self.config.client.retry_backoff,
-                    failing_since: None,
-                    last_warning: None,
-                    caught_up_since: None,
-                    flushed_at: None,
                     target,
-                    finished_at: None,
-                    parked: false,
                 },
             );
         }
@@ -275,10 +291,7 @@ impl Fetcher<'_> {
             );
             st.position = seek.position;
             st.epoch = seek.epoch;
-            st.caught_up_since = None;
-            st.flushed_at = None;
-            st.finished_at = None;
-            st.retry_at = None;
+            st.phase = Phase::FRESH;
             let msg = ToEncoder::Assign {
                 tp: seek.tp.clone(),
                 epoch: seek.epoch,
@@ -290,9 +303,18 @@ impl Fetcher<'_> {
 
     /// Handles one partition's data; false when the pipeline is stopping.
     fn fetched(&self, tp: &TopicPartition, st: &mut State, data: PartitionData) -> bool {
-        st.retry_at = None;
-        st.failing_since = None;
         st.backoff = self.config.client.retry_backoff;
+        let (mut caught_up_since, flushed_at) = match st.phase {
+            Phase::Fetching {
+                caught_up_since,
+                flushed_at,
+            } => (caught_up_since, flushed_at),
+            _ => (None, None),
+        };
+        st.phase = Phase::Fetching {
+            caught_up_since,
+            flushed_at,
+        };
         if data.fetch_offset != st.position {
             return true;
         }
@@ -314,7 +336,7 @@ impl Fetcher<'_> {
                     return false;
                 }
                 st.position = next;
-                st.caught_up_since = None;
+                caught_up_since = None;
             }
             Ok(_) => {}
             Err(_) => {
@@ -327,35 +349,37 @@ impl Fetcher<'_> {
                 if !self.send(st.encoder, msg) {
                     return false;
                 }
-                st.parked = true;
+                st.phase = Phase::Parked;
                 return true;
             }
         }
         let now = Instant::now();
         if st.position >= end {
-            st.caught_up_since.get_or_insert(now);
+            caught_up_since.get_or_insert(now);
         }
+        st.phase = Phase::Fetching {
+            caught_up_since,
+            flushed_at,
+        };
         if let Some(target) = st.target
             && st.position >= target
-            && st.finished_at.is_none()
         {
-            st.finished_at = Some(st.position);
-            let msg = ToEncoder::Flush {
+            st.phase = Phase::Finished { at: st.position };
+            let msg = ToEncoder::Finish {
                 tp: tp.clone(),
                 epoch: st.epoch,
-                last: true,
             };
             return self.send(st.encoder, msg);
         }
-        let idle = st
-            .caught_up_since
-            .is_some_and(|t| now.duration_since(t) >= self.idle_flush);
-        if idle && st.flushed_at != Some(st.position) {
-            st.flushed_at = Some(st.position);
+        let idle = caught_up_since.is_some_and(|t| now.duration_since(t) >= self.idle_flush);
+        if idle && flushed_at != Some(st.position) {
+            st.phase = Phase::Fetching {
+                caught_up_since,
+                flushed_at: Some(st.position),
+            };
             let msg = ToEncoder::Flush {
                 tp: tp.clone(),
                 epoch: st.epoch,
-                last: false,
             };
             return self.send(st.encoder, msg);
         }
@@ -373,99 +397,110 @@ impl Fetcher<'_> {
         // retry_timeout it is taken as deleted.
         let missing = matches!(e, KafkaError::UnknownTopic { .. });
         if !e.is_retriable() && !missing {
-            self.halt(tp, st, e.to_string());
+            self.halt(tp, st, Halt::Kafka(e));
             return;
         }
         let now = Instant::now();
-        let since = *st.failing_since.get_or_insert(now);
+        let (since, warned) = match st.phase {
+            Phase::Failing { since, warned, .. } => (since, warned),
+            _ => (now, None),
+        };
         let patience = self.config.client.retry_timeout;
-        if missing && now.duration_since(since) >= patience {
-            self.halt(tp, st, format!("{e} any more (deleted?)"));
+        let failing_for = now.duration_since(since);
+        if missing && failing_for >= patience {
+            self.halt(tp, st, Halt::TopicGone);
             return;
         }
-        if now.duration_since(since) >= patience
-            && st
-                .last_warning
-                .is_none_or(|w| now.duration_since(w) >= patience)
-        {
+        let warn =
+            failing_for >= patience && warned.is_none_or(|w| now.duration_since(w) >= patience);
+        if warn {
             log::warn!(
                 "cannot fetch {tp} at offset {} for {}s, still trying: {e}",
                 st.position,
-                now.duration_since(since).as_secs()
+                failing_for.as_secs()
             );
-            st.last_warning = Some(now);
         } else {
             log::debug!(
                 "fetch of {tp} at offset {} failed, retrying: {e}",
                 st.position
             );
         }
-        st.retry_at = Some(now + st.backoff);
+        st.phase = Phase::Failing {
+            retry_at: now + st.backoff,
+            since,
+            warned: if warn { Some(now) } else { warned },
+        };
         st.backoff = (st.backoff * 2).min(self.config.client.retry_backoff_max);
     }
 
     /// Stops fetching a partition; what was fetched before is still
     /// archived (the open file closes at the current position).
-    fn halt(&self, tp: &TopicPartition, st: &State, why: String) {
-        let msg = ToEncoder::Flush {
+    fn halt(&self, tp: &TopicPartition, st: &State, why: Halt) {
+        let msg = ToEncoder::Finish {
             tp: tp.clone(),
             epoch: st.epoch,
-            last: true,
         };
         self.send(st.encoder, msg);
         self.registry.halt(tp, why);
     }
 
-    /// The position left the log: records deleted by retention (a gap), or
-    /// a log that no longer reaches the archive.
+    /// Backs off once without counting it as a failure.
+    fn later(&self, st: &mut State) {
+        let now = Instant::now();
+        st.phase = Phase::Failing {
+            retry_at: now + st.backoff,
+            since: now,
+            warned: None,
+        };
+    }
+
+    /// The position left the log: decided against the log's extent like a
+    /// start (`resume::decide`): records deleted by retention (a gap), or a
+    /// log that no longer reaches the archive.
     fn out_of_range(&self, client: &mut Client, tp: &TopicPartition, st: &mut State, offset: i64) {
         let tps = [tp.clone()];
         let extent = client
             .list_offsets(&tps, OffsetSpec::Earliest)
             .and_then(|e| Ok((e, client.list_offsets(&tps, OffsetSpec::Latest)?)));
-        let (earliest, latest) = match extent {
+        let (log_start, log_end) = match extent {
             Ok((e, l)) => (e[tp], l[tp]),
             Err(e) => {
                 log::warn!(
                     "{tp}: offset {offset} is out of range and the log extent is unknown: {e}"
                 );
-                st.retry_at = Some(Instant::now() + st.backoff);
-                return;
+                return self.later(st);
             }
         };
-        if offset < earliest {
-            let lost = format!(
-                "records {offset}..{earliest} of {tp} were deleted from kafka before they were archived"
-            );
-            match self.config.on_gap {
-                OnGap::Stop => self.halt(
-                    tp,
-                    st,
-                    format!(
-                        "{lost}; set kafka.on_gap = \"skip\" to archive on from offset {earliest}"
-                    ),
-                ),
-                OnGap::Skip => {
-                    log::error!("{lost}; skipping them (kafka.on_gap = \"skip\")");
-                    st.position = earliest;
-                    let msg = ToEncoder::Jump {
-                        tp: tp.clone(),
-                        epoch: st.epoch,
-                        to: earliest,
-                    };
-                    self.send(st.encoder, msg);
-                }
+        let facts = Facts {
+            log_start,
+            log_end,
+            chain_end: Some(ChainPos {
+                position: offset,
+                prev: None,
+            }),
+        };
+        let k = self.config;
+        match resume::decide(&facts, k.start, k.on_gap) {
+            // In range again (the log moved meanwhile): fetch again.
+            Resume::At(_) | Resume::Later(_) => self.later(st),
+            Resume::Skip { from, at } => {
+                log_skip(tp, from, at.position);
+                st.position = at.position;
+                let msg = ToEncoder::Jump {
+                    tp: tp.clone(),
+                    epoch: st.epoch,
+                    to: at.position,
+                };
+                self.send(st.encoder, msg);
             }
-        } else if offset > latest {
-            self.halt(
-                tp,
-                st,
-                format!(
-                    "the archive of {tp} ends at offset {offset} but the kafka log ends at {latest}: was the topic deleted and re-created? archive it with a new store prefix"
-                ),
-            );
-        } else {
-            st.retry_at = Some(Instant::now() + st.backoff);
+            Resume::Halt(why) => self.halt(tp, st, why),
         }
     }
+}
+
+/// Records lost upstream are never skipped quietly.
+fn log_skip(tp: &TopicPartition, from: i64, to: i64) {
+    log::error!(
+        "records {from}..{to} of {tp} were deleted from kafka before they were archived; skipping them (kafka.on_gap = \"skip\")"
+    );
 }

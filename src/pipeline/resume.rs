@@ -7,16 +7,19 @@
 //! below the log start is data lost upstream (`kafka.on_gap`); a position
 //! beyond the log end means the log was replaced.
 //!
-//! Reads Kafka and the store; never writes either.
+//! The decision is one pure function (`decide`), used both at start and
+//! when a fetch finds its position out of range. Reads Kafka and the
+//! store; never writes either.
 
 use std::collections::HashMap;
 
 use anyhow::Context as _;
 
+use super::halt::Halt;
 use crate::config::{OnGap, Start};
-use crate::kafka::{Client, OffsetSpec, TopicPartition};
-use crate::naming::{self, ObjectKey};
-use crate::store::Store;
+use crate::format::names::{self, ObjectKey, TopicPartition};
+use crate::kafka::{Client, OffsetSpec};
+use crate::store::{Store, StoreError};
 
 /// Every offset kafka-store commits carries metadata naming the store and
 /// the object that ends at the offset: `kafka-store/1 store=<tag> prev=<first>`
@@ -62,15 +65,18 @@ pub struct ChainPos {
     pub prev: Option<i64>,
 }
 
-/// Where a partition starts, or why it cannot.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Where a partition goes on, or why it cannot.
+#[derive(Debug)]
 pub enum Resume {
     /// Archive from `position` (the next object's name); `prev` as in [`ChainPos`].
     At(ChainPos),
+    /// Records `[from, at.position)` were deleted before they were archived
+    /// and `kafka.on_gap = "skip"`: say so loudly, then archive from `at`.
+    Skip { from: i64, at: ChainPos },
     /// This partition cannot be archived until an operator acts.
-    Halted(String),
+    Halt(Halt),
     /// Its position could not be found now (store trouble): try again.
-    Later(String),
+    Later(StoreError),
 }
 
 /// The log's extent for one partition, and what the store and group say.
@@ -85,7 +91,7 @@ pub struct Facts {
 }
 
 /// The decision, as a pure function of the facts (unit-tested below).
-pub fn decide(tp: &TopicPartition, facts: &Facts, start: Start, on_gap: OnGap) -> Resume {
+pub fn decide(facts: &Facts, start: Start, on_gap: OnGap) -> Resume {
     let fresh = |position| ChainPos {
         position,
         prev: None,
@@ -95,37 +101,47 @@ pub fn decide(tp: &TopicPartition, facts: &Facts, start: Start, on_gap: OnGap) -
         None => match start {
             Start::Earliest => fresh(facts.log_start),
             Start::Latest => fresh(facts.log_end),
-            Start::Error => {
-                return Resume::Halted(format!(
-                    "{tp} has no archive and no committed offset, and kafka.start = \"error\""
-                ));
-            }
+            Start::Error => return Resume::Halt(Halt::NoArchive),
         },
     };
     let position = here.position;
     if position < facts.log_start {
-        let lost = format!(
-            "records {position}..{} of {tp} were deleted from kafka before they were archived",
-            facts.log_start
-        );
         return match on_gap {
-            OnGap::Stop => Resume::Halted(format!(
-                "{lost}; set kafka.on_gap = \"skip\" to archive on from offset {}",
-                facts.log_start
-            )),
-            OnGap::Skip => {
-                log::error!("{lost}; skipping them (kafka.on_gap = \"skip\")");
-                Resume::At(fresh(facts.log_start))
-            }
+            OnGap::Stop => Resume::Halt(Halt::Gap {
+                from: position,
+                to: facts.log_start,
+            }),
+            OnGap::Skip => Resume::Skip {
+                from: position,
+                at: fresh(facts.log_start),
+            },
         };
     }
     if position > facts.log_end {
-        return Resume::Halted(format!(
-            "the archive of {tp} ends at offset {position} but the kafka log ends at {}: was the topic deleted and re-created? archive it with a new store prefix",
-            facts.log_end
-        ));
+        return Resume::Halt(Halt::BeyondLog {
+            archive_end: position,
+            log_end: facts.log_end,
+        });
     }
     Resume::At(here)
+}
+
+/// Why following a chain stopped short.
+enum Chain {
+    Store(StoreError),
+    Broken(names::BrokenChain),
+}
+
+impl From<StoreError> for Chain {
+    fn from(e: StoreError) -> Self {
+        Chain::Store(e)
+    }
+}
+
+impl From<names::BrokenChain> for Chain {
+    fn from(b: names::BrokenChain) -> Self {
+        Chain::Broken(b)
+    }
 }
 
 /// Follows the chain of `tp` in the store from `from`; `prev` is the
@@ -135,12 +151,21 @@ pub fn follow(
     tp: &TopicPartition,
     from: i64,
     prev: Option<i64>,
-) -> anyhow::Result<ChainPos> {
-    let end = naming::follow_chain::<anyhow::Error>(from, |first| {
+) -> Result<ChainPos, StoreError> {
+    let mut lookup = |first| {
         let info = store.head(&ObjectKey::new(tp, first))?;
         Ok(info.map(|i| i.summary.next_offset))
-    })
-    .with_context(|| format!("cannot follow the archive chain of {tp} from offset {from}"))?;
+    };
+    let end = match names::follow_chain::<Chain>(from, &mut lookup) {
+        Ok(end) => end,
+        Err(Chain::Store(e)) => return Err(e),
+        Err(Chain::Broken(b)) => {
+            return Err(StoreError::NotArchive {
+                what: store.object_url(&ObjectKey::new(tp, b.first)),
+                why: b.to_string(),
+            });
+        }
+    };
     Ok(ChainPos {
         position: end.position,
         prev: end.last.or(prev),
@@ -149,7 +174,7 @@ pub fn follow(
 
 /// The end of the archive of `tp`, found from the last object of its
 /// folder (the store is the ledger); None for an empty archive.
-fn from_listing(store: &dyn Store, tp: &TopicPartition) -> anyhow::Result<Option<ChainPos>> {
+fn from_listing(store: &dyn Store, tp: &TopicPartition) -> Result<Option<ChainPos>, StoreError> {
     match store.list(&tp.topic, tp.partition)?.last() {
         Some(&last) => follow(store, tp, last, None).map(Some),
         None => Ok(None),
@@ -162,7 +187,7 @@ pub fn locate(
     store: &dyn Store,
     tp: &TopicPartition,
     hint: Option<(i64, Option<i64>)>,
-) -> anyhow::Result<Option<ChainPos>> {
+) -> Result<Option<ChainPos>, StoreError> {
     let Some((offset, prev)) = hint else {
         return from_listing(store, tp);
     };
@@ -224,7 +249,7 @@ pub fn resume_all(
         let chain_end = match chain_end {
             Ok(end) => end,
             Err(e) => {
-                out.push((tp.clone(), Resume::Later(format!("{e:#}"))));
+                out.push((tp.clone(), Resume::Later(e)));
                 continue;
             }
         };
@@ -233,7 +258,7 @@ pub fn resume_all(
             log_end: offset_of(&latest, tp)?,
             chain_end,
         };
-        let decision = decide(tp, &facts, start, on_gap);
+        let decision = decide(&facts, start, on_gap);
         log::debug!("{tp}: hint {hint:?}, {facts:?} -> {decision:?}");
         out.push((tp.clone(), decision));
     }
@@ -250,6 +275,8 @@ fn offset_of(map: &HashMap<TopicPartition, i64>, tp: &TopicPartition) -> anyhow:
 mod tests {
     use super::*;
 
+    use crate::pipeline::halt::Halted;
+
     fn check(facts: (i64, i64, Option<i64>), start: Start, on_gap: OnGap, want: &str) {
         let tp = TopicPartition::new("t", 0);
         let facts = Facts {
@@ -260,10 +287,11 @@ mod tests {
                 prev: Some(0),
             }),
         };
-        let got = match decide(&tp, &facts, start, on_gap) {
+        let got = match decide(&facts, start, on_gap) {
             Resume::At(p) => format!("at {}", p.position),
-            Resume::Halted(why) => format!("halted: {why}"),
-            Resume::Later(why) => format!("later: {why}"),
+            Resume::Skip { from, at } => format!("skip {from}..{}", at.position),
+            Resume::Halt(why) => format!("halted: {}", Halted { tp, why }),
+            Resume::Later(e) => format!("later: {e}"),
         };
         assert!(
             got.starts_with(want),
@@ -322,7 +350,13 @@ mod tests {
             OnGap::Stop,
             "halted: records 40..50 of t/0 were deleted",
         );
-        check((50, 100, Some(40)), Start::Earliest, OnGap::Skip, "at 50");
+        check(
+            (50, 100, Some(40)),
+            Start::Earliest,
+            OnGap::Skip,
+            "skip 40..50",
+        );
+        check((50, 100, None), Start::Earliest, OnGap::Stop, "at 50");
     }
 
     #[test]

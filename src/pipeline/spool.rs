@@ -4,15 +4,19 @@
 //! The archive is the ledger, not the spool: at start the leftovers of a
 //! crash are deleted (a rebuild makes the same bytes); only upload session
 //! notes (`*.session`, younger than a week) stay, so that a rebuilt file
-//! resumes its upload. A lock file keeps two
-//! processes from sharing one spool directory. Owns file creation and
-//! removal only; never decides what a file holds or when it closes.
+//! resumes its upload. A lock file keeps two processes from sharing one
+//! spool directory. A file under construction or waiting for the store is a
+//! [`SpoolFile`], which removes itself when dropped: whether it was stored,
+//! abandoned or failed, nothing is left behind.
+//!
+//! Owns file creation and removal only; never decides what a file holds or
+//! when it closes.
 
 use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::naming::ObjectKey;
+use crate::format::names::ObjectKey;
 
 const SUFFIX: &str = ".spool";
 const LOCK: &str = ".lock";
@@ -93,7 +97,7 @@ impl Spool {
 
     /// Creates the spool file for the archive file `key`, built in
     /// assignment `epoch` (two epochs may build the same name).
-    pub fn create(&self, key: &ObjectKey, epoch: u64) -> io::Result<(PathBuf, File)> {
+    pub fn create(&self, key: &ObjectKey, epoch: u64) -> io::Result<(SpoolFile, File)> {
         let folder = self.dir.join(&*key.topic);
         fs::create_dir_all(&folder)?;
         let path = folder.join(format!("{}-{epoch}{SUFFIX}", stem(key)));
@@ -103,22 +107,37 @@ impl Spool {
             .create(true)
             .truncate(true)
             .open(&path)?;
-        Ok((path, file))
+        Ok((SpoolFile { path }, file))
     }
 
     /// Where the store notes its upload session for `key` (a GCS resumable
-    /// upload), beside the spool file `spool_file`: named by the object, not
-    /// the build, so that a rebuilt file finds it after a restart.
-    pub fn session_path(spool_file: &Path, key: &ObjectKey) -> PathBuf {
-        spool_file.with_file_name(format!("{}{SESSION_SUFFIX}", stem(key)))
+    /// upload): named by the object, not the build, so that a rebuilt file
+    /// finds it after a restart.
+    pub fn session_note(&self, key: &ObjectKey) -> PathBuf {
+        self.dir
+            .join(&*key.topic)
+            .join(format!("{}{SESSION_SUFFIX}", stem(key)))
     }
+}
 
-    /// Removes a spool file that is stored or abandoned.
-    pub fn remove(path: &Path) {
-        if let Err(e) = fs::remove_file(path)
+/// A file in the spool, removed when dropped.
+#[derive(Debug)]
+pub struct SpoolFile {
+    path: PathBuf,
+}
+
+impl SpoolFile {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for SpoolFile {
+    fn drop(&mut self) {
+        if let Err(e) = fs::remove_file(&self.path)
             && e.kind() != io::ErrorKind::NotFound
         {
-            log::warn!("cannot remove spool file {}: {e}", path.display());
+            log::warn!("cannot remove spool file {}: {e}", self.path.display());
         }
     }
 }
@@ -131,7 +150,23 @@ fn stem(key: &ObjectKey) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kafka::TopicPartition;
+    use crate::format::names::TopicPartition;
+
+    #[test]
+    fn a_spool_file_is_gone_when_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let key = ObjectKey::new(&TopicPartition::new("t", 1), 5);
+        let (file, _) = spool.create(&key, 3).unwrap();
+        let path = file.path().to_path_buf();
+        assert!(path.exists());
+        assert_eq!(
+            spool.session_note(&key),
+            dir.path().join("t/000001-00000000000000000005.session")
+        );
+        drop(file);
+        assert!(!path.exists());
+    }
 
     #[test]
     fn leftovers_are_removed_and_a_second_process_is_refused() {
@@ -139,8 +174,9 @@ mod tests {
         let key = ObjectKey::new(&TopicPartition::new("t", 1), 5);
         {
             let spool = Spool::open(dir.path()).unwrap();
-            let (path, _) = spool.create(&key, 0).unwrap();
-            assert!(path.exists());
+            let (file, _) = spool.create(&key, 0).unwrap();
+            assert!(file.path().exists());
+            std::mem::forget(file);
             let err = Spool::open(dir.path()).err().unwrap().to_string();
             assert!(
                 err.contains("in use by another kafka-store process"),

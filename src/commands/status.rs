@@ -5,17 +5,35 @@
 //! Reads Kafka and the store only; changes nothing.
 
 use std::io::Write;
+use std::path::Path;
 
 use anyhow::Context as _;
 
+use crate::cancel::Cancel;
 use crate::config::Config;
-use crate::kafka::{Client, OffsetSpec, TopicPartition};
-use crate::membership::subscribed;
-use crate::resume::{locate, parse_metadata, store_tag};
-use crate::store::Store;
+use crate::exit::Exit;
+use crate::format::names::TopicPartition;
+use crate::kafka::{Client, OffsetSpec};
+use crate::pipeline::resume::{locate, parse_metadata, store_tag};
+use crate::pipeline::{kafka_context, subscribed};
+use crate::store::{self, Store};
+
+/// Prints where each partition's archive stands.
+pub fn run(config: &Path) -> anyhow::Result<Exit> {
+    let config = Config::load(config)?;
+    let cancel = Cancel::default();
+    let store = store::open(&config.store.url, &config.store.gcs, &cancel)?;
+    let brokers = &config.kafka.client.brokers;
+    let mut client = Client::connect(config.kafka.client.clone(), cancel)
+        .map_err(|e| kafka_context(e, brokers))?;
+    let mut out = std::io::stdout().lock();
+    status(&config, &mut client, store.as_ref(), &mut out)?;
+    out.flush()?;
+    Ok(Exit::Ok)
+}
 
 /// Prints one line per partition and a total; returns the total lag.
-pub fn status(
+fn status(
     config: &Config,
     client: &mut Client,
     store: &dyn Store,

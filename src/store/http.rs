@@ -1,10 +1,31 @@
-//! Which GCS failures are worth another attempt, and how long to wait.
+//! What the HTTP stores share: the blocking `ureq` agent built from their
+//! options (proxy, trust roots, timeouts), the retry policy (one pure
+//! function: 408, 429, 5xx and transport failures retry, TLS failures and
+//! other statuses are final), jittered back-off, and percent-encoding.
 //!
-//! One pure function decides (408, 429, 5xx and transport failures retry;
-//! other 4xx are final), and a back-off with full jitter paces attempts
-//! within a deadline. No I/O here besides reading the clock for the seed.
+//! No store logic and no I/O besides building the agent and reading the
+//! clock for the back-off seed.
 
+use std::path::PathBuf;
 use std::time::Duration;
+
+use super::object::StoreError;
+use crate::redact::redact_url;
+
+/// How an HTTP store connects.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpOptions {
+    /// The config section the options come from, for messages (`gcs`).
+    pub section: &'static str,
+    /// HTTPS proxy URL; None = the HTTPS_PROXY/ALL_PROXY environment (with NO_PROXY).
+    pub proxy: Option<String>,
+    /// Hosts that bypass `proxy`.
+    pub no_proxy: Vec<String>,
+    /// PEM file whose certificates replace the built-in web roots.
+    pub ca_bundle: Option<PathBuf>,
+    /// Upper bound of one HTTP exchange.
+    pub request_timeout: Duration,
+}
 
 /// What went wrong with one HTTP exchange.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,9 +112,103 @@ impl Backoff {
     }
 }
 
+/// Classifies a ureq error for the retry policy.
+pub fn transport(e: &ureq::Error) -> Transport {
+    use ureq::Error as E;
+    match e {
+        E::Timeout(_) => Transport::Timeout,
+        E::Io(_) | E::ConnectionFailed | E::BodyStalled => Transport::Connection,
+        E::HostNotFound => Transport::Dns,
+        E::Tls(_) | E::Rustls(_) | E::Pem(_) => Transport::Tls,
+        _ => Transport::Other,
+    }
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters.
+pub fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() * 3 / 2);
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The HTTP agent: no redirects (GCS's 308 means "resume incomplete"),
+/// statuses as values, timeouts, proxy and trust roots from the options.
+pub fn agent(config: &HttpOptions) -> Result<ureq::Agent, StoreError> {
+    let mut builder = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .timeout_global(Some(config.request_timeout))
+        .timeout_connect(Some(config.request_timeout.min(Duration::from_secs(15))))
+        .user_agent(format!("kafka-store/{}", env!("CARGO_PKG_VERSION")));
+    if let Some(url) = &config.proxy {
+        let bad = |e: ureq::Error| StoreError::Refused {
+            what: format!("{}.proxy {:?}", config.section, redact_url(url)),
+            why: e.to_string(),
+        };
+        let parsed = ureq::Proxy::new(url).map_err(bad)?;
+        let mut proxy = ureq::Proxy::builder(parsed.protocol())
+            .host(parsed.host())
+            .port(parsed.port());
+        if let Some(user) = parsed.username() {
+            proxy = proxy.username(user);
+        }
+        if let Some(password) = parsed.password() {
+            proxy = proxy.password(password);
+        }
+        for host in &config.no_proxy {
+            proxy = proxy.no_proxy(host);
+        }
+        builder = builder.proxy(Some(proxy.build().map_err(bad)?));
+    }
+    if let Some(path) = &config.ca_bundle {
+        let what = || format!("{}.ca_bundle {}", config.section, path.display());
+        let pem = std::fs::read(path).map_err(|source| StoreError::Io {
+            what: what(),
+            source,
+        })?;
+        let certs: Vec<_> = ureq::tls::parse_pem(&pem)
+            .filter_map(|item| match item {
+                Ok(ureq::tls::PemItem::Certificate(c)) => Some(Ok(c)),
+                Ok(_) => None,
+                Err(e) => Some(Err(e)),
+            })
+            .collect::<Result<_, _>>()
+            .map_err(|e| StoreError::Refused {
+                what: what(),
+                why: e.to_string(),
+            })?;
+        if certs.is_empty() {
+            return Err(StoreError::Refused {
+                what: what(),
+                why: "holds no PEM certificate".into(),
+            });
+        }
+        let tls = ureq::tls::TlsConfig::builder()
+            .root_certs(ureq::tls::RootCerts::new_with_certs(&certs))
+            .build();
+        builder = builder.tls_config(tls);
+    }
+    Ok(builder.build().new_agent())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_are_percent_encoded() {
+        assert_eq!(
+            encode("events/000003/00000000000000000042.avro"),
+            "events%2F000003%2F00000000000000000042.avro"
+        );
+        assert_eq!(encode("a b+c~"), "a%20b%2Bc~");
+    }
 
     #[test]
     fn status_codes_and_transport_failures_are_classified() {

@@ -1,4 +1,5 @@
-//! Object names and chain arithmetic.
+//! Names and chain arithmetic: a Kafka partition's name, archive object
+//! names, and how a partition's objects chain and tile.
 //!
 //! A file of partition P of topic T starting at offset F is the object
 //! `{topic}/{P:06}/{F:020}.avro` under the store's prefix. Zero-padding makes
@@ -10,7 +11,27 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::kafka::TopicPartition;
+/// A topic and one of its partitions; cheap to clone.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TopicPartition {
+    pub topic: Arc<str>,
+    pub partition: i32,
+}
+
+impl TopicPartition {
+    pub fn new(topic: &str, partition: i32) -> Self {
+        TopicPartition {
+            topic: Arc::from(topic),
+            partition,
+        }
+    }
+}
+
+impl fmt::Display for TopicPartition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.topic, self.partition)
+    }
+}
 
 /// The file-name suffix of archive objects.
 pub const SUFFIX: &str = ".avro";

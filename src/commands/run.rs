@@ -1,0 +1,48 @@
+//! `kafka-store run`: the service. Installs the signal handlers on the stop
+//! flag, runs the pipeline, and reports partitions that could not be
+//! archived (exit 3).
+
+use anyhow::Context as _;
+
+use crate::cancel::Cancel;
+use crate::cli::RunArgs;
+use crate::config::Config;
+use crate::exit::Exit;
+use crate::pipeline::{self, RunOptions};
+
+/// Archives until SIGTERM/SIGINT (or until caught up).
+pub fn run(args: &RunArgs) -> anyhow::Result<Exit> {
+    let config = Config::load(&args.config)?;
+    let cancel = Cancel::default();
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        // The first signal drains; a second one ends the process at once.
+        signal_hook::flag::register_conditional_shutdown(signal, 1, cancel.drain_flag())
+            .context("cannot install signal handlers")?;
+        signal_hook::flag::register(signal, cancel.drain_flag())
+            .context("cannot install signal handlers")?;
+    }
+    let options = RunOptions {
+        until_caught_up: args.until_caught_up,
+    };
+    let outcome = pipeline::run(&config, options, cancel)?;
+    log::info!("stopped; peak memory {}", peak_rss());
+    if outcome.halted.is_empty() {
+        return Ok(Exit::Ok);
+    }
+    for halted in &outcome.halted {
+        eprintln!("kafka-store: {} was not archived: {halted}", halted.tp);
+    }
+    Ok(Exit::Data)
+}
+
+/// The process's peak resident set size, from `/proc/self/status` (VmHWM).
+fn peak_rss() -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(format!("{:.1} MiB", kib as f64 / 1024.0))
+        })
+        .unwrap_or_else(|| "unknown".into())
+}

@@ -1,0 +1,210 @@
+//! What the stages share about the partitions this process archives: each
+//! partition's assignment epoch (work from an older epoch is dropped), how
+//! far the store covers it, and whether it stopped; the partitions that
+//! could not start; the current group generation; and which worker thread
+//! handles a partition.
+//!
+//! Shared state behind locks and atomics, nothing else: it decides nothing.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use super::halt::{Halt, Halted};
+use crate::format::names::TopicPartition;
+use crate::kafka::Generation;
+
+/// Per-partition state shared by the stages.
+#[derive(Debug)]
+pub struct PartitionCtl {
+    /// Bumped whenever the partition's position is reset; work tagged with
+    /// an older epoch is dropped.
+    pub epoch: AtomicU64,
+    /// How far the store covers the partition (the last stored `next`).
+    pub stored: AtomicI64,
+    /// Set when the partition cannot go on.
+    halted: Mutex<Option<Halt>>,
+}
+
+/// The partitions this process archives now.
+#[derive(Default)]
+pub struct Registry {
+    map: RwLock<HashMap<TopicPartition, Arc<PartitionCtl>>>,
+    /// Assigned partitions that could not start, and why.
+    refused: Mutex<BTreeMap<TopicPartition, Halt>>,
+    /// Epochs are unique across partitions and assignments, so work from a
+    /// partition's earlier ownership can never pass for current.
+    epochs: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Registry {
+    fn new_epoch(&self) -> u64 {
+        self.epochs.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    /// Adds a partition whose archive ends at `stored`, in a fresh epoch.
+    pub fn insert(&self, tp: &TopicPartition, stored: i64) -> Arc<PartitionCtl> {
+        let ctl = Arc::new(PartitionCtl {
+            epoch: AtomicU64::new(self.new_epoch()),
+            stored: AtomicI64::new(stored),
+            halted: Mutex::new(None),
+        });
+        self.map
+            .write()
+            .expect("registry")
+            .insert(tp.clone(), ctl.clone());
+        ctl
+    }
+
+    /// Moves `tp` to a fresh epoch (its queued work is dropped) if `ctl` is
+    /// still its control, i.e. it was not revoked or assigned again since
+    /// `ctl` was taken; None otherwise.
+    pub fn bump(&self, tp: &TopicPartition, ctl: &Arc<PartitionCtl>) -> Option<u64> {
+        let map = self.map.write().expect("registry");
+        let current = map.get(tp).is_some_and(|c| Arc::ptr_eq(c, ctl));
+        current.then(|| {
+            let epoch = self.new_epoch();
+            ctl.epoch.store(epoch, Ordering::SeqCst);
+            epoch
+        })
+    }
+
+    /// Forgets a partition (revoked): its queued work is dropped.
+    pub fn remove(&self, tp: &TopicPartition) {
+        self.map.write().expect("registry").remove(tp);
+        lock(&self.refused).remove(tp);
+    }
+
+    /// Whether this process archives `tp` now.
+    pub fn owns(&self, tp: &TopicPartition) -> bool {
+        self.map.read().expect("registry").contains_key(tp)
+    }
+
+    pub fn get(&self, tp: &TopicPartition) -> Option<Arc<PartitionCtl>> {
+        self.map.read().expect("registry").get(tp).cloned()
+    }
+
+    /// The partition's current epoch (None once it is gone).
+    pub fn epoch(&self, tp: &TopicPartition) -> Option<u64> {
+        self.get(tp).map(|c| c.epoch.load(Ordering::SeqCst))
+    }
+
+    /// Stops archiving a partition; the reason is logged once.
+    pub fn halt(&self, tp: &TopicPartition, why: Halt) {
+        if let Some(ctl) = self.get(tp) {
+            let mut halted = lock(&ctl.halted);
+            if halted.is_none() {
+                let line = Halted {
+                    tp: tp.clone(),
+                    why: why.clone(),
+                };
+                log::error!("stopped archiving {tp}: {line}");
+                *halted = Some(why);
+            }
+        }
+    }
+
+    /// An assigned partition that cannot start; the reason is logged.
+    pub fn refuse(&self, tp: &TopicPartition, why: Halt) {
+        let line = Halted {
+            tp: tp.clone(),
+            why: why.clone(),
+        };
+        log::error!("cannot archive {tp}: {line}");
+        lock(&self.refused).insert(tp.clone(), why);
+    }
+
+    pub fn is_halted(&self, tp: &TopicPartition) -> bool {
+        self.get(tp).is_some_and(|c| lock(&c.halted).is_some())
+    }
+
+    /// Partitions that stopped or could not start, with the reasons.
+    pub fn halted(&self) -> Vec<Halted> {
+        let mut out: BTreeMap<TopicPartition, Halt> = lock(&self.refused).clone();
+        for (tp, c) in self.map.read().expect("registry").iter() {
+            if let Some(why) = lock(&c.halted).clone() {
+                out.insert(tp.clone(), why);
+            }
+        }
+        out.into_iter()
+            .map(|(tp, why)| Halted { tp, why })
+            .collect()
+    }
+}
+
+/// The current group generation and what it assigned to this process,
+/// shared by the group thread (writer) and the committer (reader): commits
+/// name the generation and cover only its partitions.
+#[derive(Default)]
+pub struct GroupState {
+    current: Mutex<Option<(Generation, BTreeSet<TopicPartition>)>>,
+}
+
+impl GroupState {
+    pub fn get(&self) -> Option<(Generation, BTreeSet<TopicPartition>)> {
+        lock(&self.current).clone()
+    }
+
+    pub fn set(&self, g: Option<(Generation, BTreeSet<TopicPartition>)>) {
+        *lock(&self.current) = g;
+    }
+}
+
+/// Which of `n` workers handles a partition (stable for the process), so
+/// that a partition's chunks and files keep their order.
+pub fn worker_for(tp: &TopicPartition, n: usize) -> usize {
+    let mut h = DefaultHasher::new();
+    tp.topic.hash(&mut h);
+    (h.finish() as usize).wrapping_add(tp.partition as usize) % n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_epoch_moves_only_for_the_assignment_that_took_it() {
+        let registry = Registry::default();
+        let tp = TopicPartition::new("t", 0);
+        let first = registry.insert(&tp, 10);
+        let bumped = registry.bump(&tp, &first).unwrap();
+        assert_eq!(registry.epoch(&tp), Some(bumped));
+
+        // Revoked and assigned again while an upload of the first ran.
+        registry.remove(&tp);
+        assert_eq!(registry.bump(&tp, &first), None);
+        let again = registry.insert(&tp, 20);
+        let current = registry.epoch(&tp);
+        assert_eq!(registry.bump(&tp, &first), None);
+        assert_eq!(registry.epoch(&tp), current);
+        assert!(registry.bump(&tp, &again).is_some());
+    }
+
+    #[test]
+    fn halted_and_refused_partitions_are_reported_once_each() {
+        let registry = Registry::default();
+        let (a, b, c) = (
+            TopicPartition::new("t", 0),
+            TopicPartition::new("t", 1),
+            TopicPartition::new("t", 2),
+        );
+        registry.insert(&a, 0);
+        registry.insert(&b, 0);
+        registry.halt(&a, Halt::TopicGone);
+        registry.halt(&a, Halt::NoArchive);
+        registry.refuse(&c, Halt::NoArchive);
+        assert!(registry.is_halted(&a) && !registry.is_halted(&b));
+        let halted: Vec<String> = registry.halted().iter().map(|h| h.to_string()).collect();
+        assert_eq!(halted.len(), 2);
+        assert!(halted[0].contains("does not exist any more"), "{halted:?}");
+        assert!(halted[1].starts_with("t/2 has no archive"), "{halted:?}");
+        registry.remove(&c);
+        assert_eq!(registry.halted().len(), 1);
+    }
+}

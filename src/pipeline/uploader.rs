@@ -1,0 +1,154 @@
+//! An uploader thread: step 3 of the commit protocol. Stores its
+//! partitions' finished files in order with a create-only put.
+//!
+//! `Created` or `Identical` moves the partition on; `Conflict` (another
+//! builder's cut won) adopts the stored object's `next-offset`, follows the
+//! chain and sends the fetcher there. The committer learns what the store
+//! now covers. Never overwrites an object and never commits offsets.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+
+use super::msg::{Closed, Seek, Stored};
+use super::registry::Registry;
+use super::resume::follow;
+use super::rows::row_of;
+use super::spool::Spool;
+use super::stop::Stop;
+use crate::store::{ObjectInfo, PutOutcome, Store, StoreError, Upload};
+
+/// Back-off between attempts when the store fails retriably.
+const STORE_BACKOFF: Duration = Duration::from_secs(1);
+const STORE_BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// Everything an uploader thread uses besides its input.
+pub struct Uploader<'a> {
+    pub store: &'a dyn Store,
+    pub spool: &'a Spool,
+    pub registry: &'a Registry,
+    pub stop: &'a Stop,
+    pub seeks: Sender<Seek>,
+    pub stored: Sender<Stored>,
+}
+
+impl Uploader<'_> {
+    pub fn run(self, rx: Receiver<Closed>) -> anyhow::Result<()> {
+        while let Some(file) = self.stop.recv(&rx) {
+            if !self.upload(file)? {
+                break;
+            }
+        }
+        // Stopping: files still queued are dropped (with their spool files)
+        // and rebuilt from Kafka next time.
+        Ok(())
+    }
+
+    /// Stores one file; false when the pipeline stopped meanwhile.
+    fn upload(&self, file: Closed) -> anyhow::Result<bool> {
+        let tp = file.key.tp();
+        // Files of a halted partition are still stored: they hold records
+        // from before the problem, which Kafka may no longer have. Files of
+        // an older epoch, or of a partition that moved away, are dropped.
+        let Some(ctl) = self.registry.get(&tp) else {
+            return Ok(true);
+        };
+        if ctl.epoch.load(Ordering::SeqCst) != file.epoch {
+            return Ok(true);
+        }
+        let started = Instant::now();
+        let session_note = self.spool.session_note(&file.key);
+        let upload = Upload {
+            key: &file.key,
+            path: file.file.path(),
+            session_note: &session_note,
+            summary: file.summary,
+            size: file.size,
+            crc32c: file.crc32c,
+        };
+        let Some(outcome) = self.retrying(|| self.store.put(&upload))? else {
+            return Ok(false);
+        };
+        let url = self.store.object_url(&file.key);
+        let next = file.summary.next_offset;
+        match outcome {
+            PutOutcome::Created | PutOutcome::Identical => {
+                log::info!(
+                    "stored {tp} offsets {}..{next}: {} records, {} bytes, built in {:.1}s, stored in {:.1}s{} -> {url}",
+                    file.key.first,
+                    file.summary.record_count,
+                    file.size,
+                    started.duration_since(file.opened).as_secs_f64(),
+                    started.elapsed().as_secs_f64(),
+                    if outcome == PutOutcome::Identical {
+                        " (identical object already there)"
+                    } else {
+                        ""
+                    },
+                );
+                ctl.stored.fetch_max(next, Ordering::SeqCst);
+                let info = ObjectInfo {
+                    summary: file.summary,
+                    size: file.size,
+                    crc32c: Some(file.crc32c),
+                    md5: None,
+                    format_version: crate::format::avro::FORMAT_VERSION,
+                };
+                let row = row_of(&file.key, &info, url);
+                let _ = self.stored.send(Stored::Object { tp, row });
+            }
+            PutOutcome::Conflict(info) => {
+                let theirs = info.summary.next_offset;
+                log::warn!(
+                    "{url} already exists with another cut (next offset {theirs}, ours {next}); adopting it"
+                );
+                let Some(end) =
+                    self.retrying(|| follow(self.store, &tp, theirs, Some(file.key.first)))?
+                else {
+                    return Ok(false);
+                };
+                // Revoked, or revoked and assigned again, while the put ran:
+                // that new start followed the chain itself.
+                let Some(epoch) = self.registry.bump(&tp, &ctl) else {
+                    return Ok(true);
+                };
+                ctl.stored.fetch_max(end.position, Ordering::SeqCst);
+                let _ = self.seeks.send(Seek {
+                    tp: tp.clone(),
+                    epoch,
+                    position: end.position,
+                });
+                let _ = self.stored.send(Stored::Adopted { tp, at: end });
+            }
+        }
+        Ok(true)
+    }
+
+    /// A store operation, retried while the store's failure is retriable (the
+    /// archive is safe while the store is away); None if the pipeline stops
+    /// meanwhile.
+    fn retrying<T>(
+        &self,
+        mut op: impl FnMut() -> Result<T, StoreError>,
+    ) -> Result<Option<T>, StoreError> {
+        let mut backoff = STORE_BACKOFF;
+        loop {
+            match op() {
+                Ok(v) => return Ok(Some(v)),
+                Err(StoreError::Interrupted { .. }) => return Ok(None),
+                Err(e) if e.is_retriable() => {
+                    if self.stop.requested() {
+                        return Ok(None);
+                    }
+                    log::warn!("{e}; retrying in {}s", backoff.as_secs());
+                    if !self.stop.sleep(backoff) {
+                        return Ok(None);
+                    }
+                    backoff = (backoff * 2).min(STORE_BACKOFF_MAX);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
