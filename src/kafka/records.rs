@@ -148,6 +148,75 @@ fn be_i64(b: &[u8], at: usize) -> i64 {
     i64::from_be_bytes(b[at..at + 8].try_into().expect("8 bytes"))
 }
 
+/// The header and total length of the batch at the start of `rest`, from
+/// its fixed fields (CRC not checked); None when the batch is cut short.
+/// The one parse of a batch header: the decoder and the fetcher's scan
+/// both use it.
+fn frame(rest: &[u8]) -> Result<Option<(BatchHeader, usize)>, RecordsError> {
+    if rest.len() < LOG_OVERHEAD {
+        return Ok(None);
+    }
+    let base_offset = be_i64(rest, 0);
+    let batch_length = be_i32(rest, 8);
+    if batch_length < (BATCH_HEADER_LEN - LOG_OVERHEAD) as i32 {
+        // A v0/v1 message is shorter than a v2 header; tell which it is if we can.
+        if rest.len() > 16 && rest[16] != 2 {
+            return Err(corrupt(
+                base_offset,
+                format!("message format v{} is not supported (only v2)", rest[16]),
+            ));
+        }
+        return Err(corrupt(
+            base_offset,
+            format!("invalid batch length {batch_length}"),
+        ));
+    }
+    let total = LOG_OVERHEAD + batch_length as usize;
+    if rest.len() < total {
+        return Ok(None);
+    }
+    let raw = &rest[..total];
+    let magic = raw[16] as i8;
+    if magic != 2 {
+        return Err(corrupt(
+            base_offset,
+            format!("message format v{magic} is not supported (only v2)"),
+        ));
+    }
+    let header = BatchHeader {
+        base_offset,
+        batch_length,
+        partition_leader_epoch: be_i32(raw, 12),
+        magic,
+        crc: be_i32(raw, 17) as u32,
+        attributes: be_i16(raw, 21),
+        last_offset_delta: be_i32(raw, 23),
+        base_timestamp: be_i64(raw, 27),
+        max_timestamp: be_i64(raw, 35),
+        producer_id: be_i64(raw, 43),
+        producer_epoch: be_i16(raw, 51),
+        base_sequence: be_i32(raw, 53),
+        record_count: be_i32(raw, 57),
+    };
+    let sane = header.last_offset_delta >= 0
+        && header.record_count >= 0
+        && header.base_offset >= 0
+        && header
+            .base_offset
+            .checked_add(i64::from(header.last_offset_delta) + 1)
+            .is_some();
+    if !sane {
+        return Err(corrupt(
+            base_offset,
+            format!(
+                "invalid base offset {}, last offset delta {} or record count {}",
+                header.base_offset, header.last_offset_delta, header.record_count
+            ),
+        ));
+    }
+    Ok(Some((header, total)))
+}
+
 impl<'a> Iterator for Batches<'a> {
     type Item = Result<Batch<'a>, RecordsError>;
 
@@ -156,77 +225,25 @@ impl<'a> Iterator for Batches<'a> {
             return None;
         }
         let rest = &self.data[self.pos..];
-        if rest.len() < LOG_OVERHEAD {
-            return None;
-        }
-        let base_offset = be_i64(rest, 0);
-        let batch_length = be_i32(rest, 8);
-        let fail = |this: &mut Self, reason: String| {
-            this.failed = true;
-            Some(Err(corrupt(base_offset, reason)))
-        };
-        if batch_length < (BATCH_HEADER_LEN - LOG_OVERHEAD) as i32 {
-            // A v0/v1 message is shorter than a v2 header; tell which it is if we can.
-            if rest.len() > 16 && rest[16] != 2 {
-                return fail(
-                    self,
-                    format!("message format v{} is not supported (only v2)", rest[16]),
-                );
+        let (header, total) = match frame(rest) {
+            Ok(Some(framed)) => framed,
+            Ok(None) => return None,
+            Err(e) => {
+                self.failed = true;
+                return Some(Err(e));
             }
-            return fail(self, format!("invalid batch length {batch_length}"));
-        }
-        let total = LOG_OVERHEAD + batch_length as usize;
-        if rest.len() < total {
-            return None;
-        }
-        let raw = &rest[..total];
-        let magic = raw[16] as i8;
-        if magic != 2 {
-            return fail(
-                self,
-                format!("message format v{magic} is not supported (only v2)"),
-            );
-        }
-        let header = BatchHeader {
-            base_offset,
-            batch_length,
-            partition_leader_epoch: be_i32(raw, 12),
-            magic,
-            crc: be_i32(raw, 17) as u32,
-            attributes: be_i16(raw, 21),
-            last_offset_delta: be_i32(raw, 23),
-            base_timestamp: be_i64(raw, 27),
-            max_timestamp: be_i64(raw, 35),
-            producer_id: be_i64(raw, 43),
-            producer_epoch: be_i16(raw, 51),
-            base_sequence: be_i32(raw, 53),
-            record_count: be_i32(raw, 57),
         };
+        let raw = &rest[..total];
         let actual = crc32c::crc32c(&raw[CRC_START..]);
         if actual != header.crc {
-            return fail(
-                self,
+            self.failed = true;
+            return Some(Err(corrupt(
+                header.base_offset,
                 format!(
                     "crc32c mismatch (batch says {:08x}, bytes give {actual:08x})",
                     header.crc
                 ),
-            );
-        }
-        if header.last_offset_delta < 0
-            || header.record_count < 0
-            || header.base_offset < 0
-            || header
-                .base_offset
-                .checked_add(i64::from(header.last_offset_delta) + 1)
-                .is_none()
-        {
-            return fail(
-                self,
-                format!(
-                    "invalid base offset {}, last offset delta {} or record count {}",
-                    header.base_offset, header.last_offset_delta, header.record_count
-                ),
-            );
+            )));
         }
         self.pos += total;
         Some(Ok(Batch {
@@ -238,35 +255,13 @@ impl<'a> Iterator for Batches<'a> {
 
 /// The offset after the last complete batch of `data` (at least
 /// `position`) and how many bytes those batches take, from batch headers
-/// only (no CRC check: the decoder does that). An invalid batch length is an
-/// error; the decoder reports it in full.
+/// only (no CRC check: the decoder does that). A batch whose header is
+/// invalid is an error; the decoder reports it in full.
 pub fn complete_extent(data: &[u8], position: i64) -> Result<(i64, usize), RecordsError> {
     let mut pos = 0;
     let mut next = position;
-    while data.len() - pos >= BATCH_HEADER_LEN {
-        let base_offset = be_i64(data, pos);
-        let batch_length = be_i32(data, pos + 8);
-        if batch_length < (BATCH_HEADER_LEN - LOG_OVERHEAD) as i32 {
-            return Err(corrupt(
-                base_offset,
-                format!("invalid batch length {batch_length}"),
-            ));
-        }
-        let total = LOG_OVERHEAD + batch_length as usize;
-        if data.len() - pos < total {
-            break;
-        }
-        let delta = be_i32(data, pos + 23);
-        let last = match base_offset.checked_add(i64::from(delta)) {
-            Some(last) if base_offset >= 0 && delta >= 0 && last < i64::MAX => last,
-            _ => {
-                return Err(corrupt(
-                    base_offset,
-                    format!("invalid last offset delta {delta}"),
-                ));
-            }
-        };
-        next = next.max(last + 1);
+    while let Some((header, total)) = frame(&data[pos..])? {
+        next = next.max(header.next_offset());
         pos += total;
     }
     Ok((next, pos))
