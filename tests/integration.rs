@@ -12,3 +12,4 @@ mod index;
 mod kafka_client;
 mod layout;
 mod resume;
+mod stop;

@@ -184,3 +184,127 @@ impl Encoder<'_> {
         .map(drop)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use crossbeam_channel::bounded;
+
+    use super::*;
+    use crate::cancel::Cancel;
+    use crate::format::avro::Codec;
+    use crate::format::rotation::Rules;
+    use crate::kafka::records::tests::{encode_batch, rec};
+
+    fn chunk(tp: &TopicPartition, epoch: u64, fetch_offset: i64, records: Vec<u8>) -> ToEncoder {
+        ToEncoder::Chunk {
+            tp: tp.clone(),
+            epoch,
+            data: PartitionData {
+                fetch_offset,
+                high_watermark: 0,
+                last_stable_offset: 0,
+                log_start_offset: 0,
+                aborted: vec![],
+                records: Bytes::from(records),
+            },
+        }
+    }
+
+    /// Runs an encoder over `msgs`; returns the files it closed as
+    /// (first, next, records) and the registry.
+    fn encode(
+        msgs: impl FnOnce(&Registry, &TopicPartition) -> Vec<ToEncoder>,
+    ) -> (Vec<(i64, i64, u64)>, Registry) {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let files = FilesConfig {
+            codec: Codec::Null,
+            block_bytes: 1024,
+            rules: Rules::new(1 << 30, 2, Duration::from_secs(3600)),
+            idle_flush: Duration::from_secs(600),
+        };
+        let registry = Registry::default();
+        let stop = Stop::new(Cancel::default());
+        let tp = TopicPartition::new("t", 0);
+        let (tx, rx) = bounded(16);
+        let (up_tx, up_rx) = bounded(16);
+        for m in msgs(&registry, &tp) {
+            tx.send(m).unwrap();
+        }
+        drop(tx);
+        let encoder = Encoder {
+            spool: &spool,
+            files: &files,
+            registry: &registry,
+            stop: &stop,
+        };
+        encoder.run(rx, vec![up_tx]).unwrap();
+        let closed: Vec<_> = up_rx
+            .try_iter()
+            .map(|c: Closed| (c.key.first, c.summary.next_offset, c.summary.record_count))
+            .collect();
+        (closed, registry)
+    }
+
+    #[test]
+    fn chunks_become_files_in_order_and_stale_epochs_are_dropped() {
+        let (closed, registry) = encode(|registry, tp| {
+            let epoch = registry.insert(tp, 0).epoch.load(Ordering::SeqCst);
+            vec![
+                ToEncoder::Assign {
+                    tp: tp.clone(),
+                    epoch,
+                    position: 0,
+                },
+                chunk(
+                    tp,
+                    epoch,
+                    0,
+                    encode_batch(0, 0, -1, 2, &[rec(0, b"a"), rec(1, b"b"), rec(2, b"c")]),
+                ),
+                // Fetched again from an older position: dropped.
+                chunk(tp, epoch, 1, encode_batch(1, 0, -1, 0, &[rec(0, b"x")])),
+                // An older epoch: dropped.
+                chunk(tp, epoch - 1, 3, encode_batch(3, 0, -1, 0, &[rec(0, b"y")])),
+                ToEncoder::Finish {
+                    tp: tp.clone(),
+                    epoch,
+                },
+            ]
+        });
+        assert_eq!(closed, vec![(0, 2, 2), (2, 3, 1)]);
+        assert!(registry.halted().is_empty());
+    }
+
+    #[test]
+    fn a_corrupt_batch_halts_its_partition_and_keeps_what_came_before() {
+        let (closed, registry) = encode(|registry, tp| {
+            let epoch = registry.insert(tp, 0).epoch.load(Ordering::SeqCst);
+            let mut data = encode_batch(0, 0, -1, 0, &[rec(0, b"a")]);
+            let mut bad = encode_batch(1, 0, -1, 0, &[rec(0, b"b")]);
+            let last = bad.len() - 1;
+            bad[last] ^= 0xff;
+            data.extend_from_slice(&bad);
+            vec![
+                ToEncoder::Assign {
+                    tp: tp.clone(),
+                    epoch,
+                    position: 0,
+                },
+                chunk(tp, epoch, 0, data),
+            ]
+        });
+        assert_eq!(closed, vec![(0, 1, 1)]);
+        let halted = registry.halted();
+        assert_eq!(halted.len(), 1);
+        let line = halted[0].to_string();
+        assert!(
+            line.starts_with("corrupt record batch in t/0 at offset 1: crc32c mismatch"),
+            "{line}"
+        );
+    }
+}

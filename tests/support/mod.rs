@@ -1060,9 +1060,14 @@ pub struct Proc {
 impl Proc {
     /// Starts `kafka-store run --config CONFIG` (service mode).
     pub fn start(config: &Path) -> Proc {
+        Proc::start_logging(config, "info")
+    }
+
+    /// [`Proc::start`] with another log level.
+    pub fn start_logging(config: &Path, level: &str) -> Proc {
         let mut child = Command::new(binary())
             .args(["run", "--config", config.to_str().unwrap()])
-            .env("KAFKA_STORE_LOG", "info")
+            .env("KAFKA_STORE_LOG", level)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
