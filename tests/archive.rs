@@ -199,9 +199,12 @@ fn encoded_sizes(file: &support::ArchFile) -> Vec<u64> {
                 .headers
                 .iter()
                 .map(|(k, v)| {
+                    let text = kafka_store::format::avro::escape_key(k);
+                    let raw = (text.as_bytes() != k.as_slice()).then(|| k.clone());
                     Value::Record(vec![
-                        ("key".into(), Value::String(k.clone())),
+                        ("key".into(), Value::String(text)),
                         ("value".into(), opt(v)),
+                        ("raw_key".into(), opt(&raw)),
                     ])
                 })
                 .collect();

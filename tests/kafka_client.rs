@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use kafka_store::format::names::TopicPartition;
 use kafka_store::format::record::{OwnedRecord, TimestampType};
 use kafka_store::kafka::records::{self, Event, RecordsError, TxnFilter};
-use kafka_store::kafka::{Client, ClientConfig, KafkaError, OffsetSpec};
+use kafka_store::kafka::{Client, ClientConfig, KafkaError, OffsetSpec, Position};
 
 use crate::support::{self, BOOTSTRAP, Frame, Rec};
 
@@ -24,8 +24,18 @@ fn fetch_round(
     TopicPartition,
     Result<kafka_store::kafka::PartitionData, KafkaError>,
 )> {
+    let wanted: Vec<(TopicPartition, Position)> = wanted
+        .iter()
+        .map(|(tp, offset)| {
+            let at = Position {
+                offset: *offset,
+                last_epoch: None,
+            };
+            (tp.clone(), at)
+        })
+        .collect();
     let mut out = Vec::new();
-    client.fetch(wanted, |tp, r| out.push((tp, r)));
+    client.fetch(&wanted, |tp, r| out.push((tp, r)));
     out
 }
 
@@ -86,7 +96,7 @@ fn fetch_until(
                 &mut scratch,
                 |e| {
                     match e {
-                        Event::Record(r) => {
+                        Event::Record { record: r, .. } => {
                             assert!(r.offset > last, "{tp}: offset {} after {last}", r.offset);
                             last = r.offset;
                             let owned = OwnedRecord {
@@ -98,12 +108,7 @@ fn fetch_until(
                                 headers: r
                                     .headers
                                     .iter()
-                                    .map(|h| {
-                                        (
-                                            String::from_utf8(h.key.to_vec()).unwrap(),
-                                            h.value.map(<[u8]>::to_vec),
-                                        )
-                                    })
+                                    .map(|h| (h.key.to_vec(), h.value.map(<[u8]>::to_vec)))
                                     .collect(),
                             };
                             assert!(
@@ -114,7 +119,7 @@ fn fetch_until(
                                 r.offset
                             );
                         }
-                        Event::Skipped { next } => out.skipped_to.push((tp.partition, next)),
+                        Event::Skipped { next, .. } => out.skipped_to.push((tp.partition, next)),
                     }
                     Ok(())
                 },

@@ -68,7 +68,7 @@ fn record_json(r: &OwnedRecord) -> Value {
         },
         "key": bytes(&r.key),
         "value": bytes(&r.value),
-        "headers": r.headers.iter().map(|(k, v)| json!({ "key": k, "value": bytes(v) })).collect::<Vec<_>>(),
+        "headers": r.headers.iter().map(|(k, v)| json!({ "key": bytes(&Some(k.clone())), "value": bytes(v) })).collect::<Vec<_>>(),
     })
 }
 
@@ -97,11 +97,15 @@ mod tests {
             timestamp_type: TimestampType::LogAppend,
             key: None,
             value: Some(vec![0xff, 0x00]),
-            headers: vec![("h".into(), Some(b"v".to_vec())), ("n".into(), None)],
+            headers: vec![
+                (b"h".to_vec(), Some(b"v".to_vec())),
+                (b"n".to_vec(), None),
+                (b"\xfe".to_vec(), None),
+            ],
         };
         assert_eq!(
             record_json(&r).to_string(),
-            r#"{"headers":[{"key":"h","value":"v"},{"key":"n","value":null}],"key":null,"offset":7,"timestamp":-1,"timestamp_type":"log_append","value":{"base64":"/wA="}}"#
+            r#"{"headers":[{"key":"h","value":"v"},{"key":"n","value":null},{"key":{"base64":"/g=="},"value":null}],"key":null,"offset":7,"timestamp":-1,"timestamp_type":"log_append","value":{"base64":"/wA="}}"#
         );
     }
 }

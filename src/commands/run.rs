@@ -1,6 +1,7 @@
 //! `kafka-store run`: the service. Installs the signal handlers on the stop
 //! flag, runs the pipeline, and reports partitions that could not be
-//! archived (exit 3).
+//! archived: stopped by a data problem (exit 3), or never started by a
+//! one-shot run (exit 1).
 
 use anyhow::Context as _;
 
@@ -26,13 +27,19 @@ pub fn run(args: &RunArgs) -> anyhow::Result<Exit> {
     };
     let outcome = pipeline::run(&config, options, cancel)?;
     log::info!("stopped; peak memory {}", peak_rss());
-    if outcome.halted.is_empty() {
-        return Ok(Exit::Ok);
-    }
     for halted in &outcome.halted {
         eprintln!("kafka-store: {} was not archived: {halted}", halted.tp);
     }
-    Ok(Exit::Data)
+    for (tp, why) in &outcome.given_up {
+        eprintln!("kafka-store: {tp} was not archived: it could not start: {why}");
+    }
+    Ok(if !outcome.halted.is_empty() {
+        Exit::Data
+    } else if !outcome.given_up.is_empty() {
+        Exit::Failure
+    } else {
+        Exit::Ok
+    })
 }
 
 /// The process's peak resident set size, from `/proc/self/status` (VmHWM).

@@ -13,9 +13,9 @@ use crate::cancel::Cancel;
 use crate::config::Config;
 use crate::exit::Exit;
 use crate::format::names::TopicPartition;
-use crate::kafka::{Client, OffsetSpec};
-use crate::pipeline::resume::{locate, parse_metadata, store_tag};
-use crate::pipeline::{kafka_context, subscribed};
+use crate::kafka::Client;
+use crate::pipeline::resume::{Resume, decide, gather};
+use crate::pipeline::{Halted, kafka_context, subscribed};
 use crate::store::{self, Store};
 
 /// Prints where each partition's archive stands.
@@ -44,45 +44,61 @@ fn status(
         .iter()
         .flat_map(|(t, n)| (0..*n).map(|p| TopicPartition::new(t, p)))
         .collect();
-    let group = &config.kafka.group_id;
-    let committed = client
-        .committed_offsets(group, &tps)
-        .with_context(|| format!("cannot read committed offsets of group {group}"))?;
-    let earliest = client
-        .list_offsets(&tps, OffsetSpec::Earliest)
-        .context("cannot read log start offsets")?;
-    let latest = client
-        .list_offsets(&tps, OffsetSpec::Latest)
-        .context("cannot read log end offsets")?;
-    let tag = store_tag(store);
+    let k = &config.kafka;
     writeln!(
         out,
-        "PARTITION\tARCHIVED_TO\tLOG_START\tLOG_END\tLAG\tCOMMITTED"
+        "PARTITION\tARCHIVED_TO\tLOG_START\tLOG_END\tLAG\tCOMMITTED\tSTATE"
     )?;
-    let (mut total, mut unarchived) = (0i64, 0usize);
-    for tp in &tps {
-        let hint = committed
-            .get(tp)
-            .and_then(|c| parse_metadata(&c.metadata, &tag).map(|prev| (c.offset, prev)));
-        let archived = locate(store, tp, hint)?.map(|c| c.position);
-        let (start, end) = (earliest[tp], latest[tp]);
+    let (mut total, mut unarchived, mut stopped) = (0i64, 0usize, 0usize);
+    let show = |v: Option<i64>| v.map_or("-".to_string(), |v| v.to_string());
+    for (tp, gathered) in gather(client, store, &k.group_id, &tps) {
+        let g = match gathered {
+            Ok(g) => g,
+            Err(early) => {
+                stopped += usize::from(matches!(early, Resume::Halt(_)));
+                let state = state(&tp, early);
+                writeln!(out, "{tp}\t-\t-\t-\t-\t-\t{state}")?;
+                continue;
+            }
+        };
+        let f = &g.facts;
+        let archived = f.chain_end.map(|c| c.at.position);
+        let (start, end) = (f.log_start, f.log_end);
         // Without an archive, everything still in the log is lag.
         let lag = (end - archived.unwrap_or(start).max(start)).max(0);
         total += lag;
         unarchived += usize::from(archived.is_none());
-        let show = |v: Option<i64>| v.map_or("-".to_string(), |v| v.to_string());
+        let decision = decide(f, k.start, k.on_gap);
+        stopped += usize::from(matches!(decision, Resume::Halt(_)));
         writeln!(
             out,
-            "{tp}\t{}\t{start}\t{end}\t{lag}\t{}",
+            "{tp}\t{}\t{start}\t{end}\t{lag}\t{}\t{}",
             show(archived),
-            show(committed.get(tp).map(|c| c.offset))
+            show(g.committed),
+            state(&tp, decision)
         )?;
     }
     writeln!(
         out,
-        "# {} partition(s), total lag {total} record(s), {unarchived} without any archive file, store {}",
+        "# {} partition(s), total lag {total} record(s), {unarchived} without any archive file, {stopped} that cannot be archived, store {}",
         tps.len(),
         store.url()
     )?;
     Ok(total)
+}
+
+/// What `run` would do with a partition now.
+fn state(tp: &TopicPartition, decision: Resume) -> String {
+    match decision {
+        Resume::At { .. } => "ok".into(),
+        Resume::Skip { to, reason, .. } => format!("skips to offset {to} ({reason})"),
+        Resume::Halt(why) => format!(
+            "stopped: {}",
+            Halted {
+                tp: tp.clone(),
+                why
+            }
+        ),
+        Resume::Later(e) => format!("unknown: {e}"),
+    }
 }

@@ -11,6 +11,8 @@
 use std::fmt;
 use std::sync::Arc;
 
+use uuid::Uuid;
+
 /// A topic and one of its partitions; cheap to clone.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TopicPartition {
@@ -198,6 +200,21 @@ pub fn check_tiling(files: &[(i64, i64)]) -> Option<TilingProblem> {
     })
 }
 
+/// Where a partition's chain changes history: the first object (by first
+/// offset) whose topic id differs from the one before it that records one.
+/// Objects written before topic ids were recorded (None) break nothing.
+pub fn history_break(files: &[(i64, Option<Uuid>)]) -> Option<(i64, Uuid, Uuid)> {
+    let mut seen: Option<Uuid> = None;
+    for (first, id) in files {
+        match (seen, id) {
+            (Some(before), Some(now)) if before != *now => return Some((*first, before, *now)),
+            (_, Some(now)) => seen = Some(*now),
+            _ => {}
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -252,6 +269,18 @@ mod tests {
                 next: 10
             }
         );
+    }
+
+    #[test]
+    fn a_change_of_topic_id_along_the_chain_is_a_history_break() {
+        let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        assert_eq!(history_break(&[(0, Some(a)), (5, Some(a))]), None);
+        assert_eq!(history_break(&[(0, None), (5, Some(a)), (9, None)]), None);
+        assert_eq!(
+            history_break(&[(0, Some(a)), (5, None), (9, Some(b))]),
+            Some((9, a, b))
+        );
+        assert_eq!(history_break(&[]), None);
     }
 
     #[test]

@@ -13,8 +13,8 @@ pub enum TimestampType {
 }
 
 /// One record header, borrowed from a fetched batch. Kafka header keys are
-/// strings in every official client, but the wire carries bytes: the Avro
-/// writer checks they are UTF-8.
+/// strings in every official client, but the wire carries bytes, and the
+/// archive keeps them byte-exact.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Header<'a> {
     pub key: &'a [u8],
@@ -41,6 +41,6 @@ pub struct OwnedRecord {
     pub timestamp_type: TimestampType,
     pub key: Option<Vec<u8>>,
     pub value: Option<Vec<u8>>,
-    /// Header keys are UTF-8 in the archive (the Avro schema says `string`).
-    pub headers: Vec<(String, Option<Vec<u8>>)>,
+    /// Header keys as Kafka carried them (bytes; almost always UTF-8).
+    pub headers: Vec<(Vec<u8>, Option<Vec<u8>>)>,
 }

@@ -81,11 +81,49 @@ pub type Layout = BTreeMap<String, i32>;
 /// What one fetch round says about one partition.
 pub type FetchOutcome = (TopicPartition, Result<PartitionData, KafkaError>);
 
+/// Where a fetch of one partition starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Position {
+    pub offset: i64,
+    /// The leader epoch of the last batch before `offset`, when known: the
+    /// broker then checks that its log has the same history (KIP-320).
+    pub last_epoch: Option<i32>,
+}
+
+/// Where a leader epoch ends in a leader's log: the first offset after it
+/// (OffsetsForLeaderEpoch, a fetch's diverging epoch).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EpochEnd {
+    /// The largest epoch the leader knows at or below the one asked about.
+    pub epoch: i32,
+    pub end_offset: i64,
+}
+
+/// Partitions with the leader epoch the metadata knows, by leader.
+pub(super) type ByLeader = BTreeMap<i32, Vec<(TopicPartition, i32)>>;
+
+/// One partition of a fetch request.
+struct Wanted {
+    tp: TopicPartition,
+    position: Position,
+    /// The leader epoch the metadata knows.
+    leader_epoch: i32,
+}
+
+/// Added to the announced size when a large response is fetched again for
+/// one partition (its other batches and the response framing).
+const LARGE_RESPONSE_SLACK: usize = 1 << 20;
+
 /// One partition's part of a fetch response.
 #[derive(Clone, Debug)]
 pub struct PartitionData {
     /// The offset this fetch asked for.
     pub fetch_offset: i64,
+    /// The topic id the fetch used (from the metadata, v10+ brokers).
+    pub topic_id: Option<Uuid>,
+    /// Set when the leader's log does not hold the history that ends at
+    /// the fetch position (the last fetched epoch diverged).
+    pub diverging: Option<EpochEnd>,
     pub high_watermark: i64,
     /// End of committed data: what `read_committed` may read up to.
     pub last_stable_offset: i64,
@@ -196,6 +234,7 @@ impl Client {
             | KafkaError::Timeout { .. }
             | KafkaError::Protocol { .. }
             | KafkaError::Interrupted
+            | KafkaError::ResponseTooLarge { .. }
             | KafkaError::Connect { .. },
         ) = &result
         {
@@ -425,6 +464,12 @@ impl Client {
         (p.leader >= 0).then_some((p.leader, p.leader_epoch))
     }
 
+    /// Reads fresh metadata for `topics` (one attempt): their ids and
+    /// leaders as the cluster has them now.
+    pub fn refresh_metadata(&mut self, topics: &[Arc<str>]) -> Result<(), KafkaError> {
+        self.refresh(topics).map(drop)
+    }
+
     /// Refreshes metadata for the topics of `tps` the cache does not know;
     /// returns those that still do not exist.
     fn refresh_unknown(&mut self, tps: &[TopicPartition]) -> Result<Vec<Arc<str>>, KafkaError> {
@@ -451,119 +496,130 @@ impl Client {
     ) -> Result<HashMap<TopicPartition, i64>, KafkaError> {
         let mut done = HashMap::new();
         self.retrying(|c| {
-            if let Some(topic) = c.refresh_unknown(tps)?.first() {
-                return Err(KafkaError::UnknownTopic {
-                    topic: topic.to_string(),
-                });
-            }
-            if c.metadata_stale {
-                let topics: Vec<Arc<str>> = c.topics.keys().cloned().collect();
-                c.refresh(&topics)?;
-            }
-            let todo: Vec<&TopicPartition> =
-                tps.iter().filter(|tp| !done.contains_key(*tp)).collect();
-            let mut by_leader: BTreeMap<i32, Vec<(&TopicPartition, i32)>> = BTreeMap::new();
-            for tp in todo {
-                let (leader, epoch) = c.leader_of(tp).ok_or_else(|| KafkaError::Broker {
-                    what: format!("list offsets of {tp}"),
-                    code: ResponseError::LeaderNotAvailable,
-                })?;
-                by_leader.entry(leader).or_default().push((tp, epoch));
-            }
-            for (leader, parts) in by_leader {
-                let addr = c
-                    .broker_addr(leader)
-                    .cloned()
-                    .ok_or_else(|| KafkaError::Broker {
-                        what: format!("list offsets at broker {leader}"),
-                        code: ResponseError::LeaderNotAvailable,
-                    })?;
-                let timeout = c.config.connection.request_timeout.as_millis() as i32;
-                let response = c.with_conn(&addr, |conn| {
-                    let version = conn.version_for::<ListOffsetsRequest>(LIST_OFFSETS)?;
-                    let mut topics: BTreeMap<&str, Vec<ListOffsetsPartition>> = BTreeMap::new();
-                    for (tp, epoch) in &parts {
-                        topics.entry(&tp.topic).or_default().push(
-                            ListOffsetsPartition::default()
-                                .with_partition_index(tp.partition)
-                                .with_current_leader_epoch(if version >= 4 { *epoch } else { -1 })
-                                .with_timestamp(spec.wire()),
-                        );
+            let todo: Vec<TopicPartition> = tps
+                .iter()
+                .filter(|tp| !done.contains_key(*tp))
+                .cloned()
+                .collect();
+            let mut failure = None;
+            for (tp, result) in c.list_offsets_once(&todo, spec) {
+                match result {
+                    Ok(offset) => {
+                        done.insert(tp, offset);
                     }
-                    let request = ListOffsetsRequest::default()
-                        .with_replica_id(BrokerId(-1))
-                        .with_isolation_level(READ_COMMITTED)
-                        .with_timeout_ms(if version >= 10 { timeout } else { 0 })
-                        .with_topics(
-                            topics
-                                .into_iter()
-                                .map(|(name, partitions)| {
-                                    ListOffsetsTopic::default()
-                                        .with_name(TopicName(StrBytes::from_string(
-                                            name.to_string(),
-                                        )))
-                                        .with_partitions(partitions)
-                                })
-                                .collect(),
-                        );
-                    conn.send(&request, version)
-                })?;
-                for t in &response.topics {
-                    for p in &t.partitions {
-                        let tp = TopicPartition::new(t.name.0.as_str(), p.partition_index);
-                        if p.error_code != 0 {
-                            return Err(KafkaError::Broker {
-                                what: format!("list offsets of {tp}"),
-                                code: ResponseError::try_from_code(p.error_code)
-                                    .unwrap_or(ResponseError::UnknownServerError),
-                            });
-                        }
-                        done.insert(tp, p.offset);
-                    }
+                    // An unknown topic is final; report it before anything else.
+                    Err(e @ KafkaError::UnknownTopic { .. }) => return Err(e),
+                    Err(e) => failure = failure.or(Some(e)),
                 }
             }
-            // A partition left out of the answer is asked again.
-            match tps.iter().find(|tp| !done.contains_key(*tp)) {
-                Some(tp) => Err(KafkaError::Broker {
-                    what: format!("list offsets of {tp}"),
-                    code: ResponseError::NotLeaderOrFollower,
-                }),
-                None => Ok(()),
-            }
+            failure.map_or(Ok(()), Err)
         })?;
         Ok(done)
     }
 
-    /// One fetch round: a Fetch request to each leader involved, at most
-    /// `fetch_max_bytes` each. Every requested partition gets an outcome;
-    /// retriable errors (leader moved, broker down) are reported as such and
-    /// the cache is refreshed on the next call. Partitions of one broker are
-    /// fetched in one request; brokers are asked one after another.
-    pub fn fetch(
+    /// ListOffsets for each partition, one attempt: each partition gets its
+    /// own outcome, so that one without a leader (or of a topic that is
+    /// gone) does not hold up the others.
+    pub fn list_offsets_once(
         &mut self,
-        positions: &[(TopicPartition, i64)],
-        mut sink: impl FnMut(TopicPartition, Result<PartitionData, KafkaError>),
-    ) {
-        let tps: Vec<TopicPartition> = positions.iter().map(|(tp, _)| tp.clone()).collect();
-        let unknown = match self.refresh_unknown(&tps) {
+        tps: &[TopicPartition],
+        spec: OffsetSpec,
+    ) -> Vec<(TopicPartition, Result<i64, KafkaError>)> {
+        let mut out = Vec::with_capacity(tps.len());
+        let (by_leader, failed) = self.route(tps, "list offsets");
+        out.extend(failed.into_iter().map(|(tp, e)| (tp, Err(e))));
+        for (leader, parts) in by_leader {
+            let addr = self.brokers[&leader].clone();
+            let timeout = self.config.connection.request_timeout.as_millis() as i32;
+            let response = self.with_conn(&addr, |conn| {
+                let version = conn.version_for::<ListOffsetsRequest>(LIST_OFFSETS)?;
+                let mut topics: BTreeMap<&str, Vec<ListOffsetsPartition>> = BTreeMap::new();
+                for (tp, epoch) in &parts {
+                    topics.entry(&tp.topic).or_default().push(
+                        ListOffsetsPartition::default()
+                            .with_partition_index(tp.partition)
+                            .with_current_leader_epoch(if version >= 4 { *epoch } else { -1 })
+                            .with_timestamp(spec.wire()),
+                    );
+                }
+                let request = ListOffsetsRequest::default()
+                    .with_replica_id(BrokerId(-1))
+                    .with_isolation_level(READ_COMMITTED)
+                    .with_timeout_ms(if version >= 10 { timeout } else { 0 })
+                    .with_topics(
+                        topics
+                            .into_iter()
+                            .map(|(name, partitions)| {
+                                ListOffsetsTopic::default()
+                                    .with_name(TopicName(StrBytes::from_string(name.to_string())))
+                                    .with_partitions(partitions)
+                            })
+                            .collect(),
+                    );
+                conn.send(&request, version)
+            });
+            let response = match response {
+                Ok(r) => r,
+                Err(e) => {
+                    self.note_failure(&e);
+                    out.extend(parts.into_iter().map(|(tp, _)| (tp, Err(e.clone()))));
+                    continue;
+                }
+            };
+            let mut answered = HashMap::new();
+            for t in &response.topics {
+                for p in &t.partitions {
+                    let tp = TopicPartition::new(t.name.0.as_str(), p.partition_index);
+                    let result = match ResponseError::try_from_code(p.error_code) {
+                        None => Ok(p.offset),
+                        Some(code) => Err(KafkaError::Broker {
+                            what: format!("list offsets of {tp}"),
+                            code,
+                        }),
+                    };
+                    answered.insert(tp, result);
+                }
+            }
+            for (tp, _) in parts {
+                // A partition left out of the answer is asked again.
+                let result = answered.remove(&tp).unwrap_or_else(|| {
+                    Err(KafkaError::Broker {
+                        what: format!("list offsets of {tp}"),
+                        code: ResponseError::NotLeaderOrFollower,
+                    })
+                });
+                if let Err(e) = &result {
+                    self.note_failure(e);
+                }
+                out.push((tp, result));
+            }
+        }
+        out
+    }
+
+    /// The partitions of `tps` grouped by leader with the leader epoch the
+    /// metadata knows, after refreshing what the cache does not know; those
+    /// without a usable leader (or topic) come back as failures.
+    pub(super) fn route(
+        &mut self,
+        tps: &[TopicPartition],
+        what: &str,
+    ) -> (ByLeader, Vec<(TopicPartition, KafkaError)>) {
+        let mut failed = Vec::new();
+        let unknown = match self.refresh_unknown(tps) {
             Ok(unknown) => unknown,
             Err(e) => {
                 self.note_failure(&e);
-                for tp in tps {
-                    sink(tp, Err(e.clone()));
-                }
-                return;
+                let failed = tps.iter().map(|tp| (tp.clone(), e.clone())).collect();
+                return (BTreeMap::new(), failed);
             }
         };
         self.refresh_if_stale();
-        let mut by_leader: BTreeMap<i32, Vec<(TopicPartition, i64, i32)>> = BTreeMap::new();
-        let n = positions.len().max(1);
-        self.fetch_round = self.fetch_round.wrapping_add(1);
-        for i in 0..positions.len() {
-            let (tp, offset) = &positions[(i + self.fetch_round) % n];
+        let mut by_leader: BTreeMap<i32, Vec<(TopicPartition, i32)>> = BTreeMap::new();
+        for tp in tps {
             if unknown.contains(&tp.topic) {
                 let topic = tp.topic.to_string();
-                sink(tp.clone(), Err(KafkaError::UnknownTopic { topic }));
+                failed.push((tp.clone(), KafkaError::UnknownTopic { topic }));
                 continue;
             }
             match self.leader_of(tp) {
@@ -571,44 +627,123 @@ impl Client {
                     by_leader
                         .entry(leader)
                         .or_default()
-                        .push((tp.clone(), *offset, epoch));
+                        .push((tp.clone(), epoch));
                 }
                 _ => {
                     self.metadata_stale = true;
                     let code = ResponseError::LeaderNotAvailable;
-                    let what = format!("fetch of {tp}");
-                    sink(tp.clone(), Err(KafkaError::Broker { what, code }));
+                    let what = format!("{what} of {tp}");
+                    failed.push((tp.clone(), KafkaError::Broker { what, code }));
                 }
             }
+        }
+        (by_leader, failed)
+    }
+
+    /// The topic's id as the metadata cache knows it (None for a topic not
+    /// looked up yet, or a broker without topic ids).
+    pub fn topic_id(&self, topic: &str) -> Option<Uuid> {
+        self.topics
+            .get(topic)
+            .map(|t| t.id)
+            .filter(|id| !id.is_nil())
+    }
+
+    /// One fetch round: a Fetch request to each leader involved, at most
+    /// `fetch_max_bytes` each. Every requested partition gets an outcome;
+    /// retriable errors (leader moved, broker down) are reported as such and
+    /// the cache is refreshed on the next call. Partitions of one broker are
+    /// fetched in one request; brokers are asked one after another.
+    ///
+    /// A response larger than `max_response_bytes` (a batch larger than the
+    /// fetch limits: the broker returns a partition's first batch whole) is
+    /// fetched again partition by partition, each allowed as much as the
+    /// large response announced, so that one large record costs only its
+    /// own partition a second request.
+    pub fn fetch(
+        &mut self,
+        positions: &[(TopicPartition, Position)],
+        mut sink: impl FnMut(TopicPartition, Result<PartitionData, KafkaError>),
+    ) {
+        let n = positions.len().max(1);
+        self.fetch_round = self.fetch_round.wrapping_add(1);
+        let rotated: Vec<TopicPartition> = (0..positions.len())
+            .map(|i| positions[(i + self.fetch_round) % n].0.clone())
+            .collect();
+        let at: HashMap<&TopicPartition, Position> =
+            positions.iter().map(|(tp, p)| (tp, *p)).collect();
+        let (by_leader, failed) = self.route(&rotated, "fetch");
+        for (tp, e) in failed {
+            sink(tp, Err(e));
         }
         // One broker at a time, each response handed on before the next
         // request: memory holds one response.
         for (leader, parts) in by_leader {
             let addr = self.brokers[&leader].clone();
-            match self.fetch_from(&addr, &parts) {
-                Ok(results) => {
-                    for (tp, r) in results {
-                        if let Err(e) = &r {
-                            self.note_failure(e);
-                            log::debug!("fetch of {tp} from {addr}: {e}");
+            let parts: Vec<Wanted> = parts
+                .into_iter()
+                .map(|(tp, leader_epoch)| {
+                    let position = at[&tp];
+                    Wanted {
+                        tp,
+                        position,
+                        leader_epoch,
+                    }
+                })
+                .collect();
+            let limit = self.config.connection.max_response_bytes;
+            match self.fetch_from(&addr, &parts, limit) {
+                Ok(results) => self.hand_on(&addr, results, &mut sink),
+                Err(KafkaError::ResponseTooLarge { size, .. }) => {
+                    let alone = size
+                        .saturating_add(self.config.partition_fetch_bytes as usize)
+                        .saturating_add(LARGE_RESPONSE_SLACK)
+                        .min(i32::MAX as usize);
+                    log::info!(
+                        "a fetch response from {addr} announced {size} bytes (more than {limit}): fetching its {} partition(s) one by one, up to {alone} bytes each",
+                        parts.len()
+                    );
+                    for part in parts {
+                        let tp = part.tp.clone();
+                        match self.fetch_from(&addr, std::slice::from_ref(&part), alone) {
+                            Ok(results) => self.hand_on(&addr, results, &mut sink),
+                            Err(e) => {
+                                self.note_failure(&e);
+                                sink(tp, Err(e));
+                            }
                         }
-                        sink(tp, r);
                     }
                 }
                 Err(e) => {
                     self.note_failure(&e);
-                    for (tp, _, _) in parts {
-                        sink(tp, Err(e.clone()));
+                    for part in parts {
+                        sink(part.tp, Err(e.clone()));
                     }
                 }
             }
         }
     }
 
+    fn hand_on(
+        &mut self,
+        addr: &str,
+        results: Vec<FetchOutcome>,
+        sink: &mut impl FnMut(TopicPartition, Result<PartitionData, KafkaError>),
+    ) {
+        for (tp, r) in results {
+            if let Err(e) = &r {
+                self.note_failure(e);
+                log::debug!("fetch of {tp} from {addr}: {e}");
+            }
+            sink(tp, r);
+        }
+    }
+
     fn fetch_from(
         &mut self,
         addr: &str,
-        parts: &[(TopicPartition, i64, i32)],
+        parts: &[Wanted],
+        max_bytes: usize,
     ) -> Result<Vec<FetchOutcome>, KafkaError> {
         let config = self.config.clone();
         let ids: HashMap<Arc<str>, Uuid> =
@@ -618,15 +753,19 @@ impl Client {
             let by_id = version >= 13;
             // Topics in first-appearance order, partitions in the given order.
             let mut topics: Vec<(Arc<str>, Vec<FetchPartition>)> = Vec::new();
-            for (tp, offset, epoch) in parts {
+            for w in parts {
                 let partition = FetchPartition::default()
-                    .with_partition(tp.partition)
-                    .with_current_leader_epoch(if version >= 9 { *epoch } else { -1 })
-                    .with_fetch_offset(*offset)
+                    .with_partition(w.tp.partition)
+                    .with_current_leader_epoch(if version >= 9 { w.leader_epoch } else { -1 })
+                    .with_fetch_offset(w.position.offset)
+                    .with_last_fetched_epoch(match w.position.last_epoch {
+                        Some(e) if version >= 12 => e,
+                        _ => -1,
+                    })
                     .with_partition_max_bytes(config.partition_fetch_bytes);
-                match topics.iter_mut().find(|(t, _)| *t == tp.topic) {
+                match topics.iter_mut().find(|(t, _)| *t == w.tp.topic) {
                     Some((_, ps)) => ps.push(partition),
-                    None => topics.push((tp.topic.clone(), vec![partition])),
+                    None => topics.push((w.tp.topic.clone(), vec![partition])),
                 }
             }
             let mut names_by_id = HashMap::new();
@@ -650,7 +789,7 @@ impl Client {
                         })
                         .collect(),
                 );
-            let response = conn.send(&request, version)?;
+            let response = conn.send_up_to(&request, version, max_bytes)?;
             if response.error_code != 0 {
                 return Err(KafkaError::Broker {
                     what: format!("fetch from {addr}"),
@@ -668,18 +807,25 @@ impl Client {
                 } else {
                     Arc::from(t.topic.0.as_str())
                 };
+                let topic_id = ids.get(&name).copied().filter(|id| !id.is_nil());
                 for p in t.partitions {
                     let tp = TopicPartition {
                         topic: name.clone(),
                         partition: p.partition_index,
                     };
-                    let Some(&(_, fetch_offset, _)) = parts.iter().find(|(x, _, _)| *x == tp)
-                    else {
+                    let Some(w) = parts.iter().find(|w| w.tp == tp) else {
                         continue;
                     };
+                    let fetch_offset = w.position.offset;
+                    let diverging = (p.diverging_epoch.epoch >= 0).then_some(EpochEnd {
+                        epoch: p.diverging_epoch.epoch,
+                        end_offset: p.diverging_epoch.end_offset,
+                    });
                     let result = match ResponseError::try_from_code(p.error_code) {
                         None => Ok(PartitionData {
                             fetch_offset,
+                            topic_id,
+                            diverging,
                             high_watermark: p.high_watermark,
                             last_stable_offset: if p.last_stable_offset >= 0 {
                                 p.last_stable_offset
@@ -714,12 +860,12 @@ impl Client {
                 }
             }
             // A partition the broker left out of its answer is retried.
-            for (tp, _, _) in parts {
-                if !out.iter().any(|(x, _)| x == tp) {
+            for w in parts {
+                if !out.iter().any(|(x, _)| *x == w.tp) {
                     out.push((
-                        tp.clone(),
+                        w.tp.clone(),
                         Err(KafkaError::Broker {
-                            what: format!("fetch of {tp}"),
+                            what: format!("fetch of {}", w.tp),
                             code: ResponseError::NotLeaderOrFollower,
                         }),
                     ));

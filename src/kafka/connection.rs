@@ -25,6 +25,9 @@ use crate::cancel::Cancel;
 const READ_SLICE: Duration = Duration::from_millis(200);
 /// ApiVersions is always answered with a v0 header; v3 is the first flexible one.
 const API_VERSIONS_VERSION: i16 = 3;
+/// An ApiVersions answer is a few KiB: anything far larger is not Kafka
+/// speaking (a TLS alert read as a size is ~350 MB).
+const HANDSHAKE_MAX_BYTES: usize = 1 << 20;
 /// UNSUPPORTED_VERSION: the broker then answers ApiVersions in v0 form.
 const UNSUPPORTED_VERSION: i16 = 35;
 
@@ -131,7 +134,12 @@ impl Connection {
             .with_client_software_name(StrBytes::from_static_str("kafka-store"))
             .with_client_software_version(StrBytes::from_static_str(env!("CARGO_PKG_VERSION")));
         let body = self
-            .round_trip::<ApiVersionsRequest>(&request, API_VERSIONS_VERSION, self.request_timeout)
+            .round_trip::<ApiVersionsRequest>(
+                &request,
+                API_VERSIONS_VERSION,
+                self.request_timeout,
+                HANDSHAKE_MAX_BYTES,
+            )
             .map_err(|e| self.explain_handshake(e))?;
         let response = match ApiVersionsResponse::decode(&mut body.clone(), API_VERSIONS_VERSION) {
             Ok(r) if r.error_code == 0 => r,
@@ -156,8 +164,12 @@ impl Connection {
                     choose_version(ApiVersionsRequest::VERSIONS, theirs).ok_or_else(|| {
                         self.unsupported("ApiVersions", ApiVersionsRequest::VERSIONS, theirs)
                     })?;
-                let body =
-                    self.round_trip::<ApiVersionsRequest>(&request, version, self.request_timeout)?;
+                let body = self.round_trip::<ApiVersionsRequest>(
+                    &request,
+                    version,
+                    self.request_timeout,
+                    HANDSHAKE_MAX_BYTES,
+                )?;
                 ApiVersionsResponse::decode(&mut body.clone(), version)
                     .map_err(|e| self.protocol(format!("undecodable ApiVersions response: {e}")))?
             }
@@ -182,7 +194,20 @@ impl Connection {
         request: &R,
         version: i16,
     ) -> Result<R::Response, KafkaError> {
-        let mut body = self.round_trip(request, version, self.request_timeout)?;
+        self.send_up_to(request, version, self.max_response_bytes)
+    }
+
+    /// Like [`Connection::send`], accepting a response of up to `max_bytes`
+    /// (a fetch of one partition whose first batch is larger than the usual
+    /// bound). A larger response is [`KafkaError::ResponseTooLarge`] and
+    /// leaves the connection broken.
+    pub fn send_up_to<R: Request>(
+        &mut self,
+        request: &R,
+        version: i16,
+        max_bytes: usize,
+    ) -> Result<R::Response, KafkaError> {
+        let mut body = self.round_trip(request, version, self.request_timeout, max_bytes)?;
         self.decode::<R>(&mut body, version)
     }
 
@@ -195,7 +220,7 @@ impl Connection {
         wait: Duration,
     ) -> Result<R::Response, KafkaError> {
         let limit = self.request_timeout.max(wait);
-        let mut body = self.round_trip(request, version, limit)?;
+        let mut body = self.round_trip(request, version, limit, self.max_response_bytes)?;
         self.decode::<R>(&mut body, version)
     }
 
@@ -218,6 +243,7 @@ impl Connection {
         request: &R,
         version: i16,
         limit: Duration,
+        max_bytes: usize,
     ) -> Result<Bytes, KafkaError> {
         self.correlation_id = self.correlation_id.wrapping_add(1);
         let header = RequestHeader::default()
@@ -247,10 +273,17 @@ impl Connection {
         let mut size = [0u8; 4];
         self.read_fully(&mut size, started, limit)?;
         let size = i32::from_be_bytes(size);
-        if size < 4 || size as usize > self.max_response_bytes {
+        if size < 4 {
             return Err(self.protocol(format!(
-                "a response of {size} bytes is not a kafka response (is this a TLS or SASL listener? kafka-store speaks PLAINTEXT)"
+                "a response of {size} bytes is not a kafka response"
             )));
+        }
+        if size as usize > max_bytes {
+            return Err(KafkaError::ResponseTooLarge {
+                broker: self.broker.clone(),
+                size: size as usize,
+                limit: max_bytes,
+            });
         }
         let mut body = vec![0u8; size as usize];
         self.read_fully(&mut body, started, limit)?;
@@ -312,6 +345,9 @@ impl Connection {
     /// likely wants TLS or SASL.
     fn explain_handshake(&self, e: KafkaError) -> KafkaError {
         match e {
+            KafkaError::ResponseTooLarge { size, .. } => self.protocol(format!(
+                "a response of {size} bytes is not a kafka response (is this a TLS or SASL listener? kafka-store speaks PLAINTEXT)"
+            )),
             KafkaError::Io { source, .. } if source.kind() == std::io::ErrorKind::UnexpectedEof => self.protocol(
                 "the broker closed the connection at the first request (is this a TLS or SASL listener? kafka-store speaks PLAINTEXT)".into(),
             ),
@@ -355,6 +391,7 @@ pub fn api_name(key: i16) -> &'static str {
         Ok(ApiKey::LeaveGroup) => "LeaveGroup",
         Ok(ApiKey::SyncGroup) => "SyncGroup",
         Ok(ApiKey::ApiVersions) => "ApiVersions",
+        Ok(ApiKey::OffsetForLeaderEpoch) => "OffsetsForLeaderEpoch",
         _ => "request",
     }
 }

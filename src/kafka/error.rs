@@ -117,6 +117,16 @@ pub enum KafkaError {
     /// The broker sent bytes that do not decode as the expected response.
     #[error("unexpected response from kafka broker {broker}: {what}")]
     Protocol { broker: String, what: String },
+    /// A response larger than the caller accepts (a batch larger than the
+    /// fetch limits: Kafka always returns a partition's first batch whole).
+    #[error(
+        "kafka broker {broker} sent a response of {size} bytes, more than the {limit} accepted"
+    )]
+    ResponseTooLarge {
+        broker: String,
+        size: usize,
+        limit: usize,
+    },
     /// A retry loop stopped because shutdown was requested.
     #[error("interrupted by a stop request")]
     Interrupted,
@@ -139,6 +149,7 @@ impl KafkaError {
             KafkaError::Connect { .. } | KafkaError::Io { .. } | KafkaError::Timeout { .. } => {
                 Action::RefreshMetadata
             }
+            KafkaError::ResponseTooLarge { .. } => Action::Retry,
             KafkaError::Broker { code, .. } => classify(*code),
             KafkaError::OffsetOutOfRange { .. }
             | KafkaError::UnknownTopic { .. }

@@ -6,6 +6,7 @@
 //! - `connection`: one broker connection, framing, version negotiation.
 //! - `client`: bootstrap, metadata cache, leader routing, ListOffsets, Fetch.
 //! - `group`: coordinator lookup and group offsets.
+//! - `epochs`: OffsetsForLeaderEpoch, where a leader epoch ends (KIP-320).
 //! - `membership`: JoinGroup/SyncGroup/Heartbeat/LeaveGroup and the consumer
 //!   protocol's subscription and assignment encodings.
 //! - `assignor`: the range and sticky assignors the group leader runs.
@@ -19,12 +20,13 @@
 pub mod assignor;
 mod client;
 mod connection;
+mod epochs;
 mod error;
 mod group;
 mod membership;
 pub mod records;
 
-pub use client::{Client, ClientConfig, Layout, OffsetSpec, PartitionData};
+pub use client::{Client, ClientConfig, EpochEnd, Layout, OffsetSpec, PartitionData, Position};
 pub use connection::ConnectionConfig;
 pub use error::KafkaError;
 pub use group::{Committed, Generation};

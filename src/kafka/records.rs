@@ -253,18 +253,32 @@ impl<'a> Iterator for Batches<'a> {
     }
 }
 
-/// The offset after the last complete batch of `data` (at least
-/// `position`) and how many bytes those batches take, from batch headers
-/// only (no CRC check: the decoder does that). A batch whose header is
-/// invalid is an error; the decoder reports it in full.
-pub fn complete_extent(data: &[u8], position: i64) -> Result<(i64, usize), RecordsError> {
-    let mut pos = 0;
-    let mut next = position;
-    while let Some((header, total)) = frame(&data[pos..])? {
-        next = next.max(header.next_offset());
-        pos += total;
+/// What the complete batches of a fetched record set cover.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Extent {
+    /// The offset after the last complete batch (at least the position).
+    pub next: i64,
+    /// Bytes those batches take.
+    pub used: usize,
+    /// The leader epoch of the last complete batch.
+    pub last_epoch: Option<i32>,
+}
+
+/// The extent of the complete batches of `data` from `position`, from
+/// batch headers only (no CRC check: the decoder does that). A batch whose
+/// header is invalid is an error; the decoder reports it in full.
+pub fn complete_extent(data: &[u8], position: i64) -> Result<Extent, RecordsError> {
+    let mut extent = Extent {
+        next: position,
+        used: 0,
+        last_epoch: None,
+    };
+    while let Some((header, total)) = frame(&data[extent.used..])? {
+        extent.next = extent.next.max(header.next_offset());
+        extent.used += total;
+        extent.last_epoch = Some(header.partition_leader_epoch);
     }
-    Ok((next, pos))
+    Ok(extent)
 }
 
 /// What a control batch says (its single record's key).
@@ -560,13 +574,14 @@ impl TxnFilter {
     }
 }
 
-/// What [`visit`] reports while walking a record set.
+/// What [`visit`] reports while walking a record set. `epoch` is the
+/// partition leader epoch of the batch the event comes from.
 pub enum Event<'a> {
     /// A record at or after the start position.
-    Record(Record<'a>),
+    Record { record: Record<'a>, epoch: i32 },
     /// Offsets up to `next` (exclusive) are covered but hold no record for
     /// the archive: a control batch, an aborted transaction, an empty batch.
-    Skipped { next: i64 },
+    Skipped { next: i64, epoch: i32 },
 }
 
 /// Walks the complete batches of `data` from `position`: records before
@@ -592,14 +607,20 @@ pub fn visit<E: From<RecordsError>>(
         }
         if skip || batch.header.record_count == 0 {
             position = batch.header.next_offset();
-            f(Event::Skipped { next: position })?;
+            f(Event::Skipped {
+                next: position,
+                epoch: batch.header.partition_leader_epoch,
+            })?;
             continue;
         }
         for record in batch.records(scratch)? {
             let record = record?;
             if record.offset >= position {
                 position = record.offset + 1;
-                f(Event::Record(record))?;
+                f(Event::Record {
+                    record,
+                    epoch: batch.header.partition_leader_epoch,
+                })?;
             }
         }
         // Compaction keeps a batch's last offset even when it removed the
@@ -607,7 +628,10 @@ pub fn visit<E: From<RecordsError>>(
         let next = batch.header.next_offset();
         if next > position {
             position = next;
-            f(Event::Skipped { next })?;
+            f(Event::Skipped {
+                next,
+                epoch: batch.header.partition_leader_epoch,
+            })?;
         }
     }
     Ok(position)
@@ -749,8 +773,8 @@ pub(crate) mod tests {
             &mut Vec::new(),
             |e| {
                 match e {
-                    Event::Record(r) => records.push(r.offset),
-                    Event::Skipped { next } => skipped.push(next),
+                    Event::Record { record, .. } => records.push(record.offset),
+                    Event::Skipped { next, .. } => skipped.push(next),
                 }
                 Ok(())
             },
@@ -848,9 +872,13 @@ pub(crate) mod tests {
         let first = data.len();
         let second = encode_batch(12, 0, -1, 0, &[rec(0, b"c")]);
         data.extend_from_slice(&second[..second.len() - 1]);
-        assert_eq!(complete_extent(&data, 10).unwrap(), (12, first));
-        assert_eq!(complete_extent(&data, 11).unwrap(), (12, first));
-        assert_eq!(complete_extent(&data[..5], 10).unwrap(), (10, 0));
+        let extent = |d: &[u8], p| {
+            let e = complete_extent(d, p).unwrap();
+            (e.next, e.used, e.last_epoch)
+        };
+        assert_eq!(extent(&data, 10), (12, first, Some(0)));
+        assert_eq!(extent(&data, 11), (12, first, Some(0)));
+        assert_eq!(extent(&data[..5], 10), (10, 0, None));
         data[8..12].copy_from_slice(&3i32.to_be_bytes());
         assert_eq!(complete_extent(&data, 10).unwrap_err().offset, 10);
     }

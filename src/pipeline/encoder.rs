@@ -69,10 +69,12 @@ impl Encoder<'_> {
                 }
                 ToEncoder::Assign {
                     tp,
+                    topic_id,
                     epoch,
                     position,
                 } => {
-                    writers.insert(tp.clone(), PartitionWriter::new(tp, epoch, position));
+                    let w = PartitionWriter::new(tp.clone(), topic_id, epoch, position);
+                    writers.insert(tp, w);
                     continue;
                 }
                 ToEncoder::Chunk { tp, epoch, data } => {
@@ -102,26 +104,25 @@ impl Encoder<'_> {
                     writers.remove(&tp);
                     (tp, result.map_err(ChunkError::Write))
                 }
-                ToEncoder::Jump { tp, epoch, to } => {
+                ToEncoder::Jump {
+                    tp,
+                    epoch,
+                    to,
+                    reason,
+                } => {
                     let Some(w) = self.current(&mut writers, &tp, epoch) else {
                         continue;
                     };
-                    let result = w.jump(to, self.spool, self.files).map(|c| closed.extend(c));
+                    let result = w.jump(to, reason, self.spool, self.files, &mut closed);
                     (tp, result.map_err(ChunkError::Write))
                 }
             };
             let halt = match result {
                 Ok(()) => None,
                 Err(ChunkError::Records(e)) => Some(Halt::Corrupt(e)),
-                Err(ChunkError::Write(WriteError::Record { offset, source, .. })) => {
-                    Some(Halt::Unarchivable {
-                        offset,
-                        why: source.to_string(),
-                    })
-                }
                 // Files closed before the failure are dropped with `closed`
                 // (and their spool files with them): rebuilt next time.
-                Err(ChunkError::Write(e @ WriteError::Spool { .. })) => return Err(e.into()),
+                Err(ChunkError::Write(e)) => return Err(e.into()),
             };
             if let Some(why) = halt {
                 self.registry.halt(&tp, why);
@@ -175,8 +176,10 @@ impl Encoder<'_> {
             scratch,
             |event| -> Result<(), ChunkError> {
                 match event {
-                    Event::Record(r) => w.record(&r, self.spool, self.files, closed)?,
-                    Event::Skipped { next } => w.skipped(next),
+                    Event::Record { record, epoch } => {
+                        w.record(&record, epoch, self.spool, self.files, closed)?
+                    }
+                    Event::Skipped { next, epoch } => w.skipped(next, epoch),
                 }
                 Ok(())
             },
@@ -205,6 +208,8 @@ mod tests {
             epoch,
             data: PartitionData {
                 fetch_offset,
+                topic_id: None,
+                diverging: None,
                 high_watermark: 0,
                 last_stable_offset: 0,
                 log_start_offset: 0,
@@ -257,6 +262,7 @@ mod tests {
             vec![
                 ToEncoder::Assign {
                     tp: tp.clone(),
+                    topic_id: None,
                     epoch,
                     position: 0,
                 },
@@ -292,6 +298,7 @@ mod tests {
             vec![
                 ToEncoder::Assign {
                     tp: tp.clone(),
+                    topic_id: None,
                     epoch,
                     position: 0,
                 },

@@ -7,7 +7,13 @@
 //! Retriable errors back off per partition and are retried forever (the
 //! archive is safe while Kafka is away); OFFSET_OUT_OF_RANGE is resolved
 //! against the log's extent by `resume::decide`, as at start: a gap
-//! (`on_gap`) or a replaced log.
+//! (`on_gap`) or a replaced log. Every fetch names the leader epoch of the
+//! last batch fetched, so the broker tells when its log no longer holds
+//! that history (KIP-320); a fetch from a topic with another id than the
+//! archive's stops the partition too.
+//!
+//! A partition that cannot start (no leader, topic gone, store trouble) is
+//! retried on its own while the others go on.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
@@ -15,16 +21,18 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender};
+use uuid::Uuid;
 
 use super::halt::Halt;
 use super::msg::{Assignment, Seek, Stored, ToEncoder};
 use super::registry::{Registry, worker_for};
-use super::resume::{self, ChainPos, Facts, Resume};
+use super::resume::{self, ChainEnd, ChainPos, Facts, NotYet, Resume};
 use super::stop::{POLL, Stop};
 use crate::config::KafkaConfig;
+use crate::format::avro::Skipped;
 use crate::format::names::TopicPartition;
 use crate::kafka::records::complete_extent;
-use crate::kafka::{Client, KafkaError, OffsetSpec, PartitionData};
+use crate::kafka::{Client, KafkaError, OffsetSpec, PartitionData, Position};
 use crate::store::Store;
 
 /// Everything the fetcher thread owns but the Kafka client and its
@@ -79,6 +87,10 @@ impl Phase {
 
 struct State {
     position: i64,
+    /// The leader epoch of the last batch before `position`, when known.
+    last_epoch: Option<i32>,
+    /// The topic id the archive is read from.
+    topic_id: Option<Uuid>,
     epoch: u64,
     encoder: usize,
     phase: Phase,
@@ -86,6 +98,17 @@ struct State {
     backoff: Duration,
     /// `--until-caught-up`: where this run ends.
     target: Option<i64>,
+}
+
+/// An assigned partition that has not started yet.
+#[derive(Clone, Debug, Default)]
+struct Waiting {
+    /// Not before this instant (after a failure).
+    retry_at: Option<Instant>,
+    /// Since when its start has been failing, and why it failed last.
+    failing: Option<(Instant, String)>,
+    /// When that was last logged as a warning.
+    warned: Option<Instant>,
 }
 
 /// The partitions assigned to this process and where each stands.
@@ -96,9 +119,7 @@ struct Partitions {
     /// Assigned (fetched, waiting to start, or halted).
     owned: BTreeSet<TopicPartition>,
     /// Assigned, not started yet (their resume position is looked up).
-    pending: BTreeSet<TopicPartition>,
-    /// When to try starting the pending ones again after a failure.
-    pending_at: Option<Instant>,
+    pending: BTreeMap<TopicPartition, Waiting>,
     /// Whether the group has assigned anything yet (even nothing).
     assigned: bool,
 }
@@ -110,9 +131,7 @@ impl Fetcher<'_> {
             if let Some(a) = assignments.try_iter().last() {
                 self.reassign(&mut parts, a);
             }
-            if !parts.pending.is_empty() && parts.pending_at.is_none_or(|at| at <= Instant::now()) {
-                self.start(&mut client, &mut parts);
-            }
+            self.start(&mut client, &mut parts);
             let states = &mut parts.states;
             self.apply_seeks(states);
             states.retain(|tp, _| !self.registry.is_halted(tp));
@@ -125,11 +144,17 @@ impl Fetcher<'_> {
                     Phase::Failing { retry_at, .. } if retry_at > now => {
                         next_retry = next_retry.min(retry_at);
                     }
-                    _ => wanted.push((tp.clone(), st.position)),
+                    _ => wanted.push((
+                        tp.clone(),
+                        Position {
+                            offset: st.position,
+                            last_epoch: st.last_epoch,
+                        },
+                    )),
                 }
             }
             if wanted.is_empty() {
-                if self.finished(&parts) {
+                if self.finished(&mut parts) {
                     break;
                 }
                 self.stop.sleep(next_retry.saturating_duration_since(now));
@@ -165,20 +190,40 @@ impl Fetcher<'_> {
     }
 
     /// Whether the fetcher's work is over: only with `--until-caught-up`,
-    /// once every partition's final file is stored. A member of the group
-    /// keeps running even when its partitions stopped with errors (leaving
-    /// would hand them to the next member, to stop there too).
-    fn finished(&self, parts: &Partitions) -> bool {
-        if !self.until_caught_up || !parts.assigned || !parts.pending.is_empty() {
+    /// once every partition's final file is stored and the partitions that
+    /// could not start have kept failing for `retry_timeout` (they are
+    /// given up then, and named at the exit). A member of the group keeps
+    /// running even when its partitions stopped with errors (leaving would
+    /// hand them to the next member, to stop there too).
+    fn finished(&self, parts: &mut Partitions) -> bool {
+        if !self.until_caught_up || !parts.assigned {
             return false;
         }
-        parts
-            .states
-            .iter()
-            .all(|(tp, st)| match (st.phase, self.registry.get(tp)) {
-                (Phase::Finished { at }, Some(ctl)) => ctl.stored.load(Ordering::SeqCst) >= at,
-                _ => false,
-            })
+        let all_stored =
+            parts
+                .states
+                .iter()
+                .all(|(tp, st)| match (st.phase, self.registry.get(tp)) {
+                    (Phase::Finished { at }, Some(ctl)) => ctl.stored.load(Ordering::SeqCst) >= at,
+                    _ => false,
+                });
+        if !all_stored {
+            return false;
+        }
+        let patience = self.config.client.retry_timeout;
+        let hopeless = |w: &Waiting| {
+            w.failing
+                .as_ref()
+                .is_some_and(|(since, _)| since.elapsed() >= patience)
+        };
+        if !parts.pending.values().all(hopeless) {
+            return false;
+        }
+        for (tp, w) in std::mem::take(&mut parts.pending) {
+            let why = w.failing.map(|(_, why)| why).unwrap_or_default();
+            self.registry.give_up(&tp, why);
+        }
+        true
     }
 
     /// A new assignment: stop what moved away, queue what arrived.
@@ -195,43 +240,53 @@ impl Fetcher<'_> {
         }
         for tp in a.partitions {
             if parts.owned.insert(tp.clone()) {
-                parts.pending.insert(tp);
+                parts.pending.insert(tp, Waiting::default());
             }
         }
-        parts.pending_at = None;
     }
 
-    /// Starts the pending partitions where their archives end (step 1 of
-    /// the commit protocol); on failure they are tried again later.
+    /// Starts the pending partitions that are due where their archives end
+    /// (step 1 of the commit protocol); each that cannot start yet is tried
+    /// again on its own.
     fn start(&self, client: &mut Client, parts: &mut Partitions) {
-        let tps: Vec<TopicPartition> = parts.pending.iter().cloned().collect();
-        let k = self.config;
-        let resumed = resume::resume_all(client, self.store, &k.group_id, &tps, k.start, k.on_gap)
-            .and_then(|r| {
-                let targets = if self.until_caught_up {
-                    Some(client.list_offsets(&tps, OffsetSpec::Latest)?)
-                } else {
-                    None
-                };
-                Ok((r, targets))
-            });
-        let (resumed, targets) = match resumed {
-            Ok(r) => r,
-            Err(e) => {
-                log::warn!(
-                    "cannot start {} partition(s) yet, retrying: {e:#}",
-                    tps.len()
-                );
-                parts.pending_at = Some(Instant::now() + self.config.client.retry_backoff_max);
-                return;
+        let now = Instant::now();
+        let tps: Vec<TopicPartition> = parts
+            .pending
+            .iter()
+            .filter(|(_, w)| w.retry_at.is_none_or(|at| at <= now))
+            .map(|(tp, _)| tp.clone())
+            .collect();
+        if tps.is_empty() {
+            return;
+        }
+        // Fresh metadata: the topic ids to check the archive against.
+        let mut topics: Vec<std::sync::Arc<str>> = tps.iter().map(|tp| tp.topic.clone()).collect();
+        topics.dedup();
+        if let Err(e) = client.refresh_metadata(&topics) {
+            for tp in &tps {
+                self.not_yet(parts, tp, NotYet::Kafka(e.clone()));
             }
+            return;
+        }
+        let k = self.config;
+        let resumed = resume::resume_all(client, self.store, &k.group_id, &tps, k.start, k.on_gap);
+        let mut targets: BTreeMap<TopicPartition, Result<i64, KafkaError>> = if self.until_caught_up
+        {
+            client
+                .list_offsets_once(&tps, OffsetSpec::Latest)
+                .into_iter()
+                .collect()
+        } else {
+            BTreeMap::new()
         };
         for (tp, resume) in resumed {
-            let at = match resume {
-                Resume::At(at) => at,
-                Resume::Skip { from, at } => {
-                    log_skip(&tp, from, at.position);
-                    at
+            let (at, last_epoch, skip) = match resume {
+                Resume::At { at, last_epoch } => (at, last_epoch, None),
+                Resume::Skip { at, to, reason } => {
+                    if reason == Skipped::Retention && at.position > 0 {
+                        log_skip(&tp, at.position, to);
+                    }
+                    (at, None, Some((to, reason)))
                 }
                 Resume::Halt(why) => {
                     parts.pending.remove(&tp);
@@ -239,42 +294,98 @@ impl Fetcher<'_> {
                     continue;
                 }
                 Resume::Later(e) => {
-                    log::warn!("cannot start {tp} yet, retrying: {e}");
-                    parts.pending_at = Some(Instant::now() + self.config.client.retry_backoff_max);
+                    self.not_yet(parts, &tp, e);
+                    continue;
+                }
+            };
+            let target = match targets.remove(&tp) {
+                None => None,
+                Some(Ok(end)) => Some(end),
+                Some(Err(e)) => {
+                    self.not_yet(parts, &tp, NotYet::Kafka(e));
                     continue;
                 }
             };
             parts.pending.remove(&tp);
-            let ctl = self.registry.insert(&tp, at.position);
-            let epoch = ctl.epoch.load(Ordering::SeqCst);
-            let encoder = worker_for(&tp, self.encoders.len());
-            let position = at.position;
+            let topic_id = client.topic_id(&tp.topic);
+            self.begin(parts, tp, topic_id, at, last_epoch, skip, target);
+        }
+    }
+
+    /// A partition could not start now: try again after a back-off, saying
+    /// why at the first failure and then every `retry_timeout`.
+    fn not_yet(&self, parts: &mut Partitions, tp: &TopicPartition, why: NotYet) {
+        let Some(w) = parts.pending.get_mut(tp) else {
+            return;
+        };
+        let now = Instant::now();
+        let why = why.to_string();
+        let patience = self.config.client.retry_timeout;
+        if w.warned.is_none_or(|at| now.duration_since(at) >= patience) {
+            log::warn!("cannot start {tp} yet, retrying: {why}");
+            w.warned = Some(now);
+        } else {
+            log::debug!("cannot start {tp} yet, retrying: {why}");
+        }
+        let since = w.failing.as_ref().map_or(now, |(since, _)| *since);
+        w.failing = Some((since, why));
+        w.retry_at = Some(now + self.config.client.retry_backoff_max);
+    }
+
+    /// Starts fetching a partition whose archive ends at `at` (after the
+    /// skipped range `skip`, if any).
+    #[allow(clippy::too_many_arguments)]
+    fn begin(
+        &self,
+        parts: &mut Partitions,
+        tp: TopicPartition,
+        topic_id: Option<Uuid>,
+        at: ChainPos,
+        last_epoch: Option<i32>,
+        skip: Option<(i64, Skipped)>,
+        target: Option<i64>,
+    ) {
+        let ctl = self.registry.insert(&tp, at.position);
+        let epoch = ctl.epoch.load(Ordering::SeqCst);
+        let encoder = worker_for(&tp, self.encoders.len());
+        self.send(
+            encoder,
+            ToEncoder::Assign {
+                tp: tp.clone(),
+                topic_id,
+                epoch,
+                position: at.position,
+            },
+        );
+        let mut position = at.position;
+        if let Some((to, reason)) = skip {
             self.send(
                 encoder,
-                ToEncoder::Assign {
+                ToEncoder::Jump {
                     tp: tp.clone(),
                     epoch,
-                    position,
+                    to,
+                    reason,
                 },
             );
-            // Record the start in the group: see resume.rs.
-            let _ = self.stored.send(Stored::Start { tp: tp.clone(), at });
-            let target = targets
-                .as_ref()
-                .map(|t| t.get(&tp).copied().unwrap_or(position));
-            log::debug!("{tp}: archiving from offset {position}");
-            parts.states.insert(
-                tp,
-                State {
-                    position,
-                    epoch,
-                    encoder,
-                    phase: Phase::FRESH,
-                    backoff: self.config.client.retry_backoff,
-                    target,
-                },
-            );
+            position = to;
         }
+        // Record the start in the group: see resume.rs.
+        let _ = self.stored.send(Stored::Start { tp: tp.clone(), at });
+        log::debug!("{tp}: archiving from offset {position}");
+        parts.states.insert(
+            tp,
+            State {
+                position,
+                last_epoch,
+                topic_id,
+                epoch,
+                encoder,
+                phase: Phase::FRESH,
+                backoff: self.config.client.retry_backoff,
+                target: target.map(|t| t.max(position)),
+            },
+        );
     }
 
     /// Another builder's file won: continue where the chain now ends.
@@ -294,6 +405,7 @@ impl Fetcher<'_> {
             st.phase = Phase::FRESH;
             let msg = ToEncoder::Assign {
                 tp: seek.tp.clone(),
+                topic_id: st.topic_id,
                 epoch: seek.epoch,
                 position: seek.position,
             };
@@ -318,9 +430,29 @@ impl Fetcher<'_> {
         if data.fetch_offset != st.position {
             return true;
         }
+        // One history per chain: the same topic, the same leader epochs.
+        match (st.topic_id, data.topic_id) {
+            (Some(archived), Some(current)) if archived != current => {
+                self.halt(tp, st, Halt::TopicReplaced { archived, current });
+                return true;
+            }
+            (None, Some(current)) => st.topic_id = Some(current),
+            _ => {}
+        }
+        if let Some(diverging) = data.diverging {
+            let why = Halt::Diverged {
+                epoch: st.last_epoch.unwrap_or(diverging.epoch),
+                ends_at: Some(diverging.end_offset),
+                archive_end: st.position,
+            };
+            self.halt(tp, st, why);
+            return true;
+        }
         let end = data.last_stable_offset;
         match complete_extent(&data.records, st.position) {
-            Ok((next, used)) if next > st.position => {
+            Ok(extent) if extent.next > st.position => {
+                let (next, used) = (extent.next, extent.used);
+                st.last_epoch = extent.last_epoch.or(st.last_epoch);
                 // A copy of this partition's bytes frees the whole response
                 // as soon as every partition's chunk is copied.
                 let chunk = PartitionData {
@@ -460,7 +592,8 @@ impl Fetcher<'_> {
     fn out_of_range(&self, client: &mut Client, tp: &TopicPartition, st: &mut State, offset: i64) {
         let tps = [tp.clone()];
         let extent = client
-            .list_offsets(&tps, OffsetSpec::Earliest)
+            .refresh_metadata(std::slice::from_ref(&tp.topic))
+            .and_then(|()| client.list_offsets(&tps, OffsetSpec::Earliest))
             .and_then(|e| Ok((e, client.list_offsets(&tps, OffsetSpec::Latest)?)));
         let (log_start, log_end) = match extent {
             Ok((e, l)) => (e[tp], l[tp]),
@@ -474,22 +607,30 @@ impl Fetcher<'_> {
         let facts = Facts {
             log_start,
             log_end,
-            chain_end: Some(ChainPos {
-                position: offset,
-                prev: None,
+            topic_id: client.topic_id(&tp.topic),
+            chain_end: Some(ChainEnd {
+                at: ChainPos {
+                    position: offset,
+                    prev: None,
+                },
+                topic_id: st.topic_id,
+                last_epoch: None,
             }),
+            epoch_end: None,
         };
         let k = self.config;
         match resume::decide(&facts, k.start, k.on_gap) {
             // In range again (the log moved meanwhile): fetch again.
-            Resume::At(_) | Resume::Later(_) => self.later(st),
-            Resume::Skip { from, at } => {
-                log_skip(tp, from, at.position);
-                st.position = at.position;
+            Resume::At { .. } | Resume::Later(_) => self.later(st),
+            Resume::Skip { at, to, reason } => {
+                log_skip(tp, at.position, to);
+                st.position = to;
+                st.last_epoch = None;
                 let msg = ToEncoder::Jump {
                     tp: tp.clone(),
                     epoch: st.epoch,
-                    to: at.position,
+                    to,
+                    reason,
                 };
                 self.send(st.encoder, msg);
             }

@@ -7,6 +7,8 @@
 
 use std::fmt;
 
+use uuid::Uuid;
+
 use crate::format::names::TopicPartition;
 use crate::kafka::KafkaError;
 use crate::kafka::records::RecordsError;
@@ -22,10 +24,23 @@ pub enum Halt {
     /// The archive ends past the end of the log: the log is not the one
     /// the archive was read from.
     BeyondLog { archive_end: i64, log_end: i64 },
+    /// The topic was deleted and created again: its id is not the one the
+    /// archive records.
+    TopicReplaced { archived: Uuid, current: Uuid },
+    /// The leader's log no longer holds the archived history (an unclean
+    /// leader election truncated it): `epoch`, the last leader epoch the
+    /// archive holds, ends at `ends_at` (None: unknown to the leader) before
+    /// the archive's end.
+    Diverged {
+        epoch: i32,
+        ends_at: Option<i64>,
+        archive_end: i64,
+    },
+    /// An object at a name of the chain that is not a kafka-store file of
+    /// this partition (foreign, unreadable, truncated).
+    BadObject { object: String, why: String },
     /// A record batch that does not decode (CRC, codec, framing).
     Corrupt(RecordsError),
-    /// A record the archive format cannot hold.
-    Unarchivable { offset: i64, why: String },
     /// Kafka refused to serve the partition for good.
     Kafka(KafkaError),
     /// The topic stayed missing from the cluster's metadata.
@@ -58,14 +73,35 @@ impl fmt::Display for Halted {
                 f,
                 "the archive of {tp} ends at offset {archive_end} but the kafka log ends at {log_end}: was the topic deleted and re-created? archive it with a new store prefix"
             ),
+            Halt::TopicReplaced { archived, current } => write!(
+                f,
+                "the archive of {tp} was read from topic id {archived} but kafka now has topic id {current}: the topic was deleted and created again; archive the new topic under a new store prefix"
+            ),
+            Halt::Diverged {
+                epoch,
+                ends_at: Some(at),
+                archive_end,
+            } => write!(
+                f,
+                "the kafka log of {tp} does not continue the archive: leader epoch {epoch} ends at offset {at} in the log but the archive holds it up to offset {archive_end} (an unclean leader election replaced offsets {at}..{archive_end}); nothing of the new history is archived"
+            ),
+            Halt::Diverged {
+                epoch,
+                ends_at: None,
+                archive_end,
+            } => write!(
+                f,
+                "the kafka log of {tp} does not continue the archive: the leader does not know leader epoch {epoch}, in which the archive ends at offset {archive_end} (an unclean leader election?); nothing of the new history is archived"
+            ),
+            Halt::BadObject { object, why } => write!(
+                f,
+                "{object} is in the archive chain of {tp} but is not a kafka-store file of it: {why}; move it away to go on"
+            ),
             Halt::Corrupt(e) => write!(
                 f,
                 "corrupt record batch in {tp} at offset {}: {}",
                 e.offset, e.reason
             ),
-            Halt::Unarchivable { offset, why } => {
-                write!(f, "cannot archive {tp} offset {offset}: {why}")
-            }
             Halt::Kafka(e) => write!(f, "{e}"),
             Halt::TopicGone => write!(
                 f,

@@ -83,6 +83,8 @@ const COMMITTER_QUEUE: usize = 1024;
 pub struct Outcome {
     /// Partitions that stopped or could not start, with the reason.
     pub halted: Vec<Halted>,
+    /// Partitions a one-shot run gave up starting, with the last failure.
+    pub given_up: Vec<(TopicPartition, String)>,
 }
 
 /// Options of `kafka-store run` beyond the config file.
@@ -128,7 +130,10 @@ pub fn run(config: &Config, options: RunOptions, cancel: Cancel) -> anyhow::Resu
         // Asked to stop before start-up finished: a clean stop.
         Err(e) if stop.requested() => {
             log::info!("stopped during start-up ({e:#})");
-            return Ok(Outcome { halted: Vec::new() });
+            return Ok(Outcome {
+                halted: Vec::new(),
+                given_up: Vec::new(),
+            });
         }
         Err(e) => return Err(e),
     };
@@ -237,6 +242,7 @@ pub fn run(config: &Config, options: RunOptions, cancel: Cancel) -> anyhow::Resu
     }
     Ok(Outcome {
         halted: registry.halted(),
+        given_up: registry.given_up(),
     })
 }
 

@@ -12,9 +12,11 @@
 use std::collections::BTreeSet;
 use std::time::Instant;
 
+use uuid::Uuid;
+
 use super::resume::ChainPos;
 use super::spool::SpoolFile;
-use crate::format::avro::Summary;
+use crate::format::avro::{Skipped, Summary};
 use crate::format::names::{ObjectKey, TopicPartition};
 use crate::index::Row;
 use crate::kafka::PartitionData;
@@ -29,9 +31,11 @@ pub struct Assignment {
 /// message but `Revoke` carries the partition's epoch; an encoder drops
 /// messages of an older epoch.
 pub enum ToEncoder {
-    /// Start (or restart) a partition at `position`, dropping any open file.
+    /// Start (or restart) a partition at `position`, dropping any open
+    /// file; its files record `topic_id`.
     Assign {
         tp: TopicPartition,
+        topic_id: Option<Uuid>,
         epoch: u64,
         position: i64,
     },
@@ -47,12 +51,15 @@ pub enum ToEncoder {
     /// Close the open file at the current position: the partition is done
     /// for this run (the end of `--until-caught-up`, or it halted).
     Finish { tp: TopicPartition, epoch: u64 },
-    /// Records before `to` are gone from Kafka (`on_gap = "skip"`): close at
-    /// the current position and go on at `to`.
+    /// Offsets up to `to` are skipped on purpose (`start = "latest"`, or
+    /// records deleted before they were archived with `on_gap = "skip"`):
+    /// close at the current position, commit the skipped range as a file
+    /// of its own, and go on at `to`.
     Jump {
         tp: TopicPartition,
         epoch: u64,
         to: i64,
+        reason: Skipped,
     },
     /// The partition moved to another process: drop its open file.
     Revoke { tp: TopicPartition },
@@ -63,6 +70,9 @@ pub enum ToEncoder {
 #[derive(Debug)]
 pub struct Closed {
     pub key: ObjectKey,
+    pub topic_id: Option<Uuid>,
+    /// Set for a file that makes a skipped range explicit.
+    pub skipped: Option<Skipped>,
     /// The assignment epoch it was built in (stale epochs are dropped).
     pub epoch: u64,
     pub file: SpoolFile,

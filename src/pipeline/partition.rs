@@ -13,35 +13,38 @@ use std::time::Instant;
 
 use super::msg::Closed;
 use super::spool::{Spool, SpoolFile};
+use uuid::Uuid;
+
 use crate::config::FilesConfig;
-use crate::format::avro::{self, AvroError, FileSpec};
+use crate::format::avro::{self, AvroError, FileSpec, Skipped};
 use crate::format::names::{ObjectKey, TopicPartition};
 use crate::format::record::Record;
 use crate::format::rotation::Fill;
 
-/// Why a partition's file cannot go on.
+/// Why a partition's file cannot go on: the spool failed (disk full,
+/// permissions), and the process stops. Every record Kafka holds can be
+/// archived, so nothing about the data stops a file here.
 #[derive(Debug, thiserror::Error)]
-pub enum WriteError {
-    /// The spool failed (disk full, permissions): the process stops.
-    #[error("{what} {}: {source}", path.display())]
-    Spool {
-        what: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    /// A record the archive cannot hold: this partition stops, others go on.
-    #[error("cannot archive {tp} offset {offset}: {source}")]
-    Record {
-        tp: TopicPartition,
-        offset: i64,
-        #[source]
-        source: AvroError,
-    },
+#[error("{what} {}: {source}", path.display())]
+pub struct WriteError {
+    what: &'static str,
+    path: PathBuf,
+    #[source]
+    source: io::Error,
+}
+
+/// What the Avro writer reports is an I/O failure of the spool file (or
+/// the writer unusable after one).
+fn avro_io(e: AvroError) -> io::Error {
+    match e {
+        AvroError::Io(e) => e,
+        other => io::Error::other(other),
+    }
 }
 
 struct OpenFile {
     writer: avro::Writer<File>,
+    skipped: Option<Skipped>,
     file: SpoolFile,
     fill: Fill,
     last_offset: i64,
@@ -51,23 +54,30 @@ struct OpenFile {
 /// The state of one partition in an encoder thread.
 pub struct PartitionWriter {
     tp: TopicPartition,
+    /// The topic's id in Kafka, recorded in every file.
+    topic_id: Option<Uuid>,
+    /// The assignment epoch (not Kafka's leader epoch).
     epoch: u64,
     /// First offset of the file being built (the next object's name).
     start: i64,
     /// Next offset to cover: after the last record or skipped batch seen.
     position: i64,
+    /// The leader epoch of the last batch covered.
+    leader_epoch: Option<i32>,
     /// Dropping it deletes the spool file: a file that is not finished is
     /// rebuilt from Kafka by whoever archives the partition next.
     open: Option<OpenFile>,
 }
 
 impl PartitionWriter {
-    pub fn new(tp: TopicPartition, epoch: u64, position: i64) -> Self {
+    pub fn new(tp: TopicPartition, topic_id: Option<Uuid>, epoch: u64, position: i64) -> Self {
         PartitionWriter {
             tp,
+            topic_id,
             epoch,
             start: position,
             position,
+            leader_epoch: None,
             open: None,
         }
     }
@@ -80,10 +90,12 @@ impl PartitionWriter {
         self.position
     }
 
-    /// Appends a record, closing files where the rotation rule says.
+    /// Appends a record of a batch of leader epoch `leader_epoch`, closing
+    /// files where the rotation rule says.
     pub fn record(
         &mut self,
         record: &Record,
+        leader_epoch: i32,
         spool: &Spool,
         files: &FilesConfig,
         closed: &mut Vec<Closed>,
@@ -98,33 +110,31 @@ impl PartitionWriter {
             closed.push(self.close(next)?);
         }
         if self.open.is_none() {
-            self.open = Some(self.create(spool, files)?);
+            self.open = Some(self.create(spool, files, None)?);
         }
         let open = self.open.as_mut().expect("opened above");
-        let size = open.writer.append(record).map_err(|e| match e {
-            AvroError::Io(source) => WriteError::Spool {
-                what: "cannot write spool file",
-                path: open.file.path().to_path_buf(),
-                source,
-            },
-            source => WriteError::Record {
-                tp: self.tp.clone(),
-                offset: record.offset,
-                source,
-            },
+        let size = open.writer.append(record).map_err(|e| WriteError {
+            what: "cannot write spool file",
+            path: open.file.path().to_path_buf(),
+            source: avro_io(e),
         })?;
         open.fill.add(size as u64, record.timestamp);
         open.last_offset = record.offset;
         self.position = record.offset + 1;
+        self.leader_epoch = Some(leader_epoch);
         if files.rules.close_after(&open.fill) {
             closed.push(self.close(record.offset + 1)?);
         }
         Ok(())
     }
 
-    /// Offsets up to `next` are covered without records for the archive.
-    pub fn skipped(&mut self, next: i64) {
-        self.position = self.position.max(next);
+    /// Offsets up to `next` are covered without records for the archive
+    /// (a control batch, an aborted transaction, compacted offsets).
+    pub fn skipped(&mut self, next: i64, leader_epoch: i32) {
+        if next > self.position {
+            self.position = next;
+            self.leader_epoch = Some(leader_epoch);
+        }
     }
 
     /// Closes the file at the current position (idle flush, end of a run),
@@ -138,30 +148,43 @@ impl PartitionWriter {
             return Ok(None);
         }
         if self.open.is_none() {
-            self.open = Some(self.create(spool, files)?);
+            self.open = Some(self.create(spool, files, None)?);
         }
         self.close(self.position).map(Some)
     }
 
-    /// Closes what is open at the current position, then continues at
-    /// `to`: records `[position, to)` are gone from the log (retention).
+    /// Closes what is open at the current position, then makes the range
+    /// up to `to` an explicit skipped range (a file without records with
+    /// `kafka.skipped = reason`) and continues at `to`.
     pub fn jump(
         &mut self,
         to: i64,
+        reason: Skipped,
         spool: &Spool,
         files: &FilesConfig,
-    ) -> Result<Option<Closed>, WriteError> {
-        let closed = self.flush(spool, files)?;
-        self.start = to;
+        closed: &mut Vec<Closed>,
+    ) -> Result<(), WriteError> {
+        closed.extend(self.flush(spool, files)?);
+        if to <= self.position {
+            return Ok(());
+        }
+        self.open = Some(self.create(spool, files, Some(reason))?);
+        self.leader_epoch = None;
         self.position = to;
-        Ok(closed)
+        closed.push(self.close(to)?);
+        Ok(())
     }
 
-    fn create(&self, spool: &Spool, files: &FilesConfig) -> Result<OpenFile, WriteError> {
+    fn create(
+        &self,
+        spool: &Spool,
+        files: &FilesConfig,
+        skipped: Option<Skipped>,
+    ) -> Result<OpenFile, WriteError> {
         let key = ObjectKey::new(&self.tp, self.start);
         let (file, out) = spool
             .create(&key, self.epoch)
-            .map_err(|source| WriteError::Spool {
+            .map_err(|source| WriteError {
                 what: "cannot create spool file for",
                 path: key.path().into(),
                 source,
@@ -170,16 +193,19 @@ impl PartitionWriter {
             topic: &self.tp.topic,
             partition: self.tp.partition,
             first_offset: self.start,
+            topic_id: self.topic_id,
+            skipped,
             codec: files.codec,
             block_bytes: files.block_bytes,
         };
-        let writer = avro::Writer::new(out, &spec).map_err(|source| WriteError::Spool {
+        let writer = avro::Writer::new(out, &spec).map_err(|source| WriteError {
             what: "cannot write spool file",
             path: file.path().to_path_buf(),
             source,
         })?;
         Ok(OpenFile {
             writer,
+            skipped,
             file,
             fill: Fill::default(),
             last_offset: self.start - 1,
@@ -190,20 +216,22 @@ impl PartitionWriter {
     /// Finishes the open file with `next` as its end and fsyncs it.
     fn close(&mut self, next: i64) -> Result<Closed, WriteError> {
         let open = self.open.take().expect("close needs an open file");
-        let failed = |source| WriteError::Spool {
+        let failed = |source| WriteError {
             what: "cannot finish spool file",
             path: open.file.path().to_path_buf(),
             source,
         };
-        let finished = open.writer.finish(next).map_err(|e| match e {
-            AvroError::Io(source) => failed(source),
-            other => failed(io::Error::other(other)),
-        })?;
+        let finished = open
+            .writer
+            .finish(next, self.leader_epoch)
+            .map_err(|e| failed(avro_io(e)))?;
         finished.out.sync_all().map_err(failed)?;
         let key = ObjectKey::new(&self.tp, self.start);
         self.start = next;
         Ok(Closed {
             key,
+            topic_id: self.topic_id,
+            skipped: open.skipped,
             epoch: self.epoch,
             file: open.file,
             summary: finished.summary,
@@ -274,16 +302,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::open(dir.path()).unwrap();
         let f = files(3);
-        let mut w = PartitionWriter::new(TopicPartition::new("t", 0), 1, 10);
+        let mut w = PartitionWriter::new(TopicPartition::new("t", 0), None, 1, 10);
         let mut closed = Vec::new();
         for o in 10..17 {
-            w.record(&record(o, b"v"), &spool, &f, &mut closed).unwrap();
+            w.record(&record(o, b"v"), 0, &spool, &f, &mut closed)
+                .unwrap();
         }
         // A record before the position (a batch fetched again) is ignored.
-        w.record(&record(12, b"again"), &spool, &f, &mut closed)
+        w.record(&record(12, b"again"), 0, &spool, &f, &mut closed)
             .unwrap();
         // A control batch covers 17..19 without records.
-        w.skipped(19);
+        w.skipped(19, 0);
         closed.extend(w.flush(&spool, &f).unwrap());
         assert_eq!(
             read_back(&closed),
@@ -302,14 +331,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::open(dir.path()).unwrap();
         let f = files(0);
-        let mut w = PartitionWriter::new(TopicPartition::new("t", 0), 1, 0);
+        let mut w = PartitionWriter::new(TopicPartition::new("t", 0), None, 1, 0);
         let mut closed = Vec::new();
-        w.skipped(5);
-        closed.extend(w.jump(50, &spool, &f).unwrap());
-        w.record(&record(50, b"x"), &spool, &f, &mut closed)
+        w.skipped(5, 0);
+        w.jump(50, Skipped::Retention, &spool, &f, &mut closed)
+            .unwrap();
+        w.record(&record(50, b"x"), 0, &spool, &f, &mut closed)
             .unwrap();
         closed.extend(w.flush(&spool, &f).unwrap());
-        assert_eq!(read_back(&closed), vec![(0, 5, vec![]), (50, 51, vec![50])]);
+        assert_eq!(
+            read_back(&closed),
+            vec![(0, 5, vec![]), (5, 50, vec![]), (50, 51, vec![50])]
+        );
+        let skipped: Vec<_> = closed.iter().map(|c| c.skipped).collect();
+        assert_eq!(skipped, vec![None, Some(Skipped::Retention), None]);
+        let header = avro::read_header(&mut File::open(closed[1].file.path()).unwrap()).unwrap();
+        assert_eq!(header.skipped, Some(Skipped::Retention));
     }
 
     #[test]
@@ -317,10 +354,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::open(dir.path()).unwrap();
         let f = files(2);
-        let mut w = PartitionWriter::new(TopicPartition::new("t", 0), 1, 0);
+        let mut w = PartitionWriter::new(TopicPartition::new("t", 0), None, 1, 0);
         let mut closed = Vec::new();
         for o in 0..3 {
-            w.record(&record(o, b"v"), &spool, &f, &mut closed).unwrap();
+            w.record(&record(o, b"v"), 0, &spool, &f, &mut closed)
+                .unwrap();
         }
         assert_eq!((closed.len(), spool_files(dir.path())), (1, 2));
         drop(w);
@@ -330,26 +368,29 @@ mod tests {
     }
 
     #[test]
-    fn a_record_the_archive_cannot_hold_names_its_offset_and_the_file_goes_on() {
+    fn every_record_is_archived_and_files_record_their_history() {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::open(dir.path()).unwrap();
         let f = files(0);
-        let mut w = PartitionWriter::new(TopicPartition::new("t", 4), 1, 0);
+        let id = Uuid::from_u128(42);
+        let mut w = PartitionWriter::new(TopicPartition::new("t", 4), Some(id), 1, 0);
         let mut closed = Vec::new();
-        w.record(&record(0, b"v"), &spool, &f, &mut closed).unwrap();
-        let mut bad = record(1, b"v");
-        bad.headers = vec![Header {
+        w.record(&record(0, b"v"), 3, &spool, &f, &mut closed)
+            .unwrap();
+        let mut raw = record(1, b"v");
+        raw.headers = vec![Header {
             key: b"\xff",
             value: None,
         }];
-        let e = w.record(&bad, &spool, &f, &mut closed).unwrap_err();
-        assert!(matches!(e, WriteError::Record { offset: 1, .. }), "{e}");
-        assert!(
-            e.to_string().starts_with("cannot archive t/4 offset 1"),
-            "{e}"
-        );
+        w.record(&raw, 4, &spool, &f, &mut closed).unwrap();
+        // A control batch of a later epoch ends the file.
+        w.skipped(3, 5);
         closed.extend(w.flush(&spool, &f).unwrap());
-        assert_eq!(read_back(&closed), vec![(0, 1, vec![0])]);
+        assert_eq!(read_back(&closed), vec![(0, 3, vec![0, 1])]);
+        let header = avro::read_header(&mut File::open(closed[0].file.path()).unwrap()).unwrap();
+        assert_eq!(header.topic_id, Some(id));
+        assert_eq!(header.summary.last_epoch, Some(5));
+        assert_eq!(closed[0].topic_id, Some(id));
     }
 
     #[test]
@@ -358,11 +399,10 @@ mod tests {
         let spool = Spool::open(dir.path()).unwrap();
         // The topic folder is a file: nothing can be created in it.
         std::fs::write(dir.path().join("t"), b"not a folder").unwrap();
-        let mut w = PartitionWriter::new(TopicPartition::new("t", 0), 1, 0);
+        let mut w = PartitionWriter::new(TopicPartition::new("t", 0), None, 1, 0);
         let e = w
-            .record(&record(0, b"v"), &spool, &files(0), &mut Vec::new())
+            .record(&record(0, b"v"), 0, &spool, &files(0), &mut Vec::new())
             .unwrap_err();
-        assert!(matches!(e, WriteError::Spool { .. }), "{e}");
         assert!(
             e.to_string().contains("t/000000/00000000000000000000.avro"),
             "{e}"

@@ -34,6 +34,9 @@ pub struct Registry {
     map: RwLock<HashMap<TopicPartition, Arc<PartitionCtl>>>,
     /// Assigned partitions that could not start, and why.
     refused: Mutex<BTreeMap<TopicPartition, Halt>>,
+    /// Partitions a one-shot run gave up starting (Kafka or the store kept
+    /// failing), and the last failure.
+    given_up: Mutex<BTreeMap<TopicPartition, String>>,
     /// Epochs are unique across partitions and assignments, so work from a
     /// partition's earlier ownership can never pass for current.
     epochs: AtomicU64,
@@ -118,6 +121,20 @@ impl Registry {
         };
         log::error!("cannot archive {tp}: {line}");
         lock(&self.refused).insert(tp.clone(), why);
+    }
+
+    /// A one-shot run stops trying to start `tp`.
+    pub fn give_up(&self, tp: &TopicPartition, why: String) {
+        log::error!("gave up starting {tp}: {why}");
+        lock(&self.given_up).insert(tp.clone(), why);
+    }
+
+    /// The partitions given up, with the last failure.
+    pub fn given_up(&self) -> Vec<(TopicPartition, String)> {
+        lock(&self.given_up)
+            .iter()
+            .map(|(tp, why)| (tp.clone(), why.clone()))
+            .collect()
     }
 
     pub fn is_halted(&self, tp: &TopicPartition) -> bool {

@@ -350,11 +350,14 @@ mod tests {
                 record_count: 9,
                 min_timestamp: Some(5),
                 max_timestamp: Some(8),
+                last_epoch: Some(0),
             },
             size: 300,
             crc32c: Some(7),
             md5: None,
             format_version: 1,
+            topic_id: None,
+            skipped: None,
         };
         let row = row_of(
             &key,

@@ -61,6 +61,8 @@ impl Uploader<'_> {
         let session_note = self.spool.session_note(&file.key);
         let upload = Upload {
             key: &file.key,
+            topic_id: file.topic_id,
+            skipped: file.skipped,
             path: file.file.path(),
             session_note: &session_note,
             summary: file.summary,
@@ -94,6 +96,8 @@ impl Uploader<'_> {
                     crc32c: Some(file.crc32c),
                     md5: None,
                     format_version: crate::format::avro::FORMAT_VERSION,
+                    topic_id: file.topic_id,
+                    skipped: file.skipped,
                 };
                 let row = row_of(&file.key, &info, url);
                 let _ = self.stored.send(Stored::Object { tp, row });

@@ -197,6 +197,8 @@ impl Store for FileStore {
             crc32c: None,
             md5: None,
             format_version: header.format_version,
+            topic_id: header.topic_id,
+            skipped: header.skipped,
         }))
     }
 

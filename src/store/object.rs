@@ -7,7 +7,9 @@
 use std::io::Read;
 use std::path::Path;
 
-use crate::format::avro::Summary;
+use uuid::Uuid;
+
+use crate::format::avro::{Skipped, Summary};
 use crate::format::names::ObjectKey;
 
 /// What a store knows about an object without reading it.
@@ -21,12 +23,18 @@ pub struct ObjectInfo {
     /// Base64 MD5 of the whole object, when the store keeps it (GCS).
     pub md5: Option<String>,
     pub format_version: u32,
+    /// The topic id the object's records were read from (format 2).
+    pub topic_id: Option<Uuid>,
+    /// Set for an object that makes a skipped range explicit.
+    pub skipped: Option<Skipped>,
 }
 
 /// A finished spool file ready to be stored.
 #[derive(Clone, Debug)]
 pub struct Upload<'a> {
     pub key: &'a ObjectKey,
+    pub topic_id: Option<Uuid>,
+    pub skipped: Option<Skipped>,
     pub path: &'a Path,
     /// Where a store may note an upload session across restarts (GCS
     /// resumable uploads): named by the object, not the build, so that a

@@ -187,7 +187,8 @@ pub struct Rec {
     pub timestamp: i64,
     pub key: Option<Vec<u8>>,
     pub value: Option<Vec<u8>>,
-    pub headers: Vec<(String, Option<Vec<u8>>)>,
+    /// Header keys as bytes: Kafka accepts keys that are not UTF-8.
+    pub headers: Vec<(Vec<u8>, Option<Vec<u8>>)>,
 }
 
 pub enum Frame {
@@ -223,7 +224,7 @@ fn encode_frames(frames: &[Frame]) -> Vec<u8> {
                 nullable(&mut buf, &r.value);
                 buf.extend_from_slice(&(r.headers.len() as i32).to_be_bytes());
                 for (k, v) in &r.headers {
-                    nullable(&mut buf, &Some(k.as_bytes().to_vec()));
+                    nullable(&mut buf, &Some(k.clone()));
                     nullable(&mut buf, v);
                 }
             }
@@ -410,7 +411,7 @@ pub fn gen_records(seed: u64, n: usize, partitions: i32, ts_start: i64) -> Vec<R
                         let len = rng.below(12) as usize;
                         Some(rng.bytes(len))
                     };
-                    (k, v)
+                    (k.into_bytes(), v)
                 })
                 .collect();
             Rec {
@@ -641,7 +642,8 @@ pub struct ReadRec {
     pub timestamp_type: String,
     pub key: Option<Vec<u8>>,
     pub value: Option<Vec<u8>>,
-    pub headers: Vec<(String, Option<Vec<u8>>)>,
+    /// Keys as Kafka carried them: `raw_key` when the file has one.
+    pub headers: Vec<(Vec<u8>, Option<Vec<u8>>)>,
 }
 
 /// One archive file as read back.
@@ -650,6 +652,8 @@ pub struct ArchFile {
     pub path: PathBuf,
     pub first: i64,
     pub next: i64,
+    /// `kafka.skipped`: why the file covers offsets without records.
+    pub skipped: Option<String>,
     pub records: Vec<ReadRec>,
 }
 
@@ -683,6 +687,9 @@ pub fn read_file(path: &Path, topic: &str, partition: i32, first: i64) -> ArchFi
     assert_eq!(text("kafka.partition"), partition.to_string(), "{path:?}");
     assert_eq!(text("kafka.first_offset"), first.to_string(), "{path:?}");
     let next: i64 = text("kafka.next_offset").parse().unwrap();
+    let skipped = meta
+        .get("kafka.skipped")
+        .map(|v| String::from_utf8(v.clone()).unwrap());
     let count: u64 = text("kafka.record_count").parse().unwrap();
     let mut records = Vec::new();
     for value in reader {
@@ -709,7 +716,21 @@ pub fn read_file(path: &Path, topic: &str, partition: i32, first: i64) -> ArchFi
                 let Value::String(k) = &hf[0].1 else {
                     panic!("header key")
                 };
-                (k.clone(), bytes_of(&hf[1].1))
+                let raw = hf
+                    .iter()
+                    .find(|(n, _)| n == "raw_key")
+                    .and_then(|(_, v)| bytes_of(v));
+                if let Some(raw) = &raw {
+                    assert_eq!(
+                        k,
+                        &kafka_store::format::avro::escape_key(raw),
+                        "{path:?}: the key of a raw key is the raw key escaped"
+                    );
+                }
+                (
+                    raw.unwrap_or_else(|| k.as_bytes().to_vec()),
+                    bytes_of(&hf[1].1),
+                )
             })
             .collect();
         records.push(ReadRec {
@@ -733,10 +754,17 @@ pub fn read_file(path: &Path, topic: &str, partition: i32, first: i64) -> ArchFi
             r.offset
         );
     }
+    if skipped.is_some() {
+        assert!(
+            records.is_empty(),
+            "{path:?}: a skipped range holds records"
+        );
+    }
     ArchFile {
         path: path.to_path_buf(),
         first,
         next,
+        skipped,
         records,
     }
 }
@@ -1040,9 +1068,29 @@ pub fn download_archive(bucket: &str, prefix: &str, dest: &Path) -> Vec<GcsObjec
                 o.name
             );
         }
-        assert_eq!(o.metadata["format-version"], "1");
+        assert_eq!(o.metadata["format-version"], "2");
+        let id = &o.metadata["topic-id"];
+        assert!(uuid_like(id), "{}: topic-id {id:?}", o.name);
+        if !file.records.is_empty() {
+            assert!(
+                o.metadata["last-epoch"]
+                    .parse::<i32>()
+                    .is_ok_and(|e| e >= 0),
+                "{}: last-epoch",
+                o.name
+            );
+        }
     }
     objects
+}
+
+/// A hyphenated lowercase UUID, as topic ids are written.
+fn uuid_like(s: &str) -> bool {
+    s.len() == 36
+        && s.char_indices().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => c == '-',
+            _ => c.is_ascii_hexdigit() && !c.is_ascii_uppercase(),
+        })
 }
 
 fn rel_encode(name: &str) -> String {

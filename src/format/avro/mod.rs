@@ -63,7 +63,8 @@ mod writer;
 mod tests;
 
 pub use layout::{
-    AvroError, Codec, FORMAT_VERSION, FileSpec, MAX_BLOCK_BYTES, SCHEMA, Summary, sync_marker,
+    AvroError, Codec, FORMAT_VERSION, FileSpec, MAX_BLOCK_BYTES, SCHEMA, SCHEMA_V1, Skipped,
+    Summary, escape_key, sync_marker,
 };
 pub use reader::{FileHeader, Reader, read_header};
 pub use writer::{Finished, Writer};

@@ -5,12 +5,14 @@ use std::io::{self, Read};
 
 use zstd::stream::raw::{InBuffer, Operation, OutBuffer};
 
+use uuid::Uuid;
+
 use super::layout::{
     AvroError, Codec, FORMAT_VERSION, KEY_CODEC, KEY_FIRST_OFFSET, KEY_FORMAT_VERSION,
-    KEY_MAX_TIMESTAMP, KEY_MIN_TIMESTAMP, KEY_NEXT_OFFSET, KEY_PARTITION, KEY_RECORD_COUNT,
-    KEY_SCHEMA, KEY_TOPIC, MAGIC, MAX_BLOCK_BYTES, MAX_META_BYTES, MAX_META_ENTRIES,
-    MIN_RECORD_BYTES, SCHEMA, Summary, corrupt, fmt_count, fmt_offset, fmt_timestamp, not_archive,
-    sync_marker,
+    KEY_LAST_EPOCH, KEY_MAX_TIMESTAMP, KEY_MIN_TIMESTAMP, KEY_NEXT_OFFSET, KEY_PARTITION,
+    KEY_RECORD_COUNT, KEY_SCHEMA, KEY_SKIPPED, KEY_TOPIC, KEY_TOPIC_ID, MAGIC, MAX_BLOCK_BYTES,
+    MAX_META_BYTES, MAX_META_ENTRIES, MIN_RECORD_BYTES, SCHEMA, SCHEMA_V1, Skipped, Summary,
+    corrupt, fmt_count, fmt_epoch, fmt_offset, fmt_timestamp, not_archive, sync_marker,
 };
 use crate::format::record::{OwnedRecord, TimestampType};
 
@@ -24,6 +26,11 @@ pub struct FileHeader {
     pub codec: Codec,
     pub sync: [u8; 16],
     pub summary: Summary,
+    /// The topic's id in Kafka, when the file records it.
+    pub topic_id: Option<Uuid>,
+    /// Set for a file that makes a skipped range explicit.
+    pub skipped: Option<Skipped>,
+    /// 1 or 2 (see [`FORMAT_VERSION`]).
     pub format_version: u32,
     /// Size of the header: the first block starts here.
     pub header_bytes: u64,
@@ -196,11 +203,12 @@ fn parse_header<R: Read>(src: &mut Counted<R>) -> Result<FileHeader, AvroError> 
     let header_bytes = src.pos;
 
     let get = |key: &str| meta.iter().find(|m| m.key == key);
-    match get(KEY_SCHEMA) {
-        Some(m) if m.value == SCHEMA.as_bytes() => {}
+    let schema_version = match get(KEY_SCHEMA) {
+        Some(m) if m.value == SCHEMA.as_bytes() => 2,
+        Some(m) if m.value == SCHEMA_V1.as_bytes() => 1,
         Some(_) => return Err(not_archive("schema is not the kafka-store record schema")),
         None => return Err(not_archive("no avro.schema")),
-    }
+    };
     // Avro: an absent codec means null.
     let codec = match get(KEY_CODEC) {
         None => Codec::Null,
@@ -213,10 +221,11 @@ fn parse_header<R: Read>(src: &mut Counted<R>) -> Result<FileHeader, AvroError> 
     };
     let format_version = match get(KEY_FORMAT_VERSION) {
         None => return Err(not_archive("no kafka_store.format_version")),
-        Some(m) if m.value == FORMAT_VERSION.to_string().as_bytes() => FORMAT_VERSION,
+        Some(m) if m.value == b"1" && schema_version == 1 => 1,
+        Some(m) if m.value == b"2" && schema_version == 2 => 2,
         Some(m) => {
             return Err(not_archive(format!(
-                "format version {:?}, this build reads {FORMAT_VERSION}",
+                "format version {:?} with a format-{schema_version} schema, this build reads 1 and {FORMAT_VERSION}",
                 String::from_utf8_lossy(&m.value)
             )));
         }
@@ -276,6 +285,39 @@ fn parse_header<R: Read>(src: &mut Counted<R>) -> Result<FileHeader, AvroError> 
         (Some(min), Some(max))
     };
 
+    let (last_epoch, topic_id, skipped) = if format_version == 1 {
+        (None, None, None)
+    } else {
+        let epoch: i32 = canonical(field(KEY_LAST_EPOCH)?, |v: &i32| fmt_epoch(Some(*v)))?;
+        let topic_id = get(KEY_TOPIC_ID)
+            .map(|m| {
+                std::str::from_utf8(&m.value)
+                    .ok()
+                    .and_then(|s| {
+                        Uuid::try_parse(s)
+                            .ok()
+                            .filter(|u| u.hyphenated().to_string() == s)
+                    })
+                    .ok_or_else(|| corrupt("bad kafka.topic_id", m.position))
+            })
+            .transpose()?;
+        let skipped = get(KEY_SKIPPED)
+            .map(|m| {
+                std::str::from_utf8(&m.value)
+                    .ok()
+                    .and_then(Skipped::parse)
+                    .ok_or_else(|| corrupt("bad kafka.skipped", m.position))
+            })
+            .transpose()?;
+        if skipped.is_some() && record_count > 0 {
+            return Err(corrupt(
+                "a skipped range holds records",
+                count_meta.position,
+            ));
+        }
+        ((epoch >= 0).then_some(epoch), topic_id, skipped)
+    };
+
     if sync != sync_marker(&topic, partition, first_offset) {
         return Err(corrupt(
             "header sync marker does not match topic, partition and first offset",
@@ -294,7 +336,10 @@ fn parse_header<R: Read>(src: &mut Counted<R>) -> Result<FileHeader, AvroError> 
             record_count,
             min_timestamp,
             max_timestamp,
+            last_epoch,
         },
+        topic_id,
+        skipped,
         format_version,
         header_bytes,
     })
@@ -449,7 +494,8 @@ impl<'a> BlockCursor<'a> {
         }
     }
 
-    fn record(&mut self) -> Result<OwnedRecord, &'static str> {
+    /// One record; `raw_keys`: the format-2 header layout.
+    pub(super) fn record(&mut self, raw_keys: bool) -> Result<OwnedRecord, &'static str> {
         let offset = self.long()?;
         let timestamp = self.long()?;
         let timestamp_type = match self.long()? {
@@ -470,9 +516,11 @@ impl<'a> BlockCursor<'a> {
                 self.long()?; // block size in bytes
             }
             for _ in 0..count {
-                let key =
-                    std::str::from_utf8(self.bytes()?).map_err(|_| "header key is not utf-8")?;
-                headers.push((key.to_owned(), self.nullable()?));
+                let key = self.bytes()?;
+                std::str::from_utf8(key).map_err(|_| "header key is not utf-8")?;
+                let value = self.nullable()?;
+                let raw = if raw_keys { self.nullable()? } else { None };
+                headers.push((raw.unwrap_or_else(|| key.to_vec()), value));
             }
         }
         Ok(OwnedRecord {
@@ -565,7 +613,7 @@ impl<R: Read> Reader<R> {
             buf: &self.block,
             at: self.at,
         };
-        let record = cur.record().map_err(|e| {
+        let record = cur.record(self.header.format_version >= 2).map_err(|e| {
             corrupt(
                 format!("record {index} of the block (decoded byte {}): {e}", cur.at),
                 self.block_pos,

@@ -23,18 +23,24 @@ fn borrow(r: &OwnedRecord) -> Record<'_> {
             .headers
             .iter()
             .map(|(k, v)| Header {
-                key: k.as_bytes(),
+                key: k,
                 value: v.as_deref(),
             })
             .collect(),
     }
 }
 
+/// The topic id and last leader epoch the test files record.
+const TOPIC_ID: uuid::Uuid = uuid::Uuid::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef);
+const EPOCH: Option<i32> = Some(7);
+
 fn spec(codec: Codec, first_offset: i64, block_bytes: usize) -> FileSpec<'static> {
     FileSpec {
         topic: "events.v1",
         partition: 3,
         first_offset,
+        topic_id: Some(TOPIC_ID),
+        skipped: None,
         codec,
         block_bytes,
     }
@@ -52,7 +58,7 @@ fn write(
     }
     assert_eq!(w.records(), records.len() as u64);
     assert_eq!(w.encoded_bytes(), encoded);
-    let finished = w.finish(next_offset).unwrap();
+    let finished = w.finish(next_offset, EPOCH).unwrap();
     let bytes = finished.out.get_ref().clone();
     assert_eq!(finished.out.position(), bytes.len() as u64);
     assert_eq!(finished.file_bytes, bytes.len() as u64);
@@ -114,11 +120,23 @@ fn from_apache(v: Value) -> OwnedRecord {
             Value::Array(items) => items
                 .iter()
                 .map(|item| match item {
-                    Value::Record(f) if f.len() == 2 && f[0].0 == "key" && f[1].0 == "value" => {
+                    Value::Record(f)
+                        if f.len() == 3
+                            && f[0].0 == "key"
+                            && f[1].0 == "value"
+                            && f[2].0 == "raw_key" =>
+                    {
                         let Value::String(k) = &f[0].1 else {
                             panic!("header key not a string: {f:?}")
                         };
-                        (k.clone(), nullable(&f[1].1))
+                        let raw = nullable(&f[2].1);
+                        if let Some(raw) = &raw {
+                            assert_eq!(k, &escape_key(raw), "the key is the raw key escaped");
+                        }
+                        (
+                            raw.unwrap_or_else(|| k.as_bytes().to_vec()),
+                            nullable(&f[1].1),
+                        )
                     }
                     other => panic!("bad header {other:?}"),
                 })
@@ -207,7 +225,7 @@ fn arb_record() -> impl Strategy<Value = OwnedRecord> {
         any::<bool>(),
         arb_bytes(),
         arb_bytes(),
-        proptest::collection::vec(("\\PC{0,12}", arb_bytes()), 0..4),
+        proptest::collection::vec((arb_key(), arb_bytes()), 0..4),
     )
         .prop_map(
             |(offset, timestamp, log_append, key, value, headers)| OwnedRecord {
@@ -223,6 +241,14 @@ fn arb_record() -> impl Strategy<Value = OwnedRecord> {
                 headers,
             },
         )
+}
+
+/// Header keys: mostly text, sometimes bytes that are not UTF-8.
+fn arb_key() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        3 => "\\PC{0,12}".prop_map(String::into_bytes),
+        1 => proptest::collection::vec(any::<u8>(), 0..12),
+    ]
 }
 
 fn arb_codec() -> impl Strategy<Value = Codec> {
@@ -246,13 +272,22 @@ proptest! {
         first_offset in arb_long(),
         next_offset in arb_long(),
     ) {
-        let spec = FileSpec { topic: &topic, partition, first_offset, codec, block_bytes };
+        let spec = FileSpec {
+            topic: &topic,
+            partition,
+            first_offset,
+            topic_id: Some(TOPIC_ID),
+            skipped: None,
+            codec,
+            block_bytes,
+        };
         let (bytes, finished) = write(&spec, &records, next_offset);
         let want = Summary {
             next_offset,
             record_count: records.len() as u64,
             min_timestamp: records.iter().map(|r| r.timestamp).min(),
             max_timestamp: records.iter().map(|r| r.timestamp).max(),
+            last_epoch: EPOCH,
         };
         prop_assert_eq!(finished.summary, want);
 
@@ -266,7 +301,9 @@ proptest! {
         let (min, max) = (want.min_timestamp.unwrap_or(-1), want.max_timestamp.unwrap_or(-1));
         prop_assert_eq!(meta_str(&meta, "kafka.min_timestamp"), format!("{min:+020}"));
         prop_assert_eq!(meta_str(&meta, "kafka.max_timestamp"), format!("{max:+020}"));
-        prop_assert_eq!(meta_str(&meta, "kafka_store.format_version"), "1");
+        prop_assert_eq!(meta_str(&meta, "kafka_store.format_version"), "2");
+        prop_assert_eq!(meta_str(&meta, "kafka.last_epoch"), "+0000000007");
+        prop_assert_eq!(meta_str(&meta, "kafka.topic_id"), TOPIC_ID.hyphenated().to_string());
 
         let (header, ours) = read_ours(&bytes).unwrap();
         prop_assert_eq!(&ours, &records);
@@ -277,6 +314,8 @@ proptest! {
         prop_assert_eq!(header.sync, sync_marker(&topic, partition, first_offset));
         prop_assert_eq!(header.summary, want);
         prop_assert_eq!(header.format_version, FORMAT_VERSION);
+        prop_assert_eq!(header.topic_id, Some(TOPIC_ID));
+        prop_assert_eq!(header.skipped, None);
         prop_assert_eq!(read_header(&mut &bytes[..]).unwrap(), header.clone());
         // The blocks start right after the header and each ends with the sync marker.
         if !records.is_empty() {
@@ -380,7 +419,8 @@ fn empty_file() {
                 next_offset: 42,
                 record_count: 0,
                 min_timestamp: None,
-                max_timestamp: None
+                max_timestamp: None,
+                last_epoch: EPOCH,
             }
         );
         let (meta, records) = read_apache(&bytes);
@@ -398,42 +438,63 @@ fn empty_file() {
 }
 
 #[test]
-fn invalid_header_key_is_refused_and_leaves_no_trace() {
-    let records = some_records(3);
-    let bad = Record {
-        offset: 777,
-        timestamp: 1,
-        timestamp_type: TimestampType::LogAppend,
-        key: None,
-        value: Some(b"never written"),
-        headers: vec![
-            Header {
-                key: b"fine",
-                value: None,
-            },
-            Header {
-                key: b"\xff\xfe",
-                value: Some(b"x"),
-            },
-        ],
-    };
+fn header_keys_that_are_not_utf8_are_kept_byte_exact() {
+    let mut records = some_records(3);
+    records[1].headers = vec![
+        (b"fine".to_vec(), None),
+        (b"\xff\xfe".to_vec(), Some(b"x".to_vec())),
+        (b"a\xc3(".to_vec(), Some(Vec::new())),
+    ];
     for codec in CODECS {
-        let mut w = Writer::new(Cursor::new(Vec::new()), &spec(codec, 100, 1)).unwrap();
-        w.append(&borrow(&records[0])).unwrap();
-        let err = w.append(&bad).unwrap_err();
-        assert!(
-            matches!(err, AvroError::InvalidHeaderKey { offset: 777 }),
-            "{err:?}"
-        );
-        assert!(err.to_string().contains("777"), "{err}");
-        assert_eq!(w.records(), 1);
-        w.append(&borrow(&records[1])).unwrap();
-        w.append(&borrow(&records[2])).unwrap();
-        let bytes = w.finish(103).unwrap().out.into_inner();
-        let (clean, _) = write(&spec(codec, 100, 1), &records, 103);
-        assert_eq!(bytes, clean);
+        let (bytes, _) = write(&spec(codec, 100, 1), &records, 103);
+        assert_eq!(read_ours(&bytes).unwrap().1, records);
+        // apache-avro reads the escaped key and the raw one (from_apache
+        // checks that one is the other escaped).
         assert_eq!(read_apache(&bytes).1, records);
+        let find = |s: &[u8]| bytes.windows(s.len()).any(|w| w == s);
+        assert!(
+            codec != Codec::Null || find(b"\x10\\xff\\xfe"),
+            "escaped key in the file"
+        );
     }
+}
+
+#[test]
+fn a_skipped_range_is_a_file_without_records_that_says_why() {
+    let spec = FileSpec {
+        skipped: Some(Skipped::StartLatest),
+        ..spec(Codec::Deflate { level: 6 }, 0, 1024)
+    };
+    let w = Writer::new(Cursor::new(Vec::new()), &spec).unwrap();
+    assert_eq!(w.records(), 0);
+    let bytes = w.finish(5000, None).unwrap().out.into_inner();
+    let (meta, records) = read_apache(&bytes);
+    assert!(records.is_empty());
+    assert_eq!(meta_str(&meta, "kafka.skipped"), "start-latest");
+    assert_eq!(meta_str(&meta, "kafka.last_epoch"), "-0000000001");
+    let (header, _) = read_ours(&bytes).unwrap();
+    assert_eq!(header.skipped, Some(Skipped::StartLatest));
+    assert_eq!(header.summary.next_offset, 5000);
+    assert_eq!(header.summary.last_epoch, None);
+}
+
+/// A file written by kafka-store before format 2 (no raw keys, topic id,
+/// last epoch or skip reason): archives of that time keep working.
+#[test]
+fn format_1_files_are_still_read() {
+    let bytes = include_bytes!("../../../tests/fixtures/format-1.avro");
+    let (header, records) = read_ours(bytes).unwrap();
+    assert_eq!(header.format_version, 1);
+    assert_eq!(
+        (header.topic_id, header.skipped, header.summary.last_epoch),
+        (None, None, None)
+    );
+    assert_eq!(header.summary.record_count, records.len() as u64);
+    assert!(!records.is_empty());
+    assert_eq!(
+        header.summary.next_offset,
+        records.last().unwrap().offset + 1
+    );
 }
 
 #[test]
@@ -462,7 +523,7 @@ fn header_at_nonzero_position() {
     for r in &records {
         w.append(&borrow(r)).unwrap();
     }
-    let f = w.finish(110).unwrap();
+    let f = w.finish(110, EPOCH).unwrap();
     let all = f.out.into_inner();
     assert_eq!(&all[..6], b"prefix");
     assert_eq!(f.file_bytes, all.len() as u64 - 6);
@@ -681,7 +742,7 @@ fn io_errors_poison_the_writer() {
         w.append(&borrow(&records[1])),
         Err(AvroError::Poisoned)
     ));
-    assert!(matches!(w.finish(102), Err(AvroError::Poisoned)));
+    assert!(matches!(w.finish(102, EPOCH), Err(AvroError::Poisoned)));
 }
 
 /// A Write + Seek that keeps nothing: for throughput.
@@ -812,7 +873,7 @@ fn throughput() {
                 }
             }
             let encoded = w.encoded_bytes();
-            let f = w.finish(0).unwrap();
+            let f = w.finish(0, EPOCH).unwrap();
             let secs = start.elapsed().as_secs_f64();
             best = best.max(encoded as f64 / secs / 1e6);
             ratio = encoded as f64 / f.file_bytes as f64;

@@ -7,10 +7,11 @@ use flate2::write::DeflateEncoder;
 use zstd::stream::raw::{InBuffer, Operation, OutBuffer};
 
 use super::layout::{
-    AvroError, Codec, FORMAT_VERSION, FileSpec, KEY_CODEC, KEY_FIRST_OFFSET, KEY_FORMAT_VERSION,
-    KEY_MAX_TIMESTAMP, KEY_MIN_TIMESTAMP, KEY_NEXT_OFFSET, KEY_PARTITION, KEY_RECORD_COUNT,
-    KEY_SCHEMA, KEY_TOPIC, MAGIC, SCHEMA, SUMMARY_WIDTH, Summary, fmt_count, fmt_offset,
-    fmt_timestamp, sync_marker,
+    AvroError, Codec, EPOCH_WIDTH, FORMAT_VERSION, FileSpec, KEY_CODEC, KEY_FIRST_OFFSET,
+    KEY_FORMAT_VERSION, KEY_LAST_EPOCH, KEY_MAX_TIMESTAMP, KEY_MIN_TIMESTAMP, KEY_NEXT_OFFSET,
+    KEY_PARTITION, KEY_RECORD_COUNT, KEY_SCHEMA, KEY_SKIPPED, KEY_TOPIC, KEY_TOPIC_ID, MAGIC,
+    SCHEMA, SUMMARY_WIDTH, Summary, escape_key, fmt_count, fmt_epoch, fmt_offset, fmt_timestamp,
+    sync_marker,
 };
 use crate::format::record::{Record, TimestampType};
 
@@ -50,8 +51,8 @@ fn put_nullable(buf: &mut Vec<u8>, data: Option<&[u8]>) {
     }
 }
 
-/// Appends the Avro encoding of `r` to `buf`. Header keys must already be
-/// known to be UTF-8 (the schema says `string`).
+/// Appends the Avro encoding of `r` to `buf`. A header key that is not
+/// UTF-8 goes in escaped as `key` and as it is as `raw_key`.
 pub(super) fn encode_record(buf: &mut Vec<u8>, r: &Record<'_>) {
     put_long(buf, r.offset);
     put_long(buf, r.timestamp);
@@ -64,25 +65,36 @@ pub(super) fn encode_record(buf: &mut Vec<u8>, r: &Record<'_>) {
     if !r.headers.is_empty() {
         put_long(buf, r.headers.len() as i64);
         for h in &r.headers {
-            put_bytes(buf, h.key);
-            put_nullable(buf, h.value);
+            match std::str::from_utf8(h.key) {
+                Ok(_) => {
+                    put_bytes(buf, h.key);
+                    put_nullable(buf, h.value);
+                    put_nullable(buf, None);
+                }
+                Err(_) => {
+                    put_bytes(buf, escape_key(h.key).as_bytes());
+                    put_nullable(buf, h.value);
+                    put_nullable(buf, Some(h.key));
+                }
+            }
         }
     }
     buf.push(0);
 }
 
-/// The header as written, with where the four summary values sit in it.
+/// The header as written, with where the summary values sit in it.
 struct HeaderImage {
     bytes: Vec<u8>,
-    /// next_offset, record_count, min_timestamp, max_timestamp.
-    summary_at: [usize; 4],
+    /// next_offset, record_count, min_timestamp, max_timestamp, last_epoch.
+    summary_at: [usize; 5],
 }
 
 impl HeaderImage {
     fn new(spec: &FileSpec<'_>, sync: &[u8; 16]) -> HeaderImage {
         let mut b = Vec::with_capacity(1024);
         b.extend_from_slice(&MAGIC);
-        put_long(&mut b, 10);
+        let entries = 11 + i64::from(spec.topic_id.is_some()) + i64::from(spec.skipped.is_some());
+        put_long(&mut b, entries);
         let entry = |b: &mut Vec<u8>, key: &str, value: &[u8]| {
             put_bytes(b, key.as_bytes());
             put_long(b, value.len() as i64);
@@ -99,12 +111,19 @@ impl HeaderImage {
             KEY_FIRST_OFFSET,
             spec.first_offset.to_string().as_bytes(),
         );
+        if let Some(id) = spec.topic_id {
+            entry(&mut b, KEY_TOPIC_ID, id.hyphenated().to_string().as_bytes());
+        }
         let summary_at = [
             entry(&mut b, KEY_NEXT_OFFSET, fmt_offset(0).as_bytes()),
             entry(&mut b, KEY_RECORD_COUNT, fmt_count(0).as_bytes()),
             entry(&mut b, KEY_MIN_TIMESTAMP, fmt_timestamp(0).as_bytes()),
             entry(&mut b, KEY_MAX_TIMESTAMP, fmt_timestamp(0).as_bytes()),
+            entry(&mut b, KEY_LAST_EPOCH, fmt_epoch(Some(0)).as_bytes()),
         ];
+        if let Some(skipped) = spec.skipped {
+            entry(&mut b, KEY_SKIPPED, skipped.as_str().as_bytes());
+        }
         entry(
             &mut b,
             KEY_FORMAT_VERSION,
@@ -124,14 +143,15 @@ impl HeaderImage {
             _ => (-1, -1),
         };
         let values = [
-            fmt_offset(s.next_offset),
-            fmt_count(s.record_count),
-            fmt_timestamp(min),
-            fmt_timestamp(max),
+            (fmt_offset(s.next_offset), SUMMARY_WIDTH),
+            (fmt_count(s.record_count), SUMMARY_WIDTH),
+            (fmt_timestamp(min), SUMMARY_WIDTH),
+            (fmt_timestamp(max), SUMMARY_WIDTH),
+            (fmt_epoch(s.last_epoch), EPOCH_WIDTH),
         ];
-        for (at, value) in self.summary_at.iter().zip(values) {
-            debug_assert_eq!(value.len(), SUMMARY_WIDTH);
-            self.bytes[*at..*at + SUMMARY_WIDTH].copy_from_slice(value.as_bytes());
+        for (at, (value, width)) in self.summary_at.iter().zip(values) {
+            debug_assert_eq!(value.len(), width);
+            self.bytes[*at..*at + width].copy_from_slice(value.as_bytes());
         }
     }
 }
@@ -284,9 +304,8 @@ impl<W: Write> Sink<W> {
 
 /// Streams records into one archive file. See the module doc for the layout.
 ///
-/// After any error from [`append`](Writer::append) other than
-/// [`AvroError::InvalidHeaderKey`], or from I/O, the file is unusable: later
-/// calls return [`AvroError::Poisoned`].
+/// After any error from [`append`](Writer::append) or from I/O, the file is
+/// unusable: later calls return [`AvroError::Poisoned`].
 pub struct Writer<W: Write + Seek> {
     sink: Sink<W>,
     /// Stream position of the magic.
@@ -338,22 +357,9 @@ impl<W: Write + Seek> Writer<W> {
     }
 
     /// Appends one record; returns its Avro-encoded (uncompressed) size.
-    ///
-    /// A record with a header key that is not UTF-8 is refused with
-    /// [`AvroError::InvalidHeaderKey`] before anything of it is written; the
-    /// writer stays usable.
     pub fn append(&mut self, record: &Record<'_>) -> Result<usize, AvroError> {
         if self.poisoned {
             return Err(AvroError::Poisoned);
-        }
-        if record
-            .headers
-            .iter()
-            .any(|h| std::str::from_utf8(h.key).is_err())
-        {
-            return Err(AvroError::InvalidHeaderKey {
-                offset: record.offset,
-            });
         }
         self.scratch.clear();
         encode_record(&mut self.scratch, record);
@@ -415,7 +421,12 @@ impl<W: Write + Seek> Writer<W> {
 
     /// Closes the last block, patches the header summary in place, seeks back
     /// to the end and flushes `out`. Does not sync.
-    pub fn finish(mut self, next_offset: i64) -> Result<Finished<W>, AvroError> {
+    /// `last_epoch` is the leader epoch of the last batch the file covers.
+    pub fn finish(
+        mut self,
+        next_offset: i64,
+        last_epoch: Option<i32>,
+    ) -> Result<Finished<W>, AvroError> {
         if self.poisoned {
             return Err(AvroError::Poisoned);
         }
@@ -427,6 +438,7 @@ impl<W: Write + Seek> Writer<W> {
             record_count: self.records,
             min_timestamp: self.min_timestamp,
             max_timestamp: self.max_timestamp,
+            last_epoch,
         };
         self.header.patch(&summary);
         let header = &self.header.bytes;

@@ -15,7 +15,7 @@ use ureq::http;
 
 use super::auth;
 use crate::cancel::Cancel;
-use crate::format::avro::Summary;
+use crate::format::avro::{Skipped, Summary};
 use crate::format::names::{self, ObjectKey};
 use crate::store::http::{self as web, Backoff, Failure, HttpOptions, Transport, encode};
 use crate::store::object::{ObjectInfo, StoreError};
@@ -26,6 +26,9 @@ pub(super) const RECORD_COUNT: &str = "record-count";
 pub(super) const MIN_TIMESTAMP: &str = "min-timestamp";
 pub(super) const MAX_TIMESTAMP: &str = "max-timestamp";
 pub(super) const FORMAT_VERSION: &str = "format-version";
+pub(super) const TOPIC_ID: &str = "topic-id";
+pub(super) const LAST_EPOCH: &str = "last-epoch";
+pub(super) const SKIPPED: &str = "skipped";
 
 /// Largest answer read into memory (object resources, listings, errors).
 const MAX_REPLY_BYTES: u64 = 16 << 20;
@@ -483,11 +486,34 @@ impl GcsStore {
                 record_count: get(RECORD_COUNT)?.unwrap_or(0) as u64,
                 min_timestamp: get(MIN_TIMESTAMP)?,
                 max_timestamp: get(MAX_TIMESTAMP)?,
+                last_epoch: get(LAST_EPOCH)?.map(|e| e as i32).filter(|e| *e >= 0),
             },
             size: o.size.as_deref().and_then(|s| s.parse().ok()).unwrap_or(0),
             crc32c: o.crc32c.as_deref().and_then(parse_crc32c),
             md5: o.md5_hash.clone(),
             format_version: get(FORMAT_VERSION)?.unwrap_or(1) as u32,
+            topic_id: meta
+                .get(TOPIC_ID)
+                .map(|v| {
+                    uuid::Uuid::try_parse(v).map_err(|_| {
+                        not_archive(
+                            what(),
+                            format!("metadata {TOPIC_ID} = {v:?} is not a topic id"),
+                        )
+                    })
+                })
+                .transpose()?,
+            skipped: meta
+                .get(SKIPPED)
+                .map(|v| {
+                    Skipped::parse(v).ok_or_else(|| {
+                        not_archive(
+                            what(),
+                            format!("metadata {SKIPPED} = {v:?} is not a skip reason"),
+                        )
+                    })
+                })
+                .transpose()?,
         })
     }
 

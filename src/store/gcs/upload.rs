@@ -23,8 +23,9 @@ use md5::Digest as _;
 use serde::{Deserialize, Serialize};
 
 use super::api::{
-    FORMAT_VERSION, GcsStore, MAX_TIMESTAMP, MIN_TIMESTAMP, NEXT_OFFSET, ObjectResource, Payload,
-    RECORD_COUNT, Reply, Request, SendError, crc32c_b64, refused, unavailable,
+    FORMAT_VERSION, GcsStore, LAST_EPOCH, MAX_TIMESTAMP, MIN_TIMESTAMP, NEXT_OFFSET,
+    ObjectResource, Payload, RECORD_COUNT, Reply, Request, SKIPPED, SendError, TOPIC_ID,
+    crc32c_b64, refused, unavailable,
 };
 use crate::store::http::{self as web, Backoff, Failure, encode};
 use crate::store::object::{PutOutcome, StoreError, Upload};
@@ -205,6 +206,15 @@ impl Put<'_> {
         if let (Some(min), Some(max)) = (s.min_timestamp, s.max_timestamp) {
             meta(MIN_TIMESTAMP, min.to_string());
             meta(MAX_TIMESTAMP, max.to_string());
+        }
+        if let Some(epoch) = s.last_epoch {
+            meta(LAST_EPOCH, epoch.to_string());
+        }
+        if let Some(id) = self.upload.topic_id {
+            meta(TOPIC_ID, id.hyphenated().to_string());
+        }
+        if let Some(skipped) = self.upload.skipped {
+            meta(SKIPPED, skipped.as_str().to_string());
         }
         meta(
             FORMAT_VERSION,
