@@ -347,7 +347,7 @@ fn a_misconfigured_index_is_named_and_an_unreachable_one_is_waited_for() {
     let (code, line, _) = run(&format!("mysql://{user}:right@127.0.0.1:3306/{db}"));
     assert_eq!(code, Some(2), "{line}");
     assert!(
-        line.contains("lacks column(s) partition, next_offset"),
+        line.contains("lacks column(s) store, partition, next_offset"),
         "{line}"
     );
 
@@ -391,8 +391,8 @@ fn reindex_rebuilds_the_table_from_the_store() {
     )
     .unwrap();
     conn.exec_drop(
-        "INSERT INTO kafka_store_files (topic, `partition`, first_offset, next_offset, record_count, bytes, object_url) VALUES (?, 0, 5000, 5100, 1, 1, 'nowhere')",
-        (&topic,),
+        "INSERT INTO kafka_store_files (store, topic, `partition`, first_offset, next_offset, record_count, bytes, object_url) VALUES (?, ?, 0, 5000, 5100, 1, 1, 'nowhere')",
+        (format!("file://{}", s.archive.display()), &topic),
     )
     .unwrap();
     let out = s

@@ -2,8 +2,13 @@
 -- kafka-store creates it (with the configured table name) when
 -- mysql.create_table = true; otherwise create it with this statement.
 -- One row per archive object: the object holds the records of one
--- partition from first_offset up to (not including) next_offset.
+-- partition from first_offset up to (not including) next_offset. Several
+-- stores may share the table: rows are keyed by the store's URL too.
+-- (A table of kafka-store 0.1, without `store`, is upgraded in place with
+-- vendor-config/mysql-migrate-store.sql.)
 CREATE TABLE IF NOT EXISTS `kafka_store_files` (
+  -- The store's URL as kafka-store names it (file://DIR, gs://BUCKET/PREFIX).
+  store         VARCHAR(500)  NOT NULL,
   topic         VARCHAR(249)  NOT NULL,
   `partition`   INT           NOT NULL,
   first_offset  BIGINT        NOT NULL,
@@ -17,6 +22,6 @@ CREATE TABLE IF NOT EXISTS `kafka_store_files` (
   crc32c        INT UNSIGNED  NULL,
   object_url    VARCHAR(2048) NOT NULL,
   created_at    TIMESTAMP(3)  NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
-  PRIMARY KEY (topic, `partition`, first_offset),
-  KEY by_time (topic, `partition`, max_timestamp)
+  PRIMARY KEY (store, topic, `partition`, first_offset),
+  KEY by_time (store, topic, `partition`, max_timestamp)
 ) ENGINE = InnoDB

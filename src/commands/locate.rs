@@ -21,7 +21,8 @@ use crate::store::{self, Store};
 pub fn run(args: &LocateArgs) -> anyhow::Result<Exit> {
     let config = Config::load(&args.config)?;
     let store = store::open(&config.store.url, &config.store.gcs, &Cancel::default())?;
-    let mut index = match config.mysql.as_ref().map(Index::open) {
+    let store_url = store.url();
+    let mut index = match config.mysql.as_ref().map(|m| Index::open(m, &store_url)) {
         None => None,
         Some(Ok(index)) => Some(index),
         Some(Err(e)) if e.is_unavailable() => {

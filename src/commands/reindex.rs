@@ -20,7 +20,7 @@ pub fn run(config: &Path) -> anyhow::Result<Exit> {
         return Err(usage("reindex: the config has no [mysql] section").into());
     };
     let store = store::open(&config.store.url, &config.store.gcs, &Cancel::default())?;
-    let mut index = Index::open(mysql)?;
+    let mut index = Index::open(mysql, &store.url())?;
     let mut out = std::io::stdout().lock();
     let (written, deleted) = reindex(&mut index, store.as_ref(), &mut out)?;
     writeln!(

@@ -43,11 +43,14 @@ fn classify(e: mysql::Error, what: &str) -> IndexError {
 pub struct Index {
     conn: Conn,
     table: String,
+    /// The store whose rows this connection reads and writes.
+    store: String,
 }
 
 impl Index {
-    /// Connects, and checks (or creates) the table.
-    pub fn open(config: &MysqlOptions) -> Result<Index, IndexError> {
+    /// Connects, and checks (or creates) the table; rows are those of
+    /// the store at `store_url`.
+    pub fn open(config: &MysqlOptions, store_url: &str) -> Result<Index, IndexError> {
         let opts = Opts::from_url(&config.url).map_err(|e| IndexError::BadUrl(e.to_string()))?;
         let opts = OptsBuilder::from_opts(opts)
             .tcp_connect_timeout(Some(config.connect_timeout))
@@ -61,6 +64,7 @@ impl Index {
         let mut index = Index {
             conn,
             table: config.table.clone(),
+            store: store_url.to_string(),
         };
         index.check_table(config.create_table)?;
         Ok(index)
@@ -95,8 +99,13 @@ impl Index {
             .filter(|c| !have.iter().any(|h| h.eq_ignore_ascii_case(c)))
             .collect();
         if !missing.is_empty() {
+            let upgrade = if missing == ["store"] {
+                "; a table of kafka-store 0.1 is upgraded with vendor-config/mysql-migrate-store.sql"
+            } else {
+                ""
+            };
             return Err(IndexError::Table(format!(
-                "table {table} lacks column(s) {} (see vendor-config/mysql-schema.sql)",
+                "table {table} lacks column(s) {} (see vendor-config/mysql-schema.sql{upgrade})",
                 missing.join(", ")
             )));
         }
@@ -154,12 +163,13 @@ impl Index {
         value: Option<i64>,
     ) -> Result<Vec<Row>, IndexError> {
         let q = format!(
-            "{} WHERE topic = ? AND `partition` = ? {more}",
+            "{} WHERE store = ? AND topic = ? AND `partition` = ? {more}",
             self.select()
         );
+        let store = self.store.clone();
         let params = match value {
-            Some(v) => (topic, partition, v).into(),
-            None => (topic, partition).into(),
+            Some(v) => (store, topic, partition, v).into(),
+            None => (store, topic, partition).into(),
         };
         self.rows(q, params)
     }
@@ -191,6 +201,7 @@ impl Index {
             row.bytes,
             row.crc32c,
             row.object_url.as_str(),
+            self.store.as_str(),
             row.topic.as_str(),
             row.partition,
             row.first_offset,
@@ -199,7 +210,7 @@ impl Index {
             Some(old) if old.agrees(row) => Ok(()),
             Some(old) => {
                 let q = format!(
-                    "UPDATE `{}` SET next_offset = ?, record_count = ?, min_timestamp = ?, max_timestamp = ?, bytes = ?, crc32c = ?, object_url = ? WHERE topic = ? AND `partition` = ? AND first_offset = ?",
+                    "UPDATE `{}` SET next_offset = ?, record_count = ?, min_timestamp = ?, max_timestamp = ?, bytes = ?, crc32c = ?, object_url = ? WHERE store = ? AND topic = ? AND `partition` = ? AND first_offset = ?",
                     self.table
                 );
                 self.conn
@@ -219,7 +230,7 @@ impl Index {
             }
             None => {
                 let q = format!(
-                    "INSERT INTO `{}` (next_offset, record_count, min_timestamp, max_timestamp, bytes, crc32c, object_url, topic, `partition`, first_offset) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO `{}` (next_offset, record_count, min_timestamp, max_timestamp, bytes, crc32c, object_url, store, topic, `partition`, first_offset) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     self.table
                 );
                 match self.conn.exec_drop(q, values) {
@@ -239,22 +250,12 @@ impl Index {
         &mut self,
         topic: &str,
         partition: i32,
-        store_url: &str,
     ) -> Result<Option<(i64, Option<i64>)>, IndexError> {
-        // Rows of this store only (the URL starts with the store's).
-        let q = format!(
-            "SELECT first_offset, next_offset FROM `{}` WHERE topic = ? AND `partition` = ? AND LEFT(object_url, ?) = ? ORDER BY first_offset DESC LIMIT 1",
-            self.table
-        );
-        let prefix = format!("{store_url}/");
-        let last: Option<(i64, i64)> = self
-            .conn
-            .exec_first(
-                q,
-                (topic, partition, prefix.chars().count(), prefix.as_str()),
-            )
-            .map_err(|e| classify(e, "cannot read the index"))?;
-        Ok(last.map(|(first, next)| (next, Some(first))))
+        let more = "ORDER BY first_offset DESC LIMIT 1";
+        Ok(self
+            .partition_where(topic, partition, more, None)?
+            .pop()
+            .map(|r| (r.next_offset, Some(r.first_offset))))
     }
 
     /// The row whose range holds `offset`.
@@ -291,11 +292,11 @@ impl Index {
     /// Deletes a row (reindex: the object is not in the store).
     pub fn delete(&mut self, topic: &str, partition: i32, first: i64) -> Result<(), IndexError> {
         let q = format!(
-            "DELETE FROM `{}` WHERE topic = ? AND `partition` = ? AND first_offset = ?",
+            "DELETE FROM `{}` WHERE store = ? AND topic = ? AND `partition` = ? AND first_offset = ?",
             self.table
         );
         self.conn
-            .exec_drop(q, (topic, partition, first))
+            .exec_drop(q, (self.store.as_str(), topic, partition, first))
             .map_err(|e| classify(e, "cannot delete an index row"))
     }
 }

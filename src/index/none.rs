@@ -6,7 +6,7 @@ use super::row::{IndexError, MysqlOptions, Row};
 pub enum Index {}
 
 impl Index {
-    pub fn open(_: &MysqlOptions) -> Result<Index, IndexError> {
+    pub fn open(_: &MysqlOptions, _: &str) -> Result<Index, IndexError> {
         Err(IndexError::NotBuilt)
     }
     pub fn upsert(&mut self, _: &Row) -> Result<(), IndexError> {
@@ -16,7 +16,6 @@ impl Index {
         &mut self,
         _: &str,
         _: i32,
-        _: &str,
     ) -> Result<Option<(i64, Option<i64>)>, IndexError> {
         match *self {}
     }

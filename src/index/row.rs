@@ -9,7 +9,8 @@ use crate::redact::redact_url;
 
 /// The columns the table must have (vendor-config/mysql-schema.sql).
 #[cfg(feature = "mysql-index")]
-pub(super) const COLUMNS: [&str; 11] = [
+pub(super) const COLUMNS: [&str; 12] = [
+    "store",
     "topic",
     "partition",
     "first_offset",

@@ -95,7 +95,7 @@ impl fmt::Display for Halted {
             ),
             Halt::BadObject { object, why } => write!(
                 f,
-                "{object} is in the archive chain of {tp} but is not a kafka-store file of it: {why}; move it away to go on"
+                "{object} is in the archive chain of {tp} but is not a kafka-store file of it ({why}); move it away to go on"
             ),
             Halt::Corrupt(e) => write!(
                 f,

@@ -282,7 +282,11 @@ fn start(config: &Config, options: RunOptions, stop: &Stop) -> anyhow::Result<St
     let tag = resume::store_tag(store.as_ref());
     // A MySQL index that is misconfigured stops the start; one that is only
     // unreachable does not (rows are back-filled when it answers).
-    let keeper = config.mysql.as_ref().map(Keeper::open).transpose()?;
+    let keeper = config
+        .mysql
+        .as_ref()
+        .map(|m| Keeper::open(m, &store.url()))
+        .transpose()?;
     log::info!(
         "archiving {}{} to {} as a member of group {}",
         k.topics.join(","),

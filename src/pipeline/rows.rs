@@ -87,6 +87,8 @@ enum Backfill {
 /// The rows of the partitions this process archives.
 pub struct Keeper {
     options: MysqlOptions,
+    /// The store whose rows it keeps.
+    store_url: String,
     index: Option<Index>,
     retry_at: Instant,
     marks: HashMap<TopicPartition, Mark>,
@@ -99,8 +101,8 @@ pub struct Keeper {
 impl Keeper {
     /// Connects; a configuration problem is an error, an unreachable MySQL
     /// is not (archiving goes on, rows are back-filled later).
-    pub fn open(options: &MysqlOptions) -> Result<Keeper, IndexError> {
-        let index = match Index::open(options) {
+    pub fn open(options: &MysqlOptions, store_url: &str) -> Result<Keeper, IndexError> {
+        let index = match Index::open(options, store_url) {
             Ok(i) => Some(i),
             Err(e) if e.is_unavailable() => {
                 log::warn!("{e}; archiving goes on, rows are back-filled when it answers");
@@ -110,6 +112,7 @@ impl Keeper {
         };
         Ok(Keeper {
             options: options.clone(),
+            store_url: store_url.to_string(),
             index,
             retry_at: Instant::now() + RETRY,
             marks: HashMap::new(),
@@ -196,7 +199,7 @@ impl Keeper {
             if Instant::now() < self.retry_at {
                 return;
             }
-            match Index::open(&self.options) {
+            match Index::open(&self.options, &self.store_url) {
                 Ok(i) => {
                     log::info!("mysql index reachable again; back-filling rows from the store");
                     self.index = Some(i);
@@ -240,7 +243,7 @@ impl Keeper {
             Mark::At(at) => at,
             Mark::Unknown => {
                 let rows_end = index
-                    .indexed_to(&tp.topic, tp.partition, &store.url())
+                    .indexed_to(&tp.topic, tp.partition)
                     .map_err(Backfill::Index)?
                     .map(|(position, prev)| ChainPos { position, prev });
                 match backfill_from(rows_end, end) {

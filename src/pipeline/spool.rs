@@ -80,7 +80,8 @@ impl Spool {
             let path = entry.path();
             let name = entry.file_name();
             let name = name.to_string_lossy();
-            if entry.file_type()?.is_dir() && dir == self.dir && !name.starts_with('.') {
+            // Topic folders (a topic's name may start with '.').
+            if entry.file_type()?.is_dir() && dir == self.dir {
                 removed += self.remove_leftovers(&path)?;
             } else if name.ends_with(SUFFIX) {
                 fs::remove_file(&path)?;

@@ -11,12 +11,15 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
+use super::halt::Halt;
 use super::msg::{Closed, Seek, Stored};
 use super::registry::Registry;
 use super::resume::follow;
 use super::rows::row_of;
 use super::spool::Spool;
 use super::stop::Stop;
+use crate::format::avro::{AvroError, Reader};
+use crate::format::names::ObjectKey;
 use crate::store::{ObjectInfo, PutOutcome, Store, StoreError, Upload};
 
 /// Back-off between attempts when the store fails retriably.
@@ -45,8 +48,22 @@ impl Uploader<'_> {
         Ok(())
     }
 
-    /// Stores one file; false when the pipeline stopped meanwhile.
+    /// Stores one file; false when the pipeline stopped meanwhile. An
+    /// object at its name that is not a kafka-store file of the partition
+    /// stops that partition alone.
     fn upload(&self, file: Closed) -> anyhow::Result<bool> {
+        let tp = file.key.tp();
+        match self.store_file(file) {
+            Err(StoreError::NotArchive { what, why }) => {
+                self.registry
+                    .halt(&tp, Halt::BadObject { object: what, why });
+                Ok(true)
+            }
+            other => Ok(other?),
+        }
+    }
+
+    fn store_file(&self, file: Closed) -> Result<bool, StoreError> {
         let tp = file.key.tp();
         // Files of a halted partition are still stored: they hold records
         // from before the problem, which Kafka may no longer have. Files of
@@ -104,6 +121,11 @@ impl Uploader<'_> {
             }
             PutOutcome::Conflict(info) => {
                 let theirs = info.summary.next_offset;
+                // Another builder's file, read whole before the chain goes
+                // on after it: a foreign or damaged object is never adopted.
+                let Some(()) = self.retrying(|| check_object(self.store, &file.key))? else {
+                    return Ok(false);
+                };
                 log::warn!(
                     "{url} already exists with another cut (next offset {theirs}, ours {next}); adopting it"
                 );
@@ -153,6 +175,45 @@ impl Uploader<'_> {
                 }
                 Err(e) => return Err(e),
             }
+        }
+    }
+}
+
+/// Reads an object whole: a kafka-store file of its partition, starting
+/// at its name, every block and the summary checked by the reader.
+fn check_object(store: &dyn Store, key: &ObjectKey) -> Result<(), StoreError> {
+    let bad = |why: String| StoreError::NotArchive {
+        what: store.object_url(key),
+        why,
+    };
+    let mut reader = match Reader::new(store.open(key)?) {
+        Ok(r) => r,
+        Err(AvroError::Io(e)) => {
+            return Err(StoreError::Unavailable {
+                what: format!("cannot read {}", store.object_url(key)),
+                why: e.to_string(),
+            });
+        }
+        Err(e) => return Err(bad(e.to_string())),
+    };
+    let h = reader.header();
+    if h.first_offset != key.first || h.partition != key.partition || *h.topic != *key.topic {
+        return Err(bad(format!(
+            "its header names {}/{} offset {}",
+            h.topic, h.partition, h.first_offset
+        )));
+    }
+    loop {
+        match reader.next_record() {
+            Ok(Some(_)) => {}
+            Ok(None) => return Ok(()),
+            Err(AvroError::Io(e)) => {
+                return Err(StoreError::Unavailable {
+                    what: format!("cannot read {}", store.object_url(key)),
+                    why: e.to_string(),
+                });
+            }
+            Err(e) => return Err(bad(e.to_string())),
         }
     }
 }

@@ -10,9 +10,12 @@
 //! same folder and fsynced, then linked. The folder is fsynced after the link.
 //! An existing object is never replaced, truncated or written to.
 
+use std::collections::HashSet;
 use std::fs::{self, File};
-use std::io::{self, BufReader, Read};
+use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
 
 use super::object::{ObjectInfo, PutOutcome, Store, StoreError, Upload};
 use crate::format::avro;
@@ -21,6 +24,39 @@ use crate::format::names::{self, ObjectKey};
 /// A store in a directory.
 pub struct FileStore {
     root: PathBuf,
+    /// This host's name, in the names of temporary copies.
+    host: String,
+    /// Partition folders whose stale temporary copies were removed.
+    swept: Mutex<HashSet<PathBuf>>,
+}
+
+/// A temporary copy of another host older than this is taken as left
+/// behind by a crash (a copy in progress is written to continuously).
+const FOREIGN_TEMP_LIFETIME: Duration = Duration::from_secs(3600);
+
+/// The name of a temporary copy: `.{object}.{host}.{pid}.{nanos}.tmp`.
+fn temp_name(object: &str, host: &str, pid: u32, nanos: u32) -> String {
+    format!(".{object}.{host}.{pid}.{nanos}.tmp")
+}
+
+/// The host and process of a temporary copy's name, if it is one.
+fn temp_owner(name: &str) -> Option<(&str, u32)> {
+    let rest = name.strip_prefix('.')?.strip_suffix(".tmp")?;
+    let mut parts = rest.rsplitn(3, '.');
+    let _nanos: u32 = parts.next()?.parse().ok()?;
+    let pid: u32 = parts.next()?.parse().ok()?;
+    let (object, host) = parts.next()?.rsplit_once('.')?;
+    names::parse_file_name(object)?;
+    Some((host, pid))
+}
+
+/// This host's name (`/proc/sys/kernel/hostname`), for temporary copies.
+fn host_name() -> String {
+    fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().replace(['.', '/'], "-"))
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".into())
 }
 
 /// Network filesystems may time out or go stale for a while; local errors
@@ -81,6 +117,8 @@ impl FileStore {
         let _ = fs::remove_file(&probe);
         Ok(FileStore {
             root: root.to_path_buf(),
+            host: host_name(),
+            swept: Mutex::new(HashSet::new()),
         })
     }
 
@@ -125,16 +163,62 @@ impl FileStore {
         }
     }
 
+    /// Removes the temporary copies a crash left in `dir`: this host's of a
+    /// process that is gone (or of this one's pid, which a dead process
+    /// had), other hosts' once they are an hour old. Each folder is swept
+    /// once per process, before its first copy.
+    fn sweep(&self, dir: &Path) {
+        if !self
+            .swept
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(dir.to_path_buf())
+        {
+            return;
+        }
+        let Ok(entries) = fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some((host, pid)) = name.to_str().and_then(temp_owner) else {
+                continue;
+            };
+            let stale = if host == self.host {
+                pid == std::process::id() || !Path::new(&format!("/proc/{pid}")).exists()
+            } else {
+                entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age > FOREIGN_TEMP_LIFETIME)
+            };
+            if stale {
+                match fs::remove_file(entry.path()) {
+                    Ok(()) => log::info!(
+                        "removed {} (a temporary copy left by a crash)",
+                        entry.path().display()
+                    ),
+                    Err(e) => log::warn!("cannot remove {}: {e}", entry.path().display()),
+                }
+            }
+        }
+    }
+
     /// Copies `src` to a temporary name beside `dest` and fsyncs it.
     fn copy_to_temp(&self, src: &Path, dest: &Path) -> io::Result<PathBuf> {
         let name = dest
             .file_name()
             .and_then(|n| n.to_str())
             .unwrap_or("object");
+        if let Some(dir) = dest.parent() {
+            self.sweep(dir);
+        }
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
-        let tmp = dest.with_file_name(format!(".{name}.{}.{nanos}.tmp", std::process::id()));
+        let tmp = dest.with_file_name(temp_name(name, &self.host, std::process::id(), nanos));
         let result = (|| {
             let mut out = File::options().write(true).create_new(true).open(&tmp)?;
             io::copy(&mut File::open(src)?, &mut out)?;
@@ -158,7 +242,7 @@ impl Store for FileStore {
     fn head(&self, key: &ObjectKey) -> Result<Option<ObjectInfo>, StoreError> {
         let path = self.object_path(key);
         let what = || format!("object {}", self.object_url(key));
-        let file = match File::open(&path) {
+        let mut file = match File::open(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io_error(format!("cannot open {}", what()), e)),
@@ -167,29 +251,37 @@ impl Store for FileStore {
             .metadata()
             .map_err(|e| io_error(format!("cannot stat {}", what()), e))?
             .len();
-        let header = match avro::read_header(&mut BufReader::with_capacity(8192, file)) {
+        let not_archive = |why: String| StoreError::NotArchive {
+            what: self.object_url(key),
+            why,
+        };
+        let header = match avro::read_header(&mut BufReader::with_capacity(8192, &file)) {
             Ok(h) => h,
             Err(avro::AvroError::Io(e)) => {
                 return Err(io_error(format!("cannot read {}", what()), e));
             }
-            Err(e) => {
-                return Err(StoreError::NotArchive {
-                    what: what(),
-                    why: format!("is not a readable archive file: {e}"),
-                });
-            }
+            Err(e) => return Err(not_archive(e.to_string())),
         };
         if header.first_offset != key.first
             || header.partition != key.partition
             || *header.topic != *key.topic
         {
-            return Err(StoreError::NotArchive {
-                what: what(),
-                why: format!(
-                    "its header says {}/{} offset {}",
-                    header.topic, header.partition, header.first_offset
-                ),
-            });
+            return Err(not_archive(format!(
+                "its header names {}/{} offset {}",
+                header.topic, header.partition, header.first_offset
+            )));
+        }
+        // A file cut short (a copy interrupted, a disk that lost its tail)
+        // does not end with the sync marker every block ends with.
+        let mut tail = [0u8; 16];
+        let ends_well = size >= header.header_bytes
+            && file.seek(SeekFrom::End(-16)).is_ok()
+            && file.read_exact(&mut tail).is_ok()
+            && tail == header.sync;
+        if !ends_well {
+            return Err(not_archive(format!(
+                "truncated: {size} bytes that do not end with its sync marker"
+            )));
         }
         Ok(Some(ObjectInfo {
             summary: header.summary,
@@ -256,7 +348,9 @@ impl Store for FileStore {
         let mut out: Vec<String> = read_names(&self.root)
             .map_err(|e| io_error(format!("cannot list {}", self.root.display()), e))?
             .into_iter()
-            .filter(|n| !n.starts_with('.') && self.root.join(n).is_dir())
+            // Topic names may start with '.'; a folder is a topic's when it
+            // holds partition folders.
+            .filter(|n| self.root.join(n).is_dir())
             .collect();
         out.sort();
         Ok(out)
@@ -289,5 +383,50 @@ fn read_names(dir: &Path) -> io::Result<Vec<String>> {
             .collect(),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
         Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temporary_copies_name_their_host_and_process() {
+        let name = temp_name("00000000000000000042.avro", "box-1", 4242, 17);
+        assert_eq!(name, ".00000000000000000042.avro.box-1.4242.17.tmp");
+        assert_eq!(temp_owner(&name), Some(("box-1", 4242)));
+        for other in [
+            "00000000000000000042.avro",
+            ".lock",
+            ".00000000000000000042.avro.4242.17.tmp",
+            ".notes.box.1.2.tmp",
+        ] {
+            assert_eq!(temp_owner(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn a_sweep_removes_copies_of_dead_processes_and_keeps_everything_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open(dir.path()).unwrap();
+        let folder = dir.path().join("t/000000");
+        fs::create_dir_all(&folder).unwrap();
+        let object = "00000000000000000000.avro";
+        // pid 0 is never a process of ours; pid 1 is always alive.
+        let dead = temp_name(object, &store.host, 0, 1);
+        let alive = temp_name(object, &store.host, 1, 1);
+        let foreign = temp_name(object, "elsewhere", 0, 1);
+        for name in [object, dead.as_str(), alive.as_str(), foreign.as_str()] {
+            fs::write(folder.join(name), b"x").unwrap();
+        }
+        store.sweep(&folder);
+        let mut left: Vec<String> = fs::read_dir(&folder)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        let mut want = vec![object.to_string(), alive, foreign];
+        want.sort();
+        assert_eq!(left, want);
     }
 }

@@ -83,8 +83,8 @@ pub enum StoreError {
         source: std::io::Error,
     },
     /// An object at an archive name that is not a readable kafka-store file
-    /// (foreign, truncated, or disagreeing with its name).
-    #[error("{what}: {why}")]
+    /// (foreign, truncated, or disagreeing with its name); `what` is its URL.
+    #[error("{what} is not a kafka-store archive file: {why}")]
     NotArchive { what: String, why: String },
 }
 

@@ -778,7 +778,7 @@ pub fn read_archive(root: &Path) -> Archive {
     for t in topics {
         let t = t.unwrap();
         let topic = t.file_name().to_string_lossy().into_owned();
-        if topic.starts_with('.') {
+        if !t.path().is_dir() {
             continue;
         }
         for p in std::fs::read_dir(t.path()).unwrap() {

@@ -463,7 +463,7 @@ impl GcsStore {
 
     /// An archive object's metadata as ObjectInfo.
     pub(super) fn info(&self, o: &ObjectResource) -> Result<ObjectInfo, StoreError> {
-        let what = || format!("object gs://{}/{}", self.bucket, o.name);
+        let what = || format!("gs://{}/{}", self.bucket, o.name);
         let meta = o.metadata.clone().unwrap_or_default();
         let get = |k: &str| -> Result<Option<i64>, StoreError> {
             meta.get(k)
@@ -477,7 +477,7 @@ impl GcsStore {
         let next_offset = get(NEXT_OFFSET)?.ok_or_else(|| {
             not_archive(
                 what(),
-                "has no next-offset metadata: not written by kafka-store",
+                "it has no next-offset metadata: not written by kafka-store",
             )
         })?;
         Ok(ObjectInfo {
