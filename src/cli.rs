@@ -49,9 +49,13 @@ OPTIONS:
 
 EXIT CODES:
     0  success
-    1  runtime failure (kafka, store, spool); the error line says what failed
+    1  runtime failure (kafka, store, spool), or a one-shot run could not
+       start a partition; the error line says what failed
     2  usage or configuration error; the error line names the option or key
-    3  data problem: a partition stopped (gap, corrupt batch) or ls found a gap
+    3  data problem: a partition stopped (records deleted before they were
+       archived, a corrupt batch, a log that does not continue the archive,
+       an object in its chain that is not ours) or ls found a hole or a
+       history break
     4  locate found nothing archived there
 ";
 

@@ -2,8 +2,8 @@
 //! a non-zero exit, bounded time, nothing half-written in the store and no
 //! offset committed past what the store holds.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use kafka_store::format::names::TopicPartition;
@@ -85,33 +85,11 @@ fn an_unreachable_broker_fails_in_bounded_time() {
     assert!(took < Duration::from_secs(10), "{took:?}");
 }
 
-/// A tmpfs mounted for one test (the tests run as root, as CI does).
-struct Mount(PathBuf);
-
-impl Mount {
-    fn new(dir: &Path, options: &str) -> Mount {
-        std::fs::create_dir_all(dir).unwrap();
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
-            .arg(dir)
-            .status()
-            .unwrap();
-        assert!(status.success(), "mount tmpfs on {dir:?} (tests need root)");
-        Mount(dir.to_path_buf())
-    }
-}
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
-}
-
 #[test]
 fn an_unwritable_archive_or_spool_directory_is_named() {
     for which in ["archive", "spool"] {
         let s = Setup::new(&["t"], "g", "", "");
-        let _ro = Mount::new(&s.dir.path().join(which), "ro,size=1m");
+        let _ro = support::Tmpfs::mount(&s.dir.path().join(which), "ro,size=1m");
         let (code, line, _) = run_failing(&s, Duration::from_secs(30));
         assert_eq!(code, 1, "{which}: {line}");
         let dir = s.dir.path().join(which);
@@ -163,7 +141,7 @@ fn a_full_disk_stops_the_run_with_nothing_half_written() {
             "codec = \"null\"\nmax_file_bytes = \"{file_bytes}\"\nblock_bytes = \"16KiB\"\n"
         );
         let s = Setup::new(&[&topic], &group, "", &files);
-        let _small = Mount::new(&s.dir.path().join(which), "size=600k");
+        let _small = support::Tmpfs::mount(&s.dir.path().join(which), "size=600k");
         let (code, line, _) = run_failing(&s, Duration::from_secs(60));
         assert_eq!(code, 1, "{which}: {line}");
         assert_error_line(&line, &["No space left on device"]);

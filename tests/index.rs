@@ -479,3 +479,97 @@ fn rows_cover_an_archive_with_a_skipped_range_and_locate_falls_back_to_the_store
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("first 150\tnext 190"));
 }
+
+#[test]
+fn two_stores_share_one_table_without_touching_each_others_rows() {
+    let (_broker, _db) = (support::shared_broker(), support::shared_mariadb());
+    let (topic, _) = support::topic_with_records("idx-two", 1, 300, &["none"]);
+    let db = support::mysql_db();
+    // Two archives of one topic with different cuts: the same first
+    // offsets, different objects.
+    let a = setup(&topic, &db, "max_file_records = 100\n");
+    let b = setup(&topic, &db, "max_file_records = 150\n");
+    a.run_to_end();
+    b.run_to_end();
+    let rows = support::index_rows(&db, &topic);
+    let of = |s: &Setup| -> Vec<(i64, i64)> {
+        let prefix = format!("file://{}/", s.archive.display());
+        rows.iter()
+            .filter(|r| r.8.starts_with(&prefix))
+            .map(|r| (r.1, r.2))
+            .collect()
+    };
+    assert_eq!(of(&a), vec![(0, 100), (100, 200), (200, 300)]);
+    assert_eq!(of(&b), vec![(0, 150), (150, 300)]);
+    assert_eq!(rows.len(), 5);
+    // reindex of one store leaves the other's rows alone.
+    let out = a
+        .command(&["reindex", "--config", a.config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(support::index_rows(&db, &topic).len(), 5);
+}
+
+#[test]
+fn a_table_of_kafka_store_0_1_is_named_and_upgraded_by_the_migration() {
+    let (_broker, _db) = (support::shared_broker(), support::shared_mariadb());
+    let (topic, _) = support::topic_with_records("idx-migrate", 1, 200, &["none"]);
+    let db = support::mysql_db();
+    let s = setup(&topic, &db, "max_file_records = 100\n");
+    // The 0.1 table, with a row of a file that exists.
+    let mut conn = support::mysql(Some(&db));
+    conn.query_drop(
+        "CREATE TABLE kafka_store_files (topic VARCHAR(249) NOT NULL, `partition` INT NOT NULL, first_offset BIGINT NOT NULL, next_offset BIGINT NOT NULL, record_count BIGINT NOT NULL, min_timestamp BIGINT NULL, max_timestamp BIGINT NULL, bytes BIGINT NOT NULL, crc32c INT UNSIGNED NULL, object_url VARCHAR(2048) NOT NULL, created_at TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3), PRIMARY KEY (topic, `partition`, first_offset), KEY by_time (topic, `partition`, max_timestamp)) ENGINE = InnoDB",
+    )
+    .unwrap();
+    let url = format!(
+        "file://{}/{topic}/000000/00000000000000000000.avro",
+        s.archive.display()
+    );
+    conn.exec_drop(
+        "INSERT INTO kafka_store_files (topic, `partition`, first_offset, next_offset, record_count, bytes, object_url) VALUES (?, 0, 0, 100, 100, 1, ?)",
+        (&topic, &url),
+    )
+    .unwrap();
+    let out = s
+        .command(&[
+            "run",
+            "--config",
+            s.config.to_str().unwrap(),
+            "--until-caught-up",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("lacks column(s) store")
+            && stderr.contains("vendor-config/mysql-migrate-store.sql"),
+        "{stderr}"
+    );
+    let migration =
+        std::fs::read_to_string(support::repo().join("vendor-config/mysql-migrate-store.sql"))
+            .unwrap();
+    let statements: String = migration
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("--"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    for statement in statements.split(';').filter(|s| !s.trim().is_empty()) {
+        conn.query_drop(statement).unwrap();
+    }
+    let store: Option<String> = conn
+        .exec_first(
+            "SELECT store FROM kafka_store_files WHERE topic = ?",
+            (&topic,),
+        )
+        .unwrap();
+    assert_eq!(store, Some(format!("file://{}", s.archive.display())));
+    s.run_to_end();
+    check_rows(&s, &db, &topic, false);
+}

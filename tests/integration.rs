@@ -6,8 +6,10 @@ mod support;
 
 mod archive;
 mod bad_input;
+mod edge_data;
 mod gcs;
 mod group;
+mod history;
 mod index;
 mod kafka_client;
 mod layout;

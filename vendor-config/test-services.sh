@@ -3,6 +3,9 @@
 #
 #   kafka         127.0.0.1:9092  Apache Kafka 4.1.1 from Maven Central, single
 #                                 KRaft node (broker+controller, controller 9093)
+#   kafka-pair    127.0.0.1:9292 and :9392  a second cluster of two brokers
+#                                 (nodes 11 and 12, controller 10 on 9293), for
+#                                 tests that stop one broker of two
 #   gcs-emulator  http://127.0.0.1:9023  gcp-storage-emulator (PyPI), in memory
 #   mariadb       127.0.0.1:3306  Debian's mariadb-server, root with no password
 #
@@ -10,11 +13,13 @@
 #   install      fetch the Kafka jars (Maven), the Python venv (PyPI) and the
 #                Debian packages that are missing; quick when already done
 #   up           install, then start whatever is not running and wait until
-#                all three answer; prints one "<service> <address>" line each
-#   down         stop all three and delete their data (keeps jars and venv)
-#   status       say which are running (exit 1 unless all three are)
+#                every service answers; prints one "<service> <address>" line each
+#   down         stop them all and delete their data (keeps jars and venv)
+#   status       say which are running (exit 1 unless all are)
 #   stop-kafka   stop the broker, keeping its data (SIGKILL after 20 s)
 #   start-kafka  start the broker again and wait until it answers
+#   stop-pair-11 / start-pair-11 / stop-pair-12 / start-pair-12
+#                the same for one broker of the pair
 #   stop-mariadb / start-mariadb   the same for MariaDB
 #
 # State (jars, venv, data, logs, pid files) lives in
@@ -38,6 +43,10 @@ readonly MARIADB_PORT=3306
 readonly KAFKA_CLUSTER_ID=jIkRTXagShG74tkKzvHC6Q
 readonly KAFKA_READY_TIMEOUT=60
 readonly KAFKA_STOP_TIMEOUT=20
+readonly PAIR_CONTROLLER_PORT=9293
+# node id → port of the pair's brokers.
+readonly -A PAIR_PORT=([11]=9292 [12]=9392)
+readonly PAIR_CLUSTER_ID=XwVJJ2Y_SRasCywVK33yUw
 
 readonly KAFKA_CONFIG_DIR=$SCRIPT_DIR/kafka
 readonly KAFKA_POM=$KAFKA_CONFIG_DIR/pom.xml
@@ -51,6 +60,7 @@ readonly KAFKA_LIBS=$STATE/kafka/libs
 readonly KAFKA_LIBS_STAMP=$STATE/kafka/libs.stamp
 readonly KAFKA_DATA=$STATE/kafka/data
 readonly KAFKA_CONF=$STATE/kafka/server.properties
+readonly PAIR_DIR=$STATE/kafka-pair
 readonly VENV_STAMP=$VENV/.requirements.sha256
 readonly MDB_DIR=$STATE/mariadb
 readonly MDB_DATA=$MDB_DIR/data
@@ -291,6 +301,72 @@ launch_kafka() {
 
 wait_kafka() { wait_ready kafka kafka.Kafka "$KAFKA_READY_TIMEOUT" kafka_probe; }
 
+# ------------------------------------------------------------------ kafka pair
+
+# The config of pair node $1 (10 = controller), written from its template.
+pair_conf() {
+	local node=$1 conf=$PAIR_DIR/$1.properties
+	mkdir -p -- "$PAIR_DIR/data/$node"
+	if ((node == 10)); then
+		sed "s|@DATA_DIR@|$PAIR_DIR/data/$node|g" "$KAFKA_CONFIG_DIR/pair-controller.properties" >"$conf"
+	else
+		sed -e "s|@DATA_DIR@|$PAIR_DIR/data/$node|g" -e "s|@NODE_ID@|$node|g" \
+			-e "s|@PORT@|${PAIR_PORT[$node]}|g" "$KAFKA_CONFIG_DIR/pair-broker.properties" >"$conf"
+	fi
+	if [[ ! -f $PAIR_DIR/data/$node/meta.properties ]]; then
+		printf '\n===== format %s =====\n' "$(date '+%F %T')" >>"$LOGS/kafka-pair-$node.log"
+		"${KAFKA_JAVA[@]}" kafka.tools.StorageTool format -t "$PAIR_CLUSTER_ID" -c "$conf" \
+			>>"$LOGS/kafka-pair-$node.log" 2>&1 9>&- ||
+			fail_with_log "kafka-pair-$node" "formatting $PAIR_DIR/data/$node failed"
+	fi
+	printf '%s\n' "$conf"
+}
+
+# Starts pair node $1 unless it runs; does not wait.
+launch_pair_node() {
+	local node=$1 port conf
+	running_pid "kafka-pair-$node" "$PAIR_DIR/$node.properties" >/dev/null && return 0
+	port=${PAIR_PORT[$node]:-$PAIR_CONTROLLER_PORT}
+	port_open "$port" && die "port $port is in use by a process this script did not start"
+	conf=$(pair_conf "$node")
+	launch "kafka-pair-$node" "${PAIR_JAVA[@]}" kafka.Kafka "$conf"
+}
+
+PAIR_JAVA=(
+	"$JAVA" -Xmx384m -Xms64m -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:+ExitOnOutOfMemoryError
+	-Djava.awt.headless=true "-Dlog4j2.configurationFile=$KAFKA_CONFIG_DIR/log4j2.properties"
+	-cp "$KAFKA_LIBS/*"
+)
+
+# Ready when broker $1 answers metadata listing itself (registered, unfenced).
+pair_probe() {
+	"$VENV/bin/python" "$KAFKA_TOOL" --bootstrap "$HOST:${PAIR_PORT[$1]}" --timeout 5 metadata |
+		grep -q "^$1 "
+}
+
+wait_pair_broker() {
+	wait_ready "kafka-pair-$1" "$PAIR_DIR/$1.properties" "$KAFKA_READY_TIMEOUT" pair_probe "$1"
+}
+
+cmd_start_pair_broker() {
+	install_kafka
+	install_venv
+	launch_pair_node 10
+	launch_pair_node "$1"
+	wait_pair_broker "$1"
+	printf 'kafka-pair-%s %s:%s\n' "$1" "$HOST" "${PAIR_PORT[$1]}"
+}
+
+cmd_stop_pair_broker() {
+	stop_service "kafka-pair-$1" "$PAIR_DIR/$1.properties" "$KAFKA_STOP_TIMEOUT" "${PAIR_PORT[$1]}"
+}
+
+stop_pair() {
+	local node
+	for node in 11 12; do cmd_stop_pair_broker "$node"; done
+	stop_service kafka-pair-10 "$PAIR_DIR/10.properties" "$KAFKA_STOP_TIMEOUT" "$PAIR_CONTROLLER_PORT"
+}
+
 # ------------------------------------------------------------------ gcs emulator
 
 gcs_probe() { curl -s -o /dev/null --max-time 2 "http://$HOST:$GCS_PORT/storage/v1/b"; }
@@ -353,10 +429,16 @@ cmd_up() {
 	launch_gcs
 	launch_mariadb
 	launch_kafka
+	launch_pair_node 10
+	launch_pair_node 11
+	launch_pair_node 12
 	wait_gcs
 	wait_mariadb
 	wait_kafka
+	wait_pair_broker 11
+	wait_pair_broker 12
 	printf 'kafka %s:%s\n' "$HOST" "$KAFKA_PORT"
+	printf 'kafka-pair %s:%s,%s:%s\n' "$HOST" "${PAIR_PORT[11]}" "$HOST" "${PAIR_PORT[12]}"
 	printf 'gcs-emulator http://%s:%s\n' "$HOST" "$GCS_PORT"
 	printf 'mariadb %s:%s\n' "$HOST" "$MARIADB_PORT"
 }
@@ -365,7 +447,8 @@ cmd_down() {
 	stop_service kafka kafka.Kafka "$KAFKA_STOP_TIMEOUT" "$KAFKA_PORT" "$CONTROLLER_PORT"
 	stop_service gcs-emulator gcp-storage-emulator 10 "$GCS_PORT"
 	stop_service mariadb mariadbd 30 "$MARIADB_PORT"
-	rm -rf -- "$KAFKA_DATA" "$KAFKA_CONF" "$MDB_DIR"
+	stop_pair
+	rm -rf -- "$KAFKA_DATA" "$KAFKA_CONF" "$MDB_DIR" "$PAIR_DIR"
 }
 
 cmd_stop_kafka() {
@@ -399,6 +482,15 @@ cmd_status() {
 		printf 'kafka stopped\n'
 		all=1
 	fi
+	local node
+	for node in 10 11 12; do
+		if pid=$(running_pid "kafka-pair-$node" "$PAIR_DIR/$node.properties"); then
+			printf 'kafka-pair-%s running (pid %s)\n' "$node" "$pid"
+		else
+			printf 'kafka-pair-%s stopped\n' "$node"
+			all=1
+		fi
+	done
 	if pid=$(running_pid gcs-emulator gcp-storage-emulator); then
 		printf 'gcs-emulator running (pid %s) http://%s:%s\n' "$pid" "$HOST" "$GCS_PORT"
 	else
@@ -415,7 +507,7 @@ cmd_status() {
 }
 
 usage() {
-	sed -n '9,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+	sed -n '12,23p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
 	exit 2
 }
 
@@ -433,6 +525,8 @@ main() {
 	status) cmd_status ;;
 	stop-kafka) cmd_stop_kafka ;;
 	start-kafka) cmd_start_kafka ;;
+	stop-pair-11 | stop-pair-12) cmd_stop_pair_broker "${1#stop-pair-}" ;;
+	start-pair-11 | start-pair-12) cmd_start_pair_broker "${1#start-pair-}" ;;
 	stop-mariadb) cmd_stop_mariadb ;;
 	start-mariadb) cmd_start_mariadb ;;
 	-h | --help | help) usage ;;

@@ -283,8 +283,14 @@ impl Fetcher<'_> {
             let (at, last_epoch, skip) = match resume {
                 Resume::At { at, last_epoch } => (at, last_epoch, None),
                 Resume::Skip { at, to, reason } => {
-                    if reason == Skipped::Retention && at.position > 0 {
-                        log_skip(&tp, at.position, to);
+                    match reason {
+                        Skipped::Retention if at.position > 0 => log_skip(&tp, at.position, to),
+                        Skipped::Retention => log::info!(
+                            "{tp}: no archive; offsets 0..{to} are gone from kafka: a skipped range"
+                        ),
+                        Skipped::StartLatest => log::info!(
+                            "{tp}: no archive and kafka.start = \"latest\": offsets 0..{to} are a skipped range"
+                        ),
                     }
                     (at, None, Some((to, reason)))
                 }

@@ -97,12 +97,19 @@ def cmd_create_topic(args):
     if args.partitions < 1:
         raise ToolError("--partitions must be >= 1")
     admin = AdminClient(_common_config(args))
-    new = NewTopic(
-        args.topic,
-        num_partitions=args.partitions,
-        replication_factor=1,
-        config=_parse_kv(args.config, "--config"),
-    )
+    config = _parse_kv(args.config, "--config")
+    if args.assignment:
+        assignment = [[int(b) for b in part.split(",")] for part in args.assignment.split(";")]
+        if len(assignment) != args.partitions:
+            raise ToolError("--assignment must list the replicas of every partition")
+        new = NewTopic(args.topic, num_partitions=len(assignment), replica_assignment=assignment, config=config)
+    else:
+        new = NewTopic(
+            args.topic,
+            num_partitions=args.partitions,
+            replication_factor=args.replication_factor,
+            config=config,
+        )
     fut = admin.create_topics([new], operation_timeout=args.timeout, request_timeout=args.timeout)[args.topic]
     try:
         fut.result()
@@ -406,7 +413,9 @@ def main(argv=None):
 
     sub.add_parser("metadata", help="list brokers (readiness probe)").set_defaults(func=cmd_metadata)
 
-    p = sub.add_parser("create-topic", help="create a topic (replication 1)")
+    p = sub.add_parser("create-topic", help="create a topic (replication 1 unless told)")
+    p.add_argument("--replication-factor", type=int, default=1)
+    p.add_argument("--assignment", help="replica broker ids per partition, e.g. '11,12;12,11'")
     p.add_argument("--topic", required=True)
     p.add_argument("--partitions", type=int, required=True)
     p.add_argument("--config", action="append", metavar="KEY=VALUE", help="topic config, repeatable")

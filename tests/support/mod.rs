@@ -79,8 +79,19 @@ pub fn services() {
     });
 }
 
+/// The two-broker cluster (nodes 11 and 12) of `test-services.sh`.
+pub const PAIR: &str = "127.0.0.1:9292,127.0.0.1:9392";
+
 /// Tests share the broker; a test that restarts it takes it alone.
 static BROKER: RwLock<()> = RwLock::new(());
+/// The same for the pair.
+static PAIR_LOCK: RwLock<()> = RwLock::new(());
+
+/// The pair, for a test that stops and starts its brokers.
+pub fn exclusive_pair() -> RwLockWriteGuard<'static, ()> {
+    services();
+    PAIR_LOCK.write().unwrap_or_else(|e| e.into_inner())
+}
 
 pub fn shared_broker() -> RwLockReadGuard<'static, ()> {
     services();
@@ -121,9 +132,14 @@ pub fn unique(prefix: &str) -> String {
 }
 
 fn kafka_tool(args: &[&str], stdin: Option<&[u8]>) -> String {
+    kafka_tool_at(BOOTSTRAP, args, stdin)
+}
+
+/// The helper tool against the cluster at `bootstrap`.
+pub fn kafka_tool_at(bootstrap: &str, args: &[&str], stdin: Option<&[u8]>) -> String {
     let mut cmd = Command::new(state_dir().join("venv/bin/python"));
     cmd.arg(repo().join("tests/support/kafka_tool.py"))
-        .args(["--bootstrap", BOOTSTRAP, "--timeout", "60"])
+        .args(["--bootstrap", bootstrap, "--timeout", "60"])
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -339,8 +355,28 @@ pub fn delete_records(topic: &str, partition: i32, offset: i64) {
 
 /// Produces records; returns the map (partition, offset) → record.
 pub fn produce(topic: &str, records: &[Rec], compression: &str) -> BTreeMap<(i32, i64), Rec> {
+    produce_at(BOOTSTRAP, topic, records, compression, &[])
+}
+
+/// [`produce`] to the cluster at `bootstrap`, with extra producer settings
+/// (`KEY=VALUE`, librdkafka's names).
+pub fn produce_at(
+    bootstrap: &str,
+    topic: &str,
+    records: &[Rec],
+    compression: &str,
+    settings: &[&str],
+) -> BTreeMap<(i32, i64), Rec> {
     let frames: Vec<Frame> = records.iter().cloned().map(Frame::Rec).collect();
-    let offsets = produce_frames(topic, &frames, compression, None);
+    let mut args = produce_args(topic, compression, None);
+    for s in settings {
+        args.extend(["--producer-config", s]);
+    }
+    let offsets = parse_offsets(&kafka_tool_at(
+        bootstrap,
+        &args,
+        Some(&encode_frames(&frames)),
+    ));
     assert_eq!(offsets.len(), records.len());
     offsets.into_iter().zip(records.iter().cloned()).collect()
 }
@@ -771,6 +807,12 @@ pub fn read_file(path: &Path, topic: &str, partition: i32, first: i64) -> ArchFi
 
 /// Reads every file of a `file://` archive.
 pub fn read_archive(root: &Path) -> Archive {
+    read_archive_except(root, &[])
+}
+
+/// [`read_archive`] leaving out the partitions listed (whose folders hold
+/// objects a test put there on purpose).
+pub fn read_archive_except(root: &Path, skip: &[i32]) -> Archive {
     let mut out = Archive::new();
     let Ok(topics) = std::fs::read_dir(root) else {
         return out;
@@ -790,6 +832,9 @@ pub fn read_archive(root: &Path) -> Archive {
                 format!("{partition:06}"),
                 "partition folder of {topic}"
             );
+            if skip.contains(&partition) {
+                continue;
+            }
             let mut files = Vec::new();
             for f in std::fs::read_dir(p.path()).unwrap() {
                 let f = f.unwrap();
@@ -809,6 +854,29 @@ pub fn read_archive(root: &Path) -> Archive {
         }
     }
     out
+}
+
+/// A tmpfs mounted for one test (the tests run as root, as CI does);
+/// unmounted when dropped.
+pub struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    pub fn mount(dir: &Path, options: &str) -> Tmpfs {
+        std::fs::create_dir_all(dir).unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(status.success(), "mount tmpfs on {dir:?} (tests need root)");
+        Tmpfs(dir.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
 }
 
 /// Checks that the files of each partition tile `[start, end)` of its
@@ -1253,4 +1321,113 @@ pub fn index_rows(db: &str, topic: &str) -> Vec<IndexRow> {
             (topic,),
         )
         .unwrap()
+}
+
+// ---- records Kafka accepts and no client library produces ------------------------------
+
+/// Produces one uncompressed batch straight over the protocol (Produce v8,
+/// acks = all) to the single-node broker: header keys that are not UTF-8,
+/// which every client library refuses. Returns the batch's base offset.
+pub fn produce_raw(topic: &str, partition: i32, records: &[Rec]) -> i64 {
+    use bytes::{Bytes, BytesMut};
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{
+        ProduceRequest, ProduceResponse, RequestHeader, ResponseHeader, TopicName,
+    };
+    use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+    use std::io::Read;
+
+    fn varint(buf: &mut Vec<u8>, v: i64) {
+        let mut z = ((v << 1) ^ (v >> 63)) as u64;
+        while z >= 0x80 {
+            buf.push((z as u8) | 0x80);
+            z >>= 7;
+        }
+        buf.push(z as u8);
+    }
+    fn field(buf: &mut Vec<u8>, v: Option<&[u8]>) {
+        match v {
+            None => varint(buf, -1),
+            Some(b) => {
+                varint(buf, b.len() as i64);
+                buf.extend_from_slice(b);
+            }
+        }
+    }
+    let base_ts = records.iter().map(|r| r.timestamp).min().unwrap_or(0);
+    let mut body = Vec::new();
+    for (i, r) in records.iter().enumerate() {
+        let mut rec = vec![0u8];
+        varint(&mut rec, r.timestamp - base_ts);
+        varint(&mut rec, i as i64);
+        field(&mut rec, r.key.as_deref());
+        field(&mut rec, r.value.as_deref());
+        varint(&mut rec, r.headers.len() as i64);
+        for (k, v) in &r.headers {
+            field(&mut rec, Some(k));
+            field(&mut rec, v.as_deref());
+        }
+        varint(&mut body, rec.len() as i64);
+        body.extend_from_slice(&rec);
+    }
+    let max_ts = records.iter().map(|r| r.timestamp).max().unwrap_or(0);
+    let mut after_crc = Vec::new();
+    after_crc.extend_from_slice(&0i16.to_be_bytes()); // attributes: no codec, CreateTime
+    after_crc.extend_from_slice(&(records.len() as i32 - 1).to_be_bytes());
+    after_crc.extend_from_slice(&base_ts.to_be_bytes());
+    after_crc.extend_from_slice(&max_ts.to_be_bytes());
+    after_crc.extend_from_slice(&(-1i64).to_be_bytes()); // no producer id
+    after_crc.extend_from_slice(&(-1i16).to_be_bytes());
+    after_crc.extend_from_slice(&(-1i32).to_be_bytes());
+    after_crc.extend_from_slice(&(records.len() as i32).to_be_bytes());
+    after_crc.extend_from_slice(&body);
+    let mut batch = Vec::new();
+    batch.extend_from_slice(&0i64.to_be_bytes());
+    batch.extend_from_slice(&((after_crc.len() + 9) as i32).to_be_bytes());
+    batch.extend_from_slice(&(-1i32).to_be_bytes()); // leader epoch: set by the broker
+    batch.push(2);
+    batch.extend_from_slice(&crc32c::crc32c(&after_crc).to_be_bytes());
+    batch.extend_from_slice(&after_crc);
+
+    const VERSION: i16 = 8;
+    let request = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(30_000)
+        .with_topic_data(vec![
+            TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_partition_data(vec![
+                    PartitionProduceData::default()
+                        .with_index(partition)
+                        .with_records(Some(Bytes::from(batch))),
+                ]),
+        ]);
+    let header = RequestHeader::default()
+        .with_request_api_key(ProduceRequest::KEY)
+        .with_request_api_version(VERSION)
+        .with_correlation_id(1)
+        .with_client_id(Some(StrBytes::from_static_str("raw-producer")));
+    let mut buf = BytesMut::new();
+    buf.extend_from_slice(&[0; 4]);
+    header
+        .encode(&mut buf, ProduceRequest::header_version(VERSION))
+        .unwrap();
+    request.encode(&mut buf, VERSION).unwrap();
+    let size = (buf.len() - 4) as u32;
+    buf[..4].copy_from_slice(&size.to_be_bytes());
+    let mut stream = std::net::TcpStream::connect(BOOTSTRAP).unwrap();
+    stream.write_all(&buf).unwrap();
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len).unwrap();
+    let mut reply = vec![0u8; u32::from_be_bytes(len) as usize];
+    stream.read_exact(&mut reply).unwrap();
+    let mut reply = Bytes::from(reply);
+    ResponseHeader::decode(&mut reply, ProduceResponse::header_version(VERSION)).unwrap();
+    let response = ProduceResponse::decode(&mut reply, VERSION).unwrap();
+    let p = &response.responses[0].partition_responses[0];
+    assert_eq!(
+        p.error_code, 0,
+        "produce of a raw batch to {topic}/{partition}"
+    );
+    p.base_offset
 }
