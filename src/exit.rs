@@ -95,4 +95,27 @@ mod tests {
         let e = anyhow::anyhow!("inner\nsecond line").context("outer");
         assert_eq!(one_line(&e), "outer: inner second line");
     }
+
+    /// Errors that name their cause in their message do not hand it on as
+    /// a source too: the cause is shown once.
+    #[test]
+    fn a_cause_is_shown_once() {
+        let disk_full = || io::Error::other("disk full");
+        let errors: Vec<anyhow::Error> = vec![
+            crate::store::StoreError::Io {
+                what: "cannot write w".into(),
+                cause: disk_full(),
+            }
+            .into(),
+            ConfigError::Unreadable {
+                path: "w".into(),
+                cause: disk_full(),
+            }
+            .into(),
+            crate::format::avro::AvroError::Io(disk_full()).into(),
+        ];
+        for e in errors {
+            assert_eq!(one_line(&e).matches("disk full").count(), 1, "{e:#}");
+        }
+    }
 }

@@ -241,7 +241,7 @@ fn a_junk_or_truncated_object_at_the_next_name_stops_only_its_partition() {
 }
 
 #[test]
-fn temporary_copies_left_by_a_crash_are_removed() {
+fn temporary_copies_left_by_a_crash_are_removed_when_the_partition_is_taken() {
     let _broker = support::shared_broker();
     let topic = support::unique("temp-copies");
     support::create_topic(&topic, 1, &[]);
@@ -251,8 +251,6 @@ fn temporary_copies_left_by_a_crash_are_removed() {
         "none",
     );
     let s = Setup::new(&[&topic], &support::unique("g"), "", "");
-    // The spool on another filesystem: objects are copied, not linked.
-    let spool = support::Tmpfs::mount(&s.dir.path().join("spool"), "size=64m");
     let folder = partition_dir(&s.archive, &topic, 0);
     std::fs::create_dir_all(&folder).unwrap();
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -276,5 +274,4 @@ fn temporary_copies_left_by_a_crash_are_removed() {
         &support::from_zero(&topic),
     );
     support::assert_same_records(&read, &produced);
-    drop(spool);
 }

@@ -56,7 +56,7 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Unreadable {
             path: path.to_path_buf(),
-            source,
+            cause: source,
         })?;
         Config::parse(&text).map_err(|e| ConfigError::InFile {
             path: path.to_path_buf(),

@@ -14,11 +14,10 @@ use serde::de::{self, Deserializer};
 #[non_exhaustive]
 pub enum ConfigError {
     /// The file cannot be read.
-    #[error("cannot read config file {}: {source}", path.display())]
+    #[error("cannot read config file {}: {cause}", path.display())]
     Unreadable {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The file is not valid TOML, or has an unknown or missing key.
     #[error("{}{message}", line.map_or(String::new(), |l| format!("line {l}: ")))]

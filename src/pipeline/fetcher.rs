@@ -351,6 +351,7 @@ impl Fetcher<'_> {
         skip: Option<(i64, Skipped)>,
         target: Option<i64>,
     ) {
+        self.store.tidy(&tp.topic, tp.partition);
         let ctl = self.registry.insert(&tp, at.position);
         let epoch = ctl.epoch.load(Ordering::SeqCst);
         let encoder = worker_for(&tp, self.encoders.len());

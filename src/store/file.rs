@@ -72,7 +72,7 @@ fn io_error(what: impl Into<String>, e: io::Error) -> StoreError {
         },
         _ => StoreError::Io {
             what: what.into(),
-            source: e,
+            cause: e,
         },
     }
 }
@@ -103,16 +103,16 @@ impl FileStore {
     /// is writable, so a misconfiguration is reported before any work.
     pub fn open(root: &Path) -> Result<Self, StoreError> {
         let what = || format!("archive directory {}", root.display());
-        fs::create_dir_all(root).map_err(|source| StoreError::Io {
+        fs::create_dir_all(root).map_err(|cause| StoreError::Io {
             what: format!("cannot create {}", what()),
-            source,
+            cause,
         })?;
         let probe = root.join(format!(".kafka-store-probe-{}", std::process::id()));
         File::create(&probe)
             .and_then(|f| f.sync_all())
-            .map_err(|source| StoreError::Io {
+            .map_err(|cause| StoreError::Io {
                 what: format!("{} is not writable", what()),
-                source,
+                cause,
             })?;
         let _ = fs::remove_file(&probe);
         Ok(FileStore {
@@ -166,7 +166,8 @@ impl FileStore {
     /// Removes the temporary copies a crash left in `dir`: this host's of a
     /// process that is gone (or of this one's pid, which a dead process
     /// had), other hosts' once they are an hour old. Each folder is swept
-    /// once per process, before its first copy.
+    /// once per process: when the partition is taken, or before its first
+    /// copy.
     fn sweep(&self, dir: &Path) {
         if !self
             .swept
@@ -354,6 +355,10 @@ impl Store for FileStore {
             .collect();
         out.sort();
         Ok(out)
+    }
+
+    fn tidy(&self, topic: &str, partition: i32) {
+        self.sweep(&self.root.join(names::partition_dir(topic, partition)));
     }
 
     fn partitions(&self, topic: &str) -> Result<Vec<i32>, StoreError> {

@@ -168,9 +168,9 @@ pub fn agent(config: &HttpOptions) -> Result<ureq::Agent, StoreError> {
     }
     if let Some(path) = &config.ca_bundle {
         let what = || format!("{}.ca_bundle {}", config.section, path.display());
-        let pem = std::fs::read(path).map_err(|source| StoreError::Io {
+        let pem = std::fs::read(path).map_err(|cause| StoreError::Io {
             what: what(),
-            source,
+            cause,
         })?;
         let certs: Vec<_> = ureq::tls::parse_pem(&pem)
             .filter_map(|item| match item {

@@ -76,12 +76,8 @@ pub enum StoreError {
     Refused { what: String, why: String },
     /// Local I/O failed: the spool file, or a local archive directory (a
     /// full disk, permissions).
-    #[error("{what}: {source}")]
-    Io {
-        what: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("{what}: {cause}")]
+    Io { what: String, cause: std::io::Error },
     /// An object at an archive name that is not a readable kafka-store file
     /// (foreign, truncated, or disagreeing with its name); `what` is its URL.
     #[error("{what} is not a kafka-store archive file: {why}")]
@@ -134,6 +130,11 @@ pub trait Store: Send + Sync {
 
     /// Topics with at least one partition folder, sorted.
     fn topics(&self) -> Result<Vec<String>, StoreError>;
+
+    /// Removes what a crash of a writer may have left beside a partition's
+    /// objects (never an object); called when a process takes the
+    /// partition. Nothing to do for most stores.
+    fn tidy(&self, _topic: &str, _partition: i32) {}
 
     /// Partitions of a topic that have a folder, sorted.
     fn partitions(&self, topic: &str) -> Result<Vec<i32>, StoreError>;

@@ -152,7 +152,7 @@ pub struct Summary {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum AvroError {
-    #[error("i/o error: {0}")]
+    #[error(transparent)]
     Io(#[from] io::Error),
     #[error("corrupt archive file at byte {position}: {what}")]
     Corrupt { what: String, position: u64 },

@@ -358,7 +358,7 @@ impl GcsStore {
                 }
                 Err(SendError::Transient(failure, why)) => (failure, why),
                 Err(SendError::Final(why)) => return Err(refused(what(), why)),
-                Err(SendError::Spool(what, source)) => return Err(StoreError::Io { what, source }),
+                Err(SendError::Spool(what, cause)) => return Err(StoreError::Io { what, cause }),
             };
             self.pause(what, &mut backoff, deadline, failure, &why)?;
         }

@@ -111,9 +111,9 @@ struct Put<'a> {
 
 pub(super) fn put(store: &GcsStore, upload: &Upload) -> Result<PutOutcome, StoreError> {
     let name = store.object_name(upload.key);
-    let md5 = md5_of(upload.path).map_err(|source| StoreError::Io {
+    let md5 = md5_of(upload.path).map_err(|cause| StoreError::Io {
         what: format!("cannot read spool file {}", upload.path.display()),
-        source,
+        cause,
     })?;
     let mut put = Put {
         store,
@@ -325,7 +325,7 @@ impl Put<'_> {
                 }),
                 Err(SendError::Transient(failure, why)) => Ok(Err((failure, why))),
                 Err(SendError::Final(why)) => Err(refused(self.what(), why)),
-                Err(SendError::Spool(what, source)) => Err(StoreError::Io { what, source }),
+                Err(SendError::Spool(what, cause)) => Err(StoreError::Io { what, cause }),
             };
         }
     }
