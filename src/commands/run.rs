@@ -14,6 +14,7 @@ use crate::pipeline::{self, RunOptions};
 /// Archives until SIGTERM/SIGINT (or until caught up).
 pub fn run(args: &RunArgs) -> anyhow::Result<Exit> {
     let config = Config::load(&args.config)?;
+    raise_open_files_limit();
     let cancel = Cancel::default();
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         // The first signal drains; a second one ends the process at once.
@@ -40,6 +41,36 @@ pub fn run(args: &RunArgs) -> anyhow::Result<Exit> {
     } else {
         Exit::Ok
     })
+}
+
+/// Raises the soft limit on open files to the hard limit. kafka-store keeps
+/// few descriptors open whatever the number of partitions, but the soft
+/// limit (1,024 under systemd and most shells) is no reason to fail when
+/// the hard one allows more.
+fn raise_open_files_limit() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let show = |v: Option<u64>| v.map_or("unlimited".to_string(), |v| v.to_string());
+    if limit.current == limit.maximum {
+        log::info!("open files limit {}", show(limit.current));
+        return;
+    }
+    let raised = Rlimit {
+        current: limit.maximum,
+        maximum: limit.maximum,
+    };
+    match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => log::info!(
+            "open files limit {} (raised from {})",
+            show(limit.maximum),
+            show(limit.current)
+        ),
+        Err(e) => log::warn!(
+            "open files limit {}: cannot raise it to {}: {e}",
+            show(limit.current),
+            show(limit.maximum)
+        ),
+    }
 }
 
 /// The process's peak resident set size, from `/proc/self/status` (VmHWM).

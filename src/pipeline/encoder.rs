@@ -13,7 +13,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use super::halt::Halt;
 use super::msg::{Closed, ToEncoder};
-use super::partition::{PartitionWriter, WriteError};
+use super::partition::{Desk, PartitionWriter, WriteError};
 use super::registry::{Registry, worker_for};
 use super::spool::Spool;
 use super::stop::Stop;
@@ -57,14 +57,16 @@ impl Encoder<'_> {
         rx: Receiver<ToEncoder>,
         uploaders: Vec<Sender<Closed>>,
     ) -> anyhow::Result<()> {
+        let mut desk = Desk::new(self.spool, self.files)?;
         let mut writers: HashMap<TopicPartition, PartitionWriter> = HashMap::new();
         let mut scratch = Vec::new();
         let mut closed = Vec::new();
         while let Some(msg) = self.stop.recv(&rx) {
             let (tp, result) = match msg {
                 ToEncoder::Revoke { tp } => {
-                    // Dropping the writer deletes its open file.
-                    writers.remove(&tp);
+                    if let Some(mut w) = writers.remove(&tp) {
+                        w.abandon(&mut desk);
+                    }
                     continue;
                 }
                 ToEncoder::Assign {
@@ -81,7 +83,7 @@ impl Encoder<'_> {
                     let Some(w) = self.current(&mut writers, &tp, epoch) else {
                         continue;
                     };
-                    let result = self.chunk(w, data, &mut scratch, &mut closed);
+                    let result = self.chunk(w, data, &mut desk, &mut scratch, &mut closed);
                     // An unusually large batch does not keep its buffer.
                     if scratch.capacity() > SCRATCH_KEEP {
                         scratch = Vec::new();
@@ -92,14 +94,14 @@ impl Encoder<'_> {
                     let Some(w) = self.current(&mut writers, &tp, epoch) else {
                         continue;
                     };
-                    let result = w.flush(self.spool, self.files).map(|c| closed.extend(c));
+                    let result = w.flush(&mut desk).map(|c| closed.extend(c));
                     (tp, result.map_err(ChunkError::Write))
                 }
                 ToEncoder::Finish { tp, epoch } => {
                     let Some(w) = self.current(&mut writers, &tp, epoch) else {
                         continue;
                     };
-                    let result = w.flush(self.spool, self.files).map(|c| closed.extend(c));
+                    let result = w.flush(&mut desk).map(|c| closed.extend(c));
                     // The partition is done for this run; nothing is open.
                     writers.remove(&tp);
                     (tp, result.map_err(ChunkError::Write))
@@ -113,7 +115,7 @@ impl Encoder<'_> {
                     let Some(w) = self.current(&mut writers, &tp, epoch) else {
                         continue;
                     };
-                    let result = w.jump(to, reason, self.spool, self.files, &mut closed);
+                    let result = w.jump(to, reason, &mut desk, &mut closed);
                     (tp, result.map_err(ChunkError::Write))
                 }
             };
@@ -128,7 +130,7 @@ impl Encoder<'_> {
                 self.registry.halt(&tp, why);
                 // Keep what was good before the problem: close the file there.
                 if let Some(mut w) = writers.remove(&tp) {
-                    closed.extend(w.flush(self.spool, self.files)?);
+                    closed.extend(w.flush(&mut desk)?);
                 }
             }
             for c in closed.drain(..) {
@@ -137,7 +139,10 @@ impl Encoder<'_> {
                 self.stop.send(&uploaders[i], c);
             }
         }
-        // Open files of a stopped run are abandoned (dropping a writer deletes them).
+        // Open files of a stopped run are abandoned: rebuilt next time.
+        for w in writers.values_mut() {
+            w.abandon(&mut desk);
+        }
         Ok(())
     }
 
@@ -157,6 +162,7 @@ impl Encoder<'_> {
         &self,
         w: &mut PartitionWriter,
         data: PartitionData,
+        desk: &mut Desk,
         scratch: &mut Vec<u8>,
         closed: &mut Vec<Closed>,
     ) -> Result<(), ChunkError> {
@@ -176,9 +182,7 @@ impl Encoder<'_> {
             scratch,
             |event| -> Result<(), ChunkError> {
                 match event {
-                    Event::Record { record, epoch } => {
-                        w.record(&record, epoch, self.spool, self.files, closed)?
-                    }
+                    Event::Record { record, epoch } => w.record(&record, epoch, desk, closed)?,
                     Event::Skipped { next, epoch } => w.skipped(next, epoch),
                 }
                 Ok(())

@@ -41,6 +41,7 @@ mod registry;
 pub mod resume;
 mod rows;
 mod spool;
+mod staging;
 mod stop;
 mod uploader;
 

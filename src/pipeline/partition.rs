@@ -1,22 +1,24 @@
 //! One partition's file under construction: its position, the open Avro
-//! file in the spool, and where rotation cuts it.
+//! file in the spool, and where rotation cuts it; and the [`Desk`] that the
+//! partitions of one encoder thread share.
 //!
 //! Applies the pure rotation rule record by record and closes a file at an
 //! idle flush, a gap or the end of a run. A closed file is fsynced before it
-//! is handed on. Never talks to Kafka or the store, and never reads the clock
-//! to decide a cut.
+//! is handed on. An open file holds counters only: its bytes are in the
+//! spool (or staged by the desk), its compressor is the desk's. Never talks
+//! to Kafka or the store, and never reads the clock to decide a cut.
 
-use std::fs::File;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use super::msg::Closed;
 use super::spool::{Spool, SpoolFile};
+use super::staging::{self, FileId, Staging};
 use uuid::Uuid;
 
 use crate::config::FilesConfig;
-use crate::format::avro::{self, AvroError, FileSpec, Skipped};
+use crate::format::avro::{self, AvroError, FileSpec, Skipped, Workbench};
 use crate::format::names::{ObjectKey, TopicPartition};
 use crate::format::record::Record;
 use crate::format::rotation::Fill;
@@ -25,12 +27,11 @@ use crate::format::rotation::Fill;
 /// permissions), and the process stops. Every record Kafka holds can be
 /// archived, so nothing about the data stops a file here.
 #[derive(Debug, thiserror::Error)]
-#[error("{what} {}: {source}", path.display())]
+#[error("{what} {}: {cause}", path.display())]
 pub struct WriteError {
     what: &'static str,
     path: PathBuf,
-    #[source]
-    source: io::Error,
+    cause: io::Error,
 }
 
 /// What the Avro writer reports is an I/O failure of the spool file (or
@@ -42,8 +43,31 @@ fn avro_io(e: AvroError) -> io::Error {
     }
 }
 
+/// What the partitions of one encoder thread share: the spool, the file
+/// settings, one compressor with its block buffers, and the descriptors and
+/// staged bytes of the files being written.
+pub struct Desk<'a> {
+    pub spool: &'a Spool,
+    pub files: &'a FilesConfig,
+    bench: Workbench,
+    staging: Staging,
+}
+
+impl<'a> Desk<'a> {
+    pub fn new(spool: &'a Spool, files: &'a FilesConfig) -> io::Result<Desk<'a>> {
+        Ok(Desk {
+            spool,
+            files,
+            bench: Workbench::new(files.codec)?,
+            staging: Staging::new(staging::DESCRIPTORS, staging::budget(files.block_bytes)),
+        })
+    }
+}
+
 struct OpenFile {
-    writer: avro::Writer<File>,
+    writer: avro::Writer,
+    /// The spool file in the desk's staging.
+    id: FileId,
     skipped: Option<Skipped>,
     file: SpoolFile,
     fill: Fill,
@@ -64,8 +88,9 @@ pub struct PartitionWriter {
     position: i64,
     /// The leader epoch of the last batch covered.
     leader_epoch: Option<i32>,
-    /// Dropping it deletes the spool file: a file that is not finished is
-    /// rebuilt from Kafka by whoever archives the partition next.
+    /// A file that is not finished is rebuilt from Kafka by whoever
+    /// archives the partition next: [`PartitionWriter::abandon`] (or a drop)
+    /// deletes its spool file.
     open: Option<OpenFile>,
 }
 
@@ -96,34 +121,42 @@ impl PartitionWriter {
         &mut self,
         record: &Record,
         leader_epoch: i32,
-        spool: &Spool,
-        files: &FilesConfig,
+        desk: &mut Desk,
         closed: &mut Vec<Closed>,
     ) -> Result<(), WriteError> {
         if record.offset < self.position {
             return Ok(());
         }
         if let Some(open) = &self.open
-            && files.rules.close_before(&open.fill, record.timestamp)
+            && desk.files.rules.close_before(&open.fill, record.timestamp)
         {
             let next = open.last_offset + 1;
-            closed.push(self.close(next)?);
+            closed.push(self.close(next, desk)?);
         }
         if self.open.is_none() {
-            self.open = Some(self.create(spool, files, None)?);
+            self.open = Some(self.create(desk, None)?);
         }
         let open = self.open.as_mut().expect("opened above");
-        let size = open.writer.append(record).map_err(|e| WriteError {
-            what: "cannot write spool file",
-            path: open.file.path().to_path_buf(),
-            source: avro_io(e),
-        })?;
+        let path = open.file.path();
+        let appended = open.writer.append(
+            record,
+            &mut desk.bench,
+            &mut desk.staging.file(open.id, path),
+        );
+        let size = match appended {
+            Ok(size) => size,
+            Err(e) => {
+                let e = write_error("cannot write spool file", path, avro_io(e));
+                self.abandon(desk);
+                return Err(e);
+            }
+        };
         open.fill.add(size as u64, record.timestamp);
         open.last_offset = record.offset;
         self.position = record.offset + 1;
         self.leader_epoch = Some(leader_epoch);
-        if files.rules.close_after(&open.fill) {
-            closed.push(self.close(record.offset + 1)?);
+        if desk.files.rules.close_after(&open.fill) {
+            closed.push(self.close(record.offset + 1, desk)?);
         }
         Ok(())
     }
@@ -139,18 +172,14 @@ impl PartitionWriter {
 
     /// Closes the file at the current position (idle flush, end of a run),
     /// even with no records in it, if it covers any offset.
-    pub fn flush(
-        &mut self,
-        spool: &Spool,
-        files: &FilesConfig,
-    ) -> Result<Option<Closed>, WriteError> {
+    pub fn flush(&mut self, desk: &mut Desk) -> Result<Option<Closed>, WriteError> {
         if self.position <= self.start {
             return Ok(None);
         }
         if self.open.is_none() {
-            self.open = Some(self.create(spool, files, None)?);
+            self.open = Some(self.create(desk, None)?);
         }
-        self.close(self.position).map(Some)
+        self.close(self.position, desk).map(Some)
     }
 
     /// Closes what is open at the current position, then makes the range
@@ -160,72 +189,85 @@ impl PartitionWriter {
         &mut self,
         to: i64,
         reason: Skipped,
-        spool: &Spool,
-        files: &FilesConfig,
+        desk: &mut Desk,
         closed: &mut Vec<Closed>,
     ) -> Result<(), WriteError> {
-        closed.extend(self.flush(spool, files)?);
+        closed.extend(self.flush(desk)?);
         if to <= self.position {
             return Ok(());
         }
-        self.open = Some(self.create(spool, files, Some(reason))?);
+        self.open = Some(self.create(desk, Some(reason))?);
         self.leader_epoch = None;
         self.position = to;
-        closed.push(self.close(to)?);
+        closed.push(self.close(to, desk)?);
         Ok(())
     }
 
-    fn create(
-        &self,
-        spool: &Spool,
-        files: &FilesConfig,
-        skipped: Option<Skipped>,
-    ) -> Result<OpenFile, WriteError> {
+    /// Gives up the open file, if any: its spool file is deleted and the
+    /// desk forgets it.
+    pub fn abandon(&mut self, desk: &mut Desk) {
+        if let Some(open) = self.open.take() {
+            desk.staging.forget(open.id);
+        }
+    }
+
+    fn create(&self, desk: &mut Desk, skipped: Option<Skipped>) -> Result<OpenFile, WriteError> {
         let key = ObjectKey::new(&self.tp, self.start);
-        let (file, out) = spool
-            .create(&key, self.epoch)
-            .map_err(|source| WriteError {
-                what: "cannot create spool file for",
-                path: key.path().into(),
+        let (file, out) = desk.spool.create(&key, self.epoch).map_err(|source| {
+            write_error(
+                "cannot create spool file for",
+                Path::new(&key.path()),
                 source,
-            })?;
+            )
+        })?;
+        let id = desk.staging.adopt(out);
         let spec = FileSpec {
             topic: &self.tp.topic,
             partition: self.tp.partition,
             first_offset: self.start,
             topic_id: self.topic_id,
             skipped,
-            codec: files.codec,
-            block_bytes: files.block_bytes,
+            codec: desk.files.codec,
+            block_bytes: desk.files.block_bytes,
         };
-        let writer = avro::Writer::new(out, &spec).map_err(|source| WriteError {
-            what: "cannot write spool file",
-            path: file.path().to_path_buf(),
-            source,
-        })?;
-        Ok(OpenFile {
-            writer,
-            skipped,
-            file,
-            fill: Fill::default(),
-            last_offset: self.start - 1,
-            opened: Instant::now(),
-        })
+        match avro::Writer::new(&spec, &mut desk.staging.file(id, file.path())) {
+            Ok(writer) => Ok(OpenFile {
+                writer,
+                id,
+                skipped,
+                file,
+                fill: Fill::default(),
+                last_offset: self.start - 1,
+                opened: Instant::now(),
+            }),
+            Err(source) => {
+                desk.staging.forget(id);
+                Err(write_error("cannot write spool file", file.path(), source))
+            }
+        }
     }
 
     /// Finishes the open file with `next` as its end and fsyncs it.
-    fn close(&mut self, next: i64) -> Result<Closed, WriteError> {
+    fn close(&mut self, next: i64, desk: &mut Desk) -> Result<Closed, WriteError> {
         let open = self.open.take().expect("close needs an open file");
-        let failed = |source| WriteError {
-            what: "cannot finish spool file",
-            path: open.file.path().to_path_buf(),
-            source,
-        };
+        let path = open.file.path();
         let finished = open
             .writer
-            .finish(next, self.leader_epoch)
-            .map_err(|e| failed(avro_io(e)))?;
-        finished.out.sync_all().map_err(failed)?;
+            .finish(
+                next,
+                self.leader_epoch,
+                &mut desk.bench,
+                &mut desk.staging.file(open.id, path),
+            )
+            .map_err(avro_io)
+            .and_then(|finished| desk.staging.sync(open.id, path).map(|()| finished));
+        let finished = match finished {
+            Ok(finished) => finished,
+            Err(source) => {
+                desk.staging.forget(open.id);
+                return Err(write_error("cannot finish spool file", path, source));
+            }
+        };
         let key = ObjectKey::new(&self.tp, self.start);
         self.start = next;
         Ok(Closed {
@@ -242,8 +284,17 @@ impl PartitionWriter {
     }
 }
 
+fn write_error(what: &'static str, path: &Path, cause: io::Error) -> WriteError {
+    WriteError {
+        what,
+        path: path.to_path_buf(),
+        cause,
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use std::fs::File;
     use std::time::Duration;
 
     use super::*;
@@ -302,18 +353,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::open(dir.path()).unwrap();
         let f = files(3);
+        let mut desk = Desk::new(&spool, &f).unwrap();
         let mut w = PartitionWriter::new(TopicPartition::new("t", 0), None, 1, 10);
         let mut closed = Vec::new();
         for o in 10..17 {
-            w.record(&record(o, b"v"), 0, &spool, &f, &mut closed)
+            w.record(&record(o, b"v"), 0, &mut desk, &mut closed)
                 .unwrap();
         }
         // A record before the position (a batch fetched again) is ignored.
-        w.record(&record(12, b"again"), 0, &spool, &f, &mut closed)
+        w.record(&record(12, b"again"), 0, &mut desk, &mut closed)
             .unwrap();
         // A control batch covers 17..19 without records.
         w.skipped(19, 0);
-        closed.extend(w.flush(&spool, &f).unwrap());
+        closed.extend(w.flush(&mut desk).unwrap());
         assert_eq!(
             read_back(&closed),
             vec![
@@ -322,7 +374,7 @@ mod tests {
                 (16, 19, vec![16]),
             ]
         );
-        assert_eq!(w.flush(&spool, &f).unwrap().map(|c| c.key), None);
+        assert_eq!(w.flush(&mut desk).unwrap().map(|c| c.key), None);
         assert_eq!(w.position(), 19);
     }
 
@@ -331,14 +383,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::open(dir.path()).unwrap();
         let f = files(0);
+        let mut desk = Desk::new(&spool, &f).unwrap();
         let mut w = PartitionWriter::new(TopicPartition::new("t", 0), None, 1, 0);
         let mut closed = Vec::new();
         w.skipped(5, 0);
-        w.jump(50, Skipped::Retention, &spool, &f, &mut closed)
+        w.jump(50, Skipped::Retention, &mut desk, &mut closed)
             .unwrap();
-        w.record(&record(50, b"x"), 0, &spool, &f, &mut closed)
+        w.record(&record(50, b"x"), 0, &mut desk, &mut closed)
             .unwrap();
-        closed.extend(w.flush(&spool, &f).unwrap());
+        closed.extend(w.flush(&mut desk).unwrap());
         assert_eq!(
             read_back(&closed),
             vec![(0, 5, vec![]), (5, 50, vec![]), (50, 51, vec![50])]
@@ -350,18 +403,19 @@ mod tests {
     }
 
     #[test]
-    fn dropping_the_writer_or_a_closed_file_leaves_no_spool_file() {
+    fn abandoning_the_writer_or_dropping_a_closed_file_leaves_no_spool_file() {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::open(dir.path()).unwrap();
         let f = files(2);
+        let mut desk = Desk::new(&spool, &f).unwrap();
         let mut w = PartitionWriter::new(TopicPartition::new("t", 0), None, 1, 0);
         let mut closed = Vec::new();
         for o in 0..3 {
-            w.record(&record(o, b"v"), 0, &spool, &f, &mut closed)
+            w.record(&record(o, b"v"), 0, &mut desk, &mut closed)
                 .unwrap();
         }
         assert_eq!((closed.len(), spool_files(dir.path())), (1, 2));
-        drop(w);
+        w.abandon(&mut desk);
         assert_eq!(spool_files(dir.path()), 1, "the open file is abandoned");
         drop(closed);
         assert_eq!(spool_files(dir.path()), 0);
@@ -372,25 +426,77 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::open(dir.path()).unwrap();
         let f = files(0);
+        let mut desk = Desk::new(&spool, &f).unwrap();
         let id = Uuid::from_u128(42);
         let mut w = PartitionWriter::new(TopicPartition::new("t", 4), Some(id), 1, 0);
         let mut closed = Vec::new();
-        w.record(&record(0, b"v"), 3, &spool, &f, &mut closed)
+        w.record(&record(0, b"v"), 3, &mut desk, &mut closed)
             .unwrap();
         let mut raw = record(1, b"v");
         raw.headers = vec![Header {
             key: b"\xff",
             value: None,
         }];
-        w.record(&raw, 4, &spool, &f, &mut closed).unwrap();
+        w.record(&raw, 4, &mut desk, &mut closed).unwrap();
         // A control batch of a later epoch ends the file.
         w.skipped(3, 5);
-        closed.extend(w.flush(&spool, &f).unwrap());
+        closed.extend(w.flush(&mut desk).unwrap());
         assert_eq!(read_back(&closed), vec![(0, 3, vec![0, 1])]);
         let header = avro::read_header(&mut File::open(closed[0].file.path()).unwrap()).unwrap();
         assert_eq!(header.topic_id, Some(id));
         assert_eq!(header.summary.last_epoch, Some(5));
         assert_eq!(closed[0].topic_id, Some(id));
+    }
+
+    /// Partitions interleaved on one desk, more than its staging budget
+    /// and descriptors hold, make the files each makes alone.
+    #[test]
+    fn many_partitions_on_one_desk_make_the_files_each_makes_alone() {
+        let big = vec![7u8; 300 << 10];
+        let f = FilesConfig {
+            codec: Codec::Zstandard { level: 1 },
+            ..files(3)
+        };
+        let build = |partitions: std::ops::Range<i32>, per_partition: bool| {
+            let dir = tempfile::tempdir().unwrap();
+            let spool = Spool::open(dir.path()).unwrap();
+            let mut desk = Desk::new(&spool, &f).unwrap();
+            let mut writers: Vec<_> = partitions
+                .map(|p| PartitionWriter::new(TopicPartition::new("t", p), None, 1, 0))
+                .collect();
+            let mut files = Vec::new();
+            let mut closed = Vec::new();
+            let mut keep = |closed: &mut Vec<Closed>| {
+                for c in closed.drain(..) {
+                    files.push((c.key.clone(), std::fs::read(c.file.path()).unwrap()));
+                }
+            };
+            let rounds: Vec<(usize, i64)> = if per_partition {
+                (0..writers.len())
+                    .flat_map(|w| (0..4).map(move |o| (w, o)))
+                    .collect()
+            } else {
+                (0..4)
+                    .flat_map(|o| (0..writers.len()).map(move |w| (w, o)))
+                    .collect()
+            };
+            for (w, o) in rounds {
+                let value: &[u8] = if o % 2 == 0 { &big } else { b"small" };
+                writers[w]
+                    .record(&record(o, value), 0, &mut desk, &mut closed)
+                    .unwrap();
+                keep(&mut closed);
+            }
+            for w in &mut writers {
+                closed.extend(w.flush(&mut desk).unwrap());
+                keep(&mut closed);
+            }
+            files.sort_by(|a, b| a.0.cmp(&b.0));
+            files
+        };
+        let interleaved = build(0..40, false);
+        assert_eq!(interleaved.len(), 80);
+        assert_eq!(interleaved, build(0..40, true));
     }
 
     #[test]
@@ -399,9 +505,11 @@ mod tests {
         let spool = Spool::open(dir.path()).unwrap();
         // The topic folder is a file: nothing can be created in it.
         std::fs::write(dir.path().join("t"), b"not a folder").unwrap();
+        let f = files(0);
+        let mut desk = Desk::new(&spool, &f).unwrap();
         let mut w = PartitionWriter::new(TopicPartition::new("t", 0), None, 1, 0);
         let e = w
-            .record(&record(0, b"v"), 0, &spool, &files(0), &mut Vec::new())
+            .record(&record(0, b"v"), 0, &mut desk, &mut Vec::new())
             .unwrap_err();
         assert!(
             e.to_string().contains("t/000000/00000000000000000000.avro"),

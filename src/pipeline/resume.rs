@@ -354,6 +354,41 @@ pub fn resume_all(
         .collect()
 }
 
+/// Chain lookups in the store at once: with thousands of partitions, start
+/// takes seconds, not one lookup after another.
+const LOOKUPS: usize = 16;
+
+/// `f` of every item, on at most `workers` threads; results in item order.
+fn in_parallel<T: Sync, R: Send>(
+    items: &[T],
+    workers: usize,
+    f: impl Fn(&T) -> R + Sync,
+) -> Vec<R> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut done: Vec<(usize, R)> = std::thread::scope(|s| {
+        let work = || {
+            let mut mine = Vec::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(item) = items.get(i) else {
+                    return mine;
+                };
+                mine.push((i, f(item)));
+            }
+        };
+        let threads: Vec<_> = (1..workers.clamp(1, items.len().max(1)))
+            .map(|_| s.spawn(work))
+            .collect();
+        let mut all = work();
+        for t in threads {
+            all.extend(t.join().expect("a chain lookup panicked"));
+        }
+        all
+    });
+    done.sort_unstable_by_key(|&(i, _)| i);
+    done.into_iter().map(|(_, r)| r).collect()
+}
+
 /// The facts of every partition: one OffsetFetch, two ListOffsets, the
 /// chain in the store, and OffsetsForLeaderEpoch for the chains that
 /// record an epoch. Each partition gets its own outcome; a partition whose
@@ -382,27 +417,32 @@ pub fn gather(
     };
     let mut earliest = offsets(client, OffsetSpec::Earliest);
     let mut latest = offsets(client, OffsetSpec::Latest);
-    let mut found: Vec<(TopicPartition, Gathered)> = Vec::new();
+    // What Kafka says of each partition, then the chains, looked up at once.
+    let mut known = Vec::with_capacity(tps.len());
     for tp in tps {
-        let (log_start, log_end) = match (earliest.remove(tp), latest.remove(tp)) {
-            (Some(Ok(s)), Some(Ok(e))) => (s, e),
+        match (earliest.remove(tp), latest.remove(tp)) {
+            (Some(Ok(s)), Some(Ok(e))) => known.push((tp, s, e)),
             (Some(Err(e)), _) | (_, Some(Err(e))) => {
-                out.push((tp.clone(), later(NotYet::Kafka(e))));
-                continue;
+                out.push((tp.clone(), later(NotYet::Kafka(e))))
             }
-            _ => continue,
-        };
-        let committed = committed.get(tp);
-        let hint =
-            committed.and_then(|c| parse_metadata(&c.metadata, &tag).map(|prev| (c.offset, prev)));
-        let chain_end = locate(store, tp, hint).and_then(|end| {
+            _ => {}
+        }
+    }
+    let chain_ends = in_parallel(&known, LOOKUPS, |&(tp, log_start, _)| {
+        let hint = committed
+            .get(tp)
+            .and_then(|c| parse_metadata(&c.metadata, &tag).map(|prev| (c.offset, prev)));
+        locate(store, tp, hint).and_then(|end| {
             // Before declaring a gap, make sure no later part of the chain
             // exists (a crash after an earlier skip leaves one past the hint).
             if hint.is_some() && end.is_some_and(|c| c.at.position < log_start) {
                 return from_listing(store, tp);
             }
             Ok(end)
-        });
+        })
+    });
+    let mut found: Vec<(TopicPartition, Gathered)> = Vec::new();
+    for ((tp, log_start, log_end), chain_end) in known.into_iter().zip(chain_ends) {
         let chain_end = match chain_end {
             Ok(end) => end,
             // One partition's store trouble does not hold up the others;
@@ -424,7 +464,7 @@ pub fn gather(
             chain_end,
             epoch_end: None,
         };
-        let committed = committed.map(|c| c.offset);
+        let committed = committed.get(tp).map(|c| c.offset);
         found.push((tp.clone(), Gathered { facts, committed }));
     }
     let wanted: Vec<(TopicPartition, i32)> = found
@@ -454,6 +494,19 @@ pub fn gather(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parallel_lookups_keep_item_order_and_use_bounded_threads() {
+        let items: Vec<u32> = (0..500).collect();
+        let threads = std::sync::Mutex::new(std::collections::HashSet::new());
+        let out = in_parallel(&items, 4, |&i| {
+            threads.lock().unwrap().insert(std::thread::current().id());
+            i * 2
+        });
+        assert_eq!(out, items.iter().map(|i| i * 2).collect::<Vec<_>>());
+        assert!(threads.lock().unwrap().len() <= 4);
+        assert!(in_parallel(&[] as &[u32], 4, |&i| i).is_empty());
+    }
 
     use crate::pipeline::halt::Halted;
 

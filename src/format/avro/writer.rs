@@ -1,27 +1,32 @@
-//! The deterministic writer: streams records into blocks, compresses each
-//! block, and patches the header summary in place at `finish`.
+//! The deterministic writer. An open file is a [`Writer`]: a few counters,
+//! no buffer, no compressor and no file handle. The encoded records of the
+//! block under construction go straight to the file (a [`Spooled`]); when
+//! the block is full they are read back and compressed whole by the
+//! [`Workbench`] that the writing thread owns for all its files, and the
+//! block replaces them. `finish` patches the header summary in place.
+//!
+//! So the memory of an open file does not depend on its codec or block
+//! size, and a thread writing to many files keeps one compressor.
 
-use std::io::{self, Seek, SeekFrom, Write};
+use std::io;
+use std::sync::Arc;
 
-use flate2::write::DeflateEncoder;
-use zstd::stream::raw::{InBuffer, Operation, OutBuffer};
+use uuid::Uuid;
 
 use super::layout::{
     AvroError, Codec, EPOCH_WIDTH, FORMAT_VERSION, FileSpec, KEY_CODEC, KEY_FIRST_OFFSET,
     KEY_FORMAT_VERSION, KEY_LAST_EPOCH, KEY_MAX_TIMESTAMP, KEY_MIN_TIMESTAMP, KEY_NEXT_OFFSET,
     KEY_PARTITION, KEY_RECORD_COUNT, KEY_SCHEMA, KEY_SKIPPED, KEY_TOPIC, KEY_TOPIC_ID, MAGIC,
-    SCHEMA, SUMMARY_WIDTH, Summary, escape_key, fmt_count, fmt_epoch, fmt_offset, fmt_timestamp,
-    sync_marker,
+    SCHEMA, SUMMARY_WIDTH, Skipped, Summary, escape_key, fmt_count, fmt_epoch, fmt_offset,
+    fmt_timestamp, sync_marker,
 };
 use crate::format::record::{Record, TimestampType};
 
-/// What finish() reports besides the summary.
-#[derive(Debug)]
-pub struct Finished<W> {
-    /// The writer, positioned at the end of the file, flushed (not synced).
-    pub out: W,
+/// What `finish` reports.
+#[derive(Clone, Copy, Debug)]
+pub struct Finished {
     pub summary: Summary,
-    /// Bytes written by this file (header and blocks).
+    /// The file's size (header and blocks).
     pub file_bytes: u64,
     /// CRC32C of those bytes, header as patched.
     pub crc32c: u32,
@@ -156,220 +161,232 @@ impl HeaderImage {
     }
 }
 
-/// The open block's compressor. Each record arrives as one `feed`.
+/// The file being written, at positions from its start. The writer only
+/// ever appends at the end, reads back the open block, replaces it with the
+/// compressed block, and rewrites the header at `finish`.
+pub trait Spooled {
+    /// Writes `bytes` at `at`, at most the current end.
+    fn write_at(&mut self, at: u64, bytes: &[u8]) -> io::Result<()>;
+    /// The `len` bytes at `at` (they must be there): borrowed when they are
+    /// held in memory, else read into `buf`.
+    fn read_at<'a>(&'a mut self, at: u64, len: usize, buf: &'a mut Vec<u8>)
+    -> io::Result<&'a [u8]>;
+    /// Cuts the file to `len` bytes.
+    fn truncate(&mut self, len: u64) -> io::Result<()>;
+    /// Everything written so far stays as it is until `finish` patches the
+    /// header: bytes held back can go to the file now.
+    fn settle(&mut self) -> io::Result<()>;
+}
+
+/// A whole-block compressor for one codec, reused from block to block.
 enum Compressor {
-    Null {
-        buf: Vec<u8>,
-    },
-    /// Raw deflate streaming into a Vec that is reused from block to block.
-    Deflate(DeflateEncoder<Vec<u8>>),
-    /// Snappy has no streaming raw format: the block is buffered.
-    Snappy {
-        buf: Vec<u8>,
-        out: Vec<u8>,
-        enc: Box<snap::raw::Encoder>,
-    },
+    Null,
+    /// Raw deflate (RFC 1951) by libdeflate: whole-buffer only, which fits
+    /// Avro blocks, and faster and smaller than zlib at the same level.
+    Deflate(Box<libdeflater::Compressor>),
+    Snappy(Box<snap::raw::Encoder>),
     /// One zstd frame per block, the context reused.
-    Zstandard {
-        enc: zstd::stream::raw::Encoder<'static>,
-        out: Vec<u8>,
-    },
+    Zstandard(Box<zstd::bulk::Compressor<'static>>),
 }
 
 impl Compressor {
     fn new(codec: Codec) -> io::Result<Compressor> {
+        let invalid = |what: String| io::Error::new(io::ErrorKind::InvalidInput, what);
         Ok(match codec {
-            Codec::Null => Compressor::Null { buf: Vec::new() },
+            Codec::Null => Compressor::Null,
             Codec::Deflate { level } => {
                 if level > 9 {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidInput,
-                        format!("deflate level {level} is not in 0..=9"),
-                    ));
+                    return Err(invalid(format!("deflate level {level} is not in 0..=9")));
                 }
-                Compressor::Deflate(DeflateEncoder::new(
-                    Vec::new(),
-                    flate2::Compression::new(level),
-                ))
+                let level = libdeflater::CompressionLvl::new(level as i32)
+                    .map_err(|e| invalid(format!("deflate level {level}: {e:?}")))?;
+                Compressor::Deflate(Box::new(libdeflater::Compressor::new(level)))
             }
-            Codec::Snappy => Compressor::Snappy {
-                buf: Vec::new(),
-                out: Vec::new(),
-                enc: Box::new(snap::raw::Encoder::new()),
-            },
+            Codec::Snappy => Compressor::Snappy(Box::new(snap::raw::Encoder::new())),
             Codec::Zstandard { level } => {
                 let range = zstd::compression_level_range();
                 if !range.contains(&level) {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidInput,
-                        format!("zstandard level {level} is not in {range:?}"),
-                    ));
+                    return Err(invalid(format!(
+                        "zstandard level {level} is not in {range:?}"
+                    )));
                 }
-                Compressor::Zstandard {
-                    enc: zstd::stream::raw::Encoder::new(level)?,
-                    out: Vec::new(),
-                }
+                Compressor::Zstandard(Box::new(zstd::bulk::Compressor::new(level)?))
             }
         })
     }
 
-    fn feed(&mut self, data: &[u8]) -> io::Result<()> {
-        match self {
-            Compressor::Null { buf } | Compressor::Snappy { buf, .. } => {
-                buf.extend_from_slice(data);
-                Ok(())
+    /// Puts the block data of `raw` (the encoded records) at the start of
+    /// `out` and returns its length. `out` only grows (and is zeroed only
+    /// when it grows): its bytes past the length are left as they are.
+    fn compress(&mut self, raw: &[u8], out: &mut Vec<u8>) -> io::Result<usize> {
+        fn room(out: &mut Vec<u8>, n: usize) -> &mut [u8] {
+            if out.len() < n {
+                out.resize(n, 0);
             }
-            Compressor::Deflate(enc) => enc.write_all(data),
-            Compressor::Zstandard { enc, out } => {
-                let mut input = InBuffer::around(data);
-                while input.pos() < data.len() {
-                    out.reserve(zstd::zstd_safe::CCtx::out_size());
-                    let len = out.len();
-                    let mut output = OutBuffer::around_pos(out, len);
-                    enc.run(&mut input, &mut output)?;
-                }
-                Ok(())
-            }
+            &mut out[..n]
         }
-    }
-
-    /// Ends the block; returns its data as it goes into the file.
-    fn close(&mut self) -> io::Result<&[u8]> {
-        match self {
-            Compressor::Null { buf } => Ok(buf),
-            Compressor::Deflate(enc) => {
-                enc.try_finish()?;
-                Ok(enc.get_ref())
+        Ok(match self {
+            Compressor::Null => {
+                room(out, raw.len()).copy_from_slice(raw);
+                raw.len()
             }
-            Compressor::Snappy { buf, out, enc } => {
-                out.clear();
-                out.resize(snap::raw::max_compress_len(buf.len()), 0);
-                let n = enc.compress(buf, out).map_err(io::Error::other)?;
-                out.truncate(n);
-                out.extend_from_slice(&crc32fast::hash(buf).to_be_bytes());
-                Ok(out)
+            Compressor::Deflate(c) => {
+                let bound = c.deflate_compress_bound(raw.len());
+                c.deflate_compress(raw, room(out, bound))
+                    .map_err(|e| io::Error::other(format!("deflate: {e:?}")))?
             }
-            Compressor::Zstandard { enc, out } => {
-                loop {
-                    out.reserve(zstd::zstd_safe::CCtx::out_size());
-                    let len = out.len();
-                    let mut output = OutBuffer::around_pos(out, len);
-                    if enc.finish(&mut output, false)? == 0 {
-                        break;
-                    }
-                }
-                Ok(out)
+            Compressor::Snappy(enc) => {
+                let bound = snap::raw::max_compress_len(raw.len());
+                let n = enc
+                    .compress(raw, room(out, bound + 4))
+                    .map_err(io::Error::other)?;
+                out[n..n + 4].copy_from_slice(&crc32fast::hash(raw).to_be_bytes());
+                n + 4
             }
-        }
-    }
-
-    /// Empties the buffers (keeping their capacity) and resets the
-    /// compressor for the next block.
-    fn reset(&mut self) -> io::Result<()> {
-        match self {
-            Compressor::Null { buf } => buf.clear(),
-            Compressor::Deflate(enc) => {
-                let mut used = enc.reset(Vec::new())?;
-                used.clear();
-                *enc.get_mut() = used;
+            Compressor::Zstandard(c) => {
+                let bound = zstd::zstd_safe::compress_bound(raw.len());
+                c.compress_to_buffer(raw, room(out, bound))?
             }
-            Compressor::Snappy { buf, out, .. } => {
-                buf.clear();
-                out.clear();
-            }
-            Compressor::Zstandard { enc, out } => {
-                out.clear();
-                enc.reinit()?;
-            }
-        }
-        Ok(())
+        })
     }
 }
 
-/// The output with a running CRC32C and length of everything after the header.
-struct Sink<W> {
-    out: W,
-    crc: u32,
-    len: u64,
-}
-
-impl<W: Write> Sink<W> {
-    fn put(&mut self, data: &[u8]) -> io::Result<()> {
-        self.out.write_all(data)?;
-        self.crc = crc32c::crc32c_append(self.crc, data);
-        self.len += data.len() as u64;
-        Ok(())
-    }
-}
-
-/// Streams records into one archive file. See the module doc for the layout.
-///
-/// After any error from [`append`](Writer::append) or from I/O, the file is
-/// unusable: later calls return [`AvroError::Poisoned`].
-pub struct Writer<W: Write + Seek> {
-    sink: Sink<W>,
-    /// Stream position of the magic.
-    base: u64,
-    header: HeaderImage,
-    sync: [u8; 16],
-    block_bytes: usize,
+/// What a writing thread owns for every file it builds: the compressor of
+/// the codec and the buffers of one block.
+pub struct Workbench {
+    codec: Codec,
     compressor: Compressor,
-    /// The encoded record being appended.
-    scratch: Vec<u8>,
+    /// The open block's records, when they must be read back from disk.
+    raw: Vec<u8>,
+    /// Their compressed form (at its start).
+    compressed: Vec<u8>,
+    /// The block's count and size.
+    block: Vec<u8>,
+    /// One record's encoding.
+    record: Vec<u8>,
+}
+
+/// Buffers larger than this are released after a block (one unusually
+/// large record does not keep its memory).
+const KEEP: usize = 8 << 20;
+
+impl Workbench {
+    pub fn new(codec: Codec) -> io::Result<Workbench> {
+        Ok(Workbench {
+            codec,
+            compressor: Compressor::new(codec)?,
+            raw: Vec::new(),
+            compressed: Vec::new(),
+            block: Vec::new(),
+            record: Vec::with_capacity(4096),
+        })
+    }
+
+    fn shrink(&mut self) {
+        for buf in [
+            &mut self.raw,
+            &mut self.compressed,
+            &mut self.block,
+            &mut self.record,
+        ] {
+            if buf.capacity() > KEEP {
+                *buf = Vec::new();
+            }
+        }
+    }
+}
+
+/// One archive file under construction. See the module doc of
+/// `format::avro` for the layout.
+///
+/// After any error the file is unusable: later calls return
+/// [`AvroError::Poisoned`].
+pub struct Writer {
+    topic: Arc<str>,
+    partition: i32,
+    first_offset: i64,
+    topic_id: Option<Uuid>,
+    skipped: Option<Skipped>,
+    codec: Codec,
+    block_bytes: usize,
+    sync: [u8; 16],
+    /// Where the open block's encoded records begin (the end of the last
+    /// finished block).
+    block_start: u64,
     block_records: u64,
-    block_encoded: usize,
+    block_encoded: u64,
     records: u64,
     encoded: u64,
     min_timestamp: Option<i64>,
     max_timestamp: Option<i64>,
+    header_len: u64,
+    /// CRC32C of the finished blocks (the header is added at `finish`).
+    blocks_crc: u32,
     poisoned: bool,
 }
 
-impl<W: Write + Seek> Writer<W> {
-    /// Starts a file at the current position of `out` and writes its header
-    /// (with a zeroed summary) immediately.
-    pub fn new(mut out: W, spec: &FileSpec) -> io::Result<Self> {
-        let compressor = Compressor::new(spec.codec)?;
+impl Writer {
+    /// Starts a file and writes its header (with a zeroed summary).
+    pub fn new(spec: &FileSpec, out: &mut dyn Spooled) -> io::Result<Writer> {
         let sync = sync_marker(spec.topic, spec.partition, spec.first_offset);
         let header = HeaderImage::new(spec, &sync);
-        let base = out.stream_position()?;
-        out.write_all(&header.bytes)?;
+        out.write_at(0, &header.bytes)?;
+        let header_len = header.bytes.len() as u64;
         Ok(Writer {
-            sink: Sink {
-                out,
-                crc: 0,
-                len: 0,
-            },
-            base,
-            header,
-            sync,
+            topic: Arc::from(spec.topic),
+            partition: spec.partition,
+            first_offset: spec.first_offset,
+            topic_id: spec.topic_id,
+            skipped: spec.skipped,
+            codec: spec.codec,
             block_bytes: spec.block_bytes,
-            compressor,
-            scratch: Vec::with_capacity(4096),
+            sync,
+            block_start: header_len,
             block_records: 0,
             block_encoded: 0,
             records: 0,
             encoded: 0,
             min_timestamp: None,
             max_timestamp: None,
+            header_len,
+            blocks_crc: 0,
             poisoned: false,
         })
     }
 
+    fn spec(&self) -> FileSpec<'_> {
+        FileSpec {
+            topic: &self.topic,
+            partition: self.partition,
+            first_offset: self.first_offset,
+            topic_id: self.topic_id,
+            skipped: self.skipped,
+            codec: self.codec,
+            block_bytes: self.block_bytes,
+        }
+    }
+
     /// Appends one record; returns its Avro-encoded (uncompressed) size.
-    pub fn append(&mut self, record: &Record<'_>) -> Result<usize, AvroError> {
+    pub fn append(
+        &mut self,
+        record: &Record<'_>,
+        bench: &mut Workbench,
+        out: &mut dyn Spooled,
+    ) -> Result<usize, AvroError> {
         if self.poisoned {
             return Err(AvroError::Poisoned);
         }
-        self.scratch.clear();
-        encode_record(&mut self.scratch, record);
-        let size = self.scratch.len();
-        if let Err(e) = self.compressor.feed(&self.scratch) {
+        debug_assert_eq!(bench.codec.avro_name(), self.codec.avro_name());
+        bench.record.clear();
+        encode_record(&mut bench.record, record);
+        let size = bench.record.len();
+        let end = self.block_start + self.block_encoded;
+        if let Err(e) = out.write_at(end, &bench.record) {
             self.poisoned = true;
             return Err(e.into());
         }
         self.block_records += 1;
-        self.block_encoded += size;
+        self.block_encoded += size as u64;
         self.records += 1;
         self.encoded += size as u64;
         self.min_timestamp = Some(
@@ -380,8 +397,8 @@ impl<W: Write + Seek> Writer<W> {
             self.max_timestamp
                 .map_or(record.timestamp, |t| t.max(record.timestamp)),
         );
-        if self.block_encoded >= self.block_bytes {
-            self.close_block()?;
+        if self.block_encoded >= self.block_bytes as u64 {
+            self.close_block(bench, out)?;
         }
         Ok(size)
     }
@@ -396,42 +413,63 @@ impl<W: Write + Seek> Writer<W> {
         self.encoded
     }
 
-    fn close_block(&mut self) -> Result<(), AvroError> {
-        let result = self.write_block();
+    fn close_block(
+        &mut self,
+        bench: &mut Workbench,
+        out: &mut dyn Spooled,
+    ) -> Result<(), AvroError> {
+        let result = self.write_block(bench, out);
+        bench.shrink();
         if result.is_err() {
             self.poisoned = true;
         }
         result.map_err(AvroError::from)
     }
 
-    fn write_block(&mut self) -> io::Result<()> {
-        let data = self.compressor.close()?;
-        // The record is in the compressor: the scratch buffer is free.
-        self.scratch.clear();
-        put_long(&mut self.scratch, self.block_records as i64);
-        put_long(&mut self.scratch, data.len() as i64);
-        self.sink.put(&self.scratch)?;
-        self.sink.put(data)?;
-        self.sink.put(&self.sync)?;
-        self.compressor.reset()?;
+    /// Reads the open block's records back, compresses them whole and puts
+    /// the block in their place.
+    fn write_block(&mut self, bench: &mut Workbench, out: &mut dyn Spooled) -> io::Result<()> {
+        let Workbench {
+            compressor,
+            raw,
+            compressed,
+            block,
+            ..
+        } = bench;
+        let records = out.read_at(self.block_start, self.block_encoded as usize, raw)?;
+        let n = compressor.compress(records, compressed)?;
+        block.clear();
+        put_long(block, self.block_records as i64);
+        put_long(block, n as i64);
+        let mut at = self.block_start;
+        for part in [&block[..], &compressed[..n], &self.sync[..]] {
+            out.write_at(at, part)?;
+            self.blocks_crc = crc32c::crc32c_append(self.blocks_crc, part);
+            at += part.len() as u64;
+        }
+        out.truncate(at)?;
+        out.settle()?;
+        self.block_start = at;
         self.block_records = 0;
         self.block_encoded = 0;
         Ok(())
     }
 
-    /// Closes the last block, patches the header summary in place, seeks back
-    /// to the end and flushes `out`. Does not sync.
+    /// Closes the last block and patches the header summary in place;
     /// `last_epoch` is the leader epoch of the last batch the file covers.
+    /// Does not sync.
     pub fn finish(
         mut self,
         next_offset: i64,
         last_epoch: Option<i32>,
-    ) -> Result<Finished<W>, AvroError> {
+        bench: &mut Workbench,
+        out: &mut dyn Spooled,
+    ) -> Result<Finished, AvroError> {
         if self.poisoned {
             return Err(AvroError::Poisoned);
         }
         if self.block_records > 0 {
-            self.close_block()?;
+            self.close_block(bench, out)?;
         }
         let summary = Summary {
             next_offset,
@@ -440,23 +478,19 @@ impl<W: Write + Seek> Writer<W> {
             max_timestamp: self.max_timestamp,
             last_epoch,
         };
-        self.header.patch(&summary);
-        let header = &self.header.bytes;
-        let file_bytes = header.len() as u64 + self.sink.len;
-        let out = &mut self.sink.out;
-        out.seek(SeekFrom::Start(self.base))?;
-        out.write_all(header)?;
-        out.seek(SeekFrom::Start(self.base + file_bytes))?;
-        out.flush()?;
+        let mut header = HeaderImage::new(&self.spec(), &self.sync);
+        debug_assert_eq!(header.bytes.len() as u64, self.header_len);
+        header.patch(&summary);
+        out.write_at(0, &header.bytes)?;
+        let blocks_len = self.block_start - self.header_len;
         let crc32c = crc32c::crc32c_combine(
-            crc32c::crc32c(header),
-            self.sink.crc,
-            self.sink.len as usize,
+            crc32c::crc32c(&header.bytes),
+            self.blocks_crc,
+            blocks_len as usize,
         );
         Ok(Finished {
-            out: self.sink.out,
             summary,
-            file_bytes,
+            file_bytes: self.block_start,
             crc32c,
         })
     }
