@@ -13,5 +13,6 @@ mod history;
 mod index;
 mod kafka_client;
 mod layout;
+mod partitions;
 mod resume;
 mod stop;

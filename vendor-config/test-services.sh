@@ -273,8 +273,10 @@ kafka_probe() {
 		"$VENV/bin/python" "$KAFKA_TOOL" --bootstrap "$HOST:$KAFKA_PORT" --timeout 5 metadata
 }
 
+# 1 GiB of heap: the many-partitions test and benchmark hold thousands of
+# partitions (about 40 KiB of heap each).
 KAFKA_JAVA=(
-	"$JAVA" -Xmx512m -Xms128m -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:+ExitOnOutOfMemoryError
+	"$JAVA" -Xmx1g -Xms128m -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:+ExitOnOutOfMemoryError
 	-Djava.awt.headless=true "-Dlog4j2.configurationFile=$KAFKA_CONFIG_DIR/log4j2.properties"
 	-cp "$KAFKA_LIBS/*"
 )
@@ -296,7 +298,12 @@ launch_kafka() {
 		"${KAFKA_JAVA[@]}" kafka.tools.StorageTool format -t "$KAFKA_CLUSTER_ID" -c "$KAFKA_CONF" >>"$LOGS/kafka.log" 2>&1 9>&- ||
 			fail_with_log kafka "formatting $KAFKA_DATA failed"
 	fi
-	launch kafka "${KAFKA_JAVA[@]}" kafka.Kafka "$KAFKA_CONF"
+	# A broker keeps about one descriptor per partition: the many-partitions
+	# test and benchmark need more than the usual soft limit of 1,024.
+	(
+		ulimit -n "$(ulimit -Hn)"
+		launch kafka "${KAFKA_JAVA[@]}" kafka.Kafka "$KAFKA_CONF"
+	)
 }
 
 wait_kafka() { wait_ready kafka kafka.Kafka "$KAFKA_READY_TIMEOUT" kafka_probe; }

@@ -336,6 +336,25 @@ pub fn add_partitions(topic: &str, total: i32) {
     );
 }
 
+/// Waits until the metadata lists `partitions` partitions of `topic` (after
+/// `add_partitions`, before producing to them).
+pub fn wait_for_partitions(topic: &str, partitions: usize) {
+    let mut client =
+        kafka_store::kafka::Client::connect(client_config(&[BOOTSTRAP]), Default::default())
+            .unwrap();
+    wait_until("every partition known", Duration::from_secs(120), || {
+        client
+            .partitions(topic)
+            .is_ok_and(|p| p.len() == partitions)
+    });
+}
+
+/// Deletes a topic (tests with thousands of partitions clean up after
+/// themselves: the broker's heap holds every partition).
+pub fn delete_topic(topic: &str) {
+    kafka_tool(&["delete-topic", "--topic", topic], None);
+}
+
 /// Deletes the records before `offset`, as retention would.
 pub fn delete_records(topic: &str, partition: i32, offset: i64) {
     let (p, o) = (partition.to_string(), offset.to_string());
@@ -1181,9 +1200,16 @@ impl Proc {
 
     /// [`Proc::start`] with another log level.
     pub fn start_logging(config: &Path, level: &str) -> Proc {
-        let mut child = Command::new(binary())
-            .args(["run", "--config", config.to_str().unwrap()])
-            .env("KAFKA_STORE_LOG", level)
+        let mut cmd = Command::new(binary());
+        cmd.args(["run", "--config", config.to_str().unwrap()])
+            .env("KAFKA_STORE_LOG", level);
+        Proc::spawn(cmd)
+    }
+
+    /// Starts `cmd` (a `kafka-store run`, perhaps behind a wrapper such as
+    /// `prlimit`).
+    pub fn spawn(mut cmd: Command) -> Proc {
+        let mut child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -1253,6 +1279,20 @@ impl Drop for Proc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Files under construction in a spool directory: the files a running
+/// kafka-store has open.
+pub fn open_spool_files(spool: &Path) -> usize {
+    let Ok(topics) = std::fs::read_dir(spool) else {
+        return 0;
+    };
+    topics
+        .flatten()
+        .filter_map(|t| std::fs::read_dir(t.path()).ok())
+        .flat_map(|d| d.flatten())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".spool"))
+        .count()
 }
 
 /// Waits until `cond` holds, checking every 100 ms; panics after `limit`.
