@@ -7,7 +7,7 @@
 //! fetch reports per-partition outcomes and leaves pacing to the caller; it
 //! never hides OFFSET_OUT_OF_RANGE or a corrupt batch.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -797,7 +797,11 @@ impl Client {
                         .unwrap_or(ResponseError::UnknownServerError),
                 });
             }
-            let mut out = Vec::new();
+            // Thousands of partitions in one fetch: look them up by name.
+            let wanted: HashMap<&TopicPartition, &Wanted> =
+                parts.iter().map(|w| (&w.tp, w)).collect();
+            let mut out = Vec::with_capacity(parts.len());
+            let mut answered = HashSet::with_capacity(parts.len());
             for t in response.responses {
                 let name: Arc<str> = if by_id {
                     match names_by_id.get(&t.topic_id) {
@@ -813,9 +817,12 @@ impl Client {
                         topic: name.clone(),
                         partition: p.partition_index,
                     };
-                    let Some(w) = parts.iter().find(|w| w.tp == tp) else {
+                    let Some(w) = wanted.get(&tp) else {
                         continue;
                     };
+                    if !answered.insert(tp.clone()) {
+                        continue;
+                    }
                     let fetch_offset = w.position.offset;
                     let diverging = (p.diverging_epoch.epoch >= 0).then_some(EpochEnd {
                         epoch: p.diverging_epoch.epoch,
@@ -861,7 +868,7 @@ impl Client {
             }
             // A partition the broker left out of its answer is retried.
             for w in parts {
-                if !out.iter().any(|(x, _)| *x == w.tp) {
+                if !answered.contains(&w.tp) {
                     out.push((
                         w.tp.clone(),
                         Err(KafkaError::Broker {
