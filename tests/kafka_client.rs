@@ -99,18 +99,7 @@ fn fetch_until(
                         Event::Record { record: r, .. } => {
                             assert!(r.offset > last, "{tp}: offset {} after {last}", r.offset);
                             last = r.offset;
-                            let owned = OwnedRecord {
-                                offset: r.offset,
-                                timestamp: r.timestamp,
-                                timestamp_type: r.timestamp_type,
-                                key: r.key.map(<[u8]>::to_vec),
-                                value: r.value.map(<[u8]>::to_vec),
-                                headers: r
-                                    .headers
-                                    .iter()
-                                    .map(|h| (h.key.to_vec(), h.value.map(<[u8]>::to_vec)))
-                                    .collect(),
-                            };
+                            let owned = r.to_owned_record();
                             assert!(
                                 out.records
                                     .insert((tp.partition, r.offset), owned)

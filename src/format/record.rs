@@ -44,3 +44,42 @@ pub struct OwnedRecord {
     /// Header keys as Kafka carried them (bytes; almost always UTF-8).
     pub headers: Vec<(Vec<u8>, Option<Vec<u8>>)>,
 }
+
+impl Record<'_> {
+    /// An owned copy.
+    pub fn to_owned_record(&self) -> OwnedRecord {
+        OwnedRecord {
+            offset: self.offset,
+            timestamp: self.timestamp,
+            timestamp_type: self.timestamp_type,
+            key: self.key.map(<[u8]>::to_vec),
+            value: self.value.map(<[u8]>::to_vec),
+            headers: self
+                .headers
+                .iter()
+                .map(|h| (h.key.to_vec(), h.value.map(<[u8]>::to_vec)))
+                .collect(),
+        }
+    }
+}
+
+impl OwnedRecord {
+    /// A borrowed view, for what writes records (the Avro writer, a batch).
+    pub fn as_record(&self) -> Record<'_> {
+        Record {
+            offset: self.offset,
+            timestamp: self.timestamp,
+            timestamp_type: self.timestamp_type,
+            key: self.key.as_deref(),
+            value: self.value.as_deref(),
+            headers: self
+                .headers
+                .iter()
+                .map(|(k, v)| Header {
+                    key: k,
+                    value: v.as_deref(),
+                })
+                .collect(),
+        }
+    }
+}

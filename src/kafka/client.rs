@@ -724,6 +724,26 @@ impl Client {
         }
     }
 
+    /// One partition's data from `position` (one fetch, retried like the
+    /// one-shot requests until `retry_timeout`).
+    pub fn fetch_one(
+        &mut self,
+        tp: &TopicPartition,
+        position: Position,
+    ) -> Result<PartitionData, KafkaError> {
+        let positions = [(tp.clone(), position)];
+        self.retrying(|c| {
+            let mut outcome = None;
+            c.fetch(&positions, |_, r| outcome = Some(r));
+            outcome.unwrap_or_else(|| {
+                Err(KafkaError::Broker {
+                    what: format!("fetch of {tp}"),
+                    code: ResponseError::NotLeaderOrFollower,
+                })
+            })
+        })
+    }
+
     fn hand_on(
         &mut self,
         addr: &str,

@@ -392,6 +392,8 @@ pub fn api_name(key: i16) -> &'static str {
         Ok(ApiKey::SyncGroup) => "SyncGroup",
         Ok(ApiKey::ApiVersions) => "ApiVersions",
         Ok(ApiKey::OffsetForLeaderEpoch) => "OffsetsForLeaderEpoch",
+        Ok(ApiKey::Produce) => "Produce",
+        Ok(ApiKey::InitProducerId) => "InitProducerId",
         _ => "request",
     }
 }

@@ -96,6 +96,14 @@ pub enum KafkaError {
     /// The broker answered with an error code.
     #[error("kafka {what} failed: {}", code_name(*.code))]
     Broker { what: String, code: ResponseError },
+    /// The broker refused records for good (too large, a timestamp out of
+    /// range, a fenced producer); `hint` says what to change, when known.
+    #[error("kafka refused {what}: {}{hint}", code_name(*.code))]
+    Refused {
+        what: String,
+        code: ResponseError,
+        hint: &'static str,
+    },
     /// A fetch position outside the partition's log; never retried silently.
     #[error("offset {offset} is out of range for {topic}/{partition}")]
     OffsetOutOfRange {
@@ -152,6 +160,7 @@ impl KafkaError {
             KafkaError::ResponseTooLarge { .. } => Action::Retry,
             KafkaError::Broker { code, .. } => classify(*code),
             KafkaError::OffsetOutOfRange { .. }
+            | KafkaError::Refused { .. }
             | KafkaError::UnknownTopic { .. }
             | KafkaError::CorruptBatch { .. }
             | KafkaError::Protocol { .. }

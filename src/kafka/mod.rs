@@ -1,7 +1,8 @@
 //! A small synchronous Kafka client over `std::net::TcpStream`, speaking the
 //! modern protocol through the `kafka-protocol` codec: ApiVersions,
-//! Metadata, ListOffsets, Fetch (record batches v2, all codecs),
-//! FindCoordinator, OffsetCommit/OffsetFetch, and consumer-group membership.
+//! Metadata, ListOffsets, Fetch (record batches v2, all codecs), Produce
+//! (idempotent), FindCoordinator, OffsetCommit/OffsetFetch, and
+//! consumer-group membership.
 //!
 //! - `connection`: one broker connection, framing, version negotiation.
 //! - `client`: bootstrap, metadata cache, leader routing, ListOffsets, Fetch.
@@ -11,6 +12,8 @@
 //!   protocol's subscription and assignment encodings.
 //! - `assignor`: the range and sticky assignors the group leader runs.
 //! - `records`: record-batch decoding and transaction filtering.
+//! - `batch`: record-batch encoding for Produce.
+//! - `produce`: the idempotent producer (InitProducerId, sequences, acks=all).
 //! - `error`: typed errors and the retry classification.
 //!
 //! A leaf: it takes its own options (`ClientConfig`) and the stop flag
@@ -18,16 +21,20 @@
 //! caches; it never decides what to archive or commit.
 
 pub mod assignor;
+mod batch;
 mod client;
 mod connection;
 mod epochs;
 mod error;
 mod group;
 mod membership;
+mod produce;
 pub mod records;
 
+pub use batch::BatchBuilder;
 pub use client::{Client, ClientConfig, EpochEnd, Layout, OffsetSpec, PartitionData, Position};
 pub use connection::ConnectionConfig;
 pub use error::KafkaError;
 pub use group::{Committed, Generation};
 pub use membership::{JoinConfig, Joined, Subscription, encode_subscription};
+pub use produce::{Producer, Sealed};

@@ -10,25 +10,7 @@ use super::layout::{fmt_count, fmt_offset, fmt_timestamp};
 use super::reader::BlockCursor;
 use super::writer::encode_record;
 use super::*;
-use crate::format::record::{Header, OwnedRecord, Record, TimestampType};
-
-fn borrow(r: &OwnedRecord) -> Record<'_> {
-    Record {
-        offset: r.offset,
-        timestamp: r.timestamp,
-        timestamp_type: r.timestamp_type,
-        key: r.key.as_deref(),
-        value: r.value.as_deref(),
-        headers: r
-            .headers
-            .iter()
-            .map(|(k, v)| Header {
-                key: k,
-                value: v.as_deref(),
-            })
-            .collect(),
-    }
-}
+use crate::format::record::{OwnedRecord, Record, TimestampType};
 
 /// The topic id and last leader epoch the test files record.
 const TOPIC_ID: uuid::Uuid = uuid::Uuid::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef);
@@ -76,7 +58,7 @@ fn write(spec: &FileSpec, records: &[OwnedRecord], next_offset: i64) -> (Vec<u8>
     let mut w = Writer::new(spec, &mut out).unwrap();
     let mut encoded = 0;
     for r in records {
-        encoded += w.append(&borrow(r), &mut bench, &mut out).unwrap() as u64;
+        encoded += w.append(&r.as_record(), &mut bench, &mut out).unwrap() as u64;
     }
     assert_eq!(w.records(), records.len() as u64);
     assert_eq!(w.encoded_bytes(), encoded);
@@ -562,7 +544,7 @@ fn files_sharing_a_workbench_are_the_files_written_alone() {
         for i in 0..40 {
             for (f, w) in writers.iter_mut().enumerate() {
                 if let Some(r) = records[f].get(i) {
-                    w.append(&borrow(r), &mut bench, &mut outs[f]).unwrap();
+                    w.append(&r.as_record(), &mut bench, &mut outs[f]).unwrap();
                 }
             }
         }
@@ -740,7 +722,7 @@ fn unfinished_file_is_reported() {
     let mut bytes = Vec::new();
     let mut w = Writer::new(&spec, &mut bytes).unwrap();
     for r in &some_records(3) {
-        w.append(&borrow(r), &mut bench, &mut bytes).unwrap();
+        w.append(&r.as_record(), &mut bench, &mut bytes).unwrap();
     }
     drop(w);
     let err = read_ours(&bytes).unwrap_err();
@@ -783,11 +765,11 @@ fn io_errors_poison_the_writer() {
     let mut w = Writer::new(&spec, &mut out).unwrap();
     let records = some_records(2);
     assert!(matches!(
-        w.append(&borrow(&records[0]), &mut bench, &mut out),
+        w.append(&records[0].as_record(), &mut bench, &mut out),
         Err(AvroError::Io(_))
     ));
     assert!(matches!(
-        w.append(&borrow(&records[1]), &mut bench, &mut out),
+        w.append(&records[1].as_record(), &mut bench, &mut out),
         Err(AvroError::Poisoned)
     ));
     assert!(matches!(
@@ -884,7 +866,7 @@ fn throughput() {
             headers: vec![("trace".into(), Some(b"abc123".to_vec()))],
         })
         .collect();
-    let borrowed: Vec<Record<'_>> = records.iter().map(borrow).collect();
+    let borrowed: Vec<Record<'_>> = records.iter().map(OwnedRecord::as_record).collect();
     for codec in [
         Codec::Null,
         Codec::Deflate { level: 6 },
