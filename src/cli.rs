@@ -17,6 +17,13 @@ USAGE:
     kafka-store status --config FILE
     kafka-store locate --config FILE --topic T --partition P (--offset O | --time RFC3339)
     kafka-store reindex --config FILE
+    kafka-store verify (--config FILE | --store URL) [--topic T] [--partition P]
+                       [--deep] [--against-kafka] [--json]
+    kafka-store restore --config FILE --topic T --to-topic T2 [--partition P]
+                        [--from-offset O | --from-time RFC3339]
+                        [--until-offset O | --until-time RFC3339]
+                        [--brokers LIST] [--rate BYTES_PER_S]
+                        [--compression CODEC] [--dry-run]
     kafka-store --help | --version
 
 COMMANDS:
@@ -31,6 +38,12 @@ COMMANDS:
     locate  the archive file holding an offset, or the first archived record
             at or after a time (uses the MySQL index when configured)
     reindex rebuild the MySQL index table from the store
+    verify  prove the archive: every chain tiles, every object is readable
+            and agrees with its metadata (and its MySQL row); --deep decodes
+            every record; --against-kafka compares with what Kafka holds
+    restore replay archived records into a topic, partition p to p, keeping
+            keys, values, headers and timestamps, exactly once whatever
+            crashes: run it again with the same arguments to resume
 
 OPTIONS:
     -c, --config FILE      the configuration file (see vendor-config/kafka-store.toml)
@@ -42,6 +55,20 @@ OPTIONS:
         --partition P      ls: only this partition; locate: the partition
         --offset O         locate: the file holding this offset
         --time T           locate: the first record at or after this RFC 3339 time
+        --deep             verify: decode every block and check every record
+        --against-kafka    verify: compare every record with what Kafka holds
+        --json             verify: one JSON object per line instead of text
+        --to-topic T2      restore: the topic to produce into (it must exist
+                           with at least as many partitions as T)
+        --from-offset O    restore: records at offsets >= O
+        --until-offset O   restore: records at offsets < O
+        --from-time T      restore: records with timestamps >= T (RFC 3339)
+        --until-time T     restore: records with timestamps < T (RFC 3339)
+        --brokers LIST     restore: the target cluster (host:port,...) instead
+                           of kafka.brokers
+        --rate N           restore: produce at most N record bytes per second
+        --compression C    restore: none, gzip, snappy, lz4 (default) or zstd
+        --dry-run          restore: say what would be produced, produce nothing
         --log-level LEVEL  error, warn, info (default), debug or trace
                            (also KAFKA_STORE_LOG)
     -h, --help             print this help
@@ -57,6 +84,10 @@ EXIT CODES:
        an object in its chain that is not ours) or ls found a hole or a
        history break
     4  locate found nothing archived there
+
+    verify exits 3 when any problem was found; restore exits 2 when the
+    target cannot take the records (missing, too few partitions, holding
+    records restore did not write)
 ";
 
 /// Where `ls` and `cat` find the store.
@@ -105,6 +136,39 @@ pub struct LocateArgs {
     pub target: Target,
 }
 
+/// `kafka-store verify`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifyArgs {
+    pub source: Source,
+    pub topic: Option<String>,
+    pub partition: Option<i32>,
+    pub deep: bool,
+    pub against_kafka: bool,
+    pub json: bool,
+}
+
+/// Where a restore starts or stops: an offset or a time (ms since the
+/// epoch). A start is inclusive, an end exclusive.
+pub type Bound = Target;
+
+/// `kafka-store restore`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RestoreArgs {
+    pub config: PathBuf,
+    pub topic: String,
+    pub to_topic: String,
+    pub partition: Option<i32>,
+    pub from: Option<Bound>,
+    pub until: Option<Bound>,
+    /// The target cluster, when not the config's brokers.
+    pub brokers: Option<Vec<String>>,
+    /// Record bytes per second.
+    pub rate: Option<u64>,
+    /// Kafka batch compression: none, gzip, snappy, lz4, zstd.
+    pub compression: Option<String>,
+    pub dry_run: bool,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
     Run(RunArgs),
@@ -115,6 +179,8 @@ pub enum Command {
     Locate(LocateArgs),
     /// `kafka-store reindex --config FILE`.
     Reindex(PathBuf),
+    Verify(VerifyArgs),
+    Restore(RestoreArgs),
     Help,
     Version,
 }
@@ -155,6 +221,12 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Args,
     let mut positional = Vec::new();
     let mut help = false;
     let mut version = false;
+    let (mut deep, mut against_kafka, mut json, mut dry_run) = (false, false, false, false);
+    let mut to_topic = None;
+    let (mut from, mut until) = (None, None);
+    let mut brokers = None;
+    let mut rate = None;
+    let mut compression = None;
     while let Some(arg) = parser.next()? {
         match arg {
             Short('h') | Long("help") => help = true,
@@ -170,22 +242,58 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Args,
                 })?);
             }
             Long("log-level") => log_level = Some(parser.value()?.string()?),
-            Long("offset") => {
+            Long("offset") => offset = Some(offset_arg("--offset", &parser.value()?.string()?)?),
+            Long("time") => time = Some(time_arg("--time", parser.value()?.string()?)?),
+            Long("deep") => deep = true,
+            Long("against-kafka") => against_kafka = true,
+            Long("json") => json = true,
+            Long("dry-run") => dry_run = true,
+            Long("to-topic") => to_topic = Some(parser.value()?.string()?),
+            Long(flag @ ("from-offset" | "until-offset" | "from-time" | "until-time")) => {
+                let flag = format!("--{flag}");
                 let v = parser.value()?.string()?;
-                offset = Some(
-                    v.parse::<i64>()
-                        .ok()
-                        .filter(|o| *o >= 0)
-                        .ok_or_else(|| usage(format!("--offset: {v:?} is not an offset")))?,
-                );
+                let bound = if flag.ends_with("offset") {
+                    Target::Offset(offset_arg(&flag, &v)?)
+                } else {
+                    Target::Time(time_arg(&flag, v)?)
+                };
+                let slot = if flag.starts_with("--from") {
+                    &mut from
+                } else {
+                    &mut until
+                };
+                if slot.replace(bound).is_some() {
+                    let which = if flag.starts_with("--from") {
+                        "--from-offset or --from-time"
+                    } else {
+                        "--until-offset or --until-time"
+                    };
+                    return Err(usage(format!("give one of {which}, once")));
+                }
             }
-            Long("time") => {
+            Long("brokers") => {
                 let v = parser.value()?.string()?;
-                time = Some(
-                    crate::format::timestamp::parse_rfc3339(&v)
-                        .map_err(|e| usage(format!("--time: {e}")))?,
-                );
+                let list: Vec<String> = v
+                    .split(',')
+                    .map(|b| b.trim().to_string())
+                    .filter(|b| !b.is_empty())
+                    .collect();
+                if list.is_empty() || list.iter().any(|b| !b.contains(':')) {
+                    return Err(usage(format!(
+                        "--brokers: {v:?} is not a list of host:port"
+                    )));
+                }
+                brokers = Some(list);
             }
+            Long("rate") => {
+                let v = parser.value()?.string()?;
+                rate = Some(v.parse::<u64>().ok().filter(|r| *r > 0).ok_or_else(|| {
+                    usage(format!(
+                        "--rate: {v:?} is not a positive number of bytes per second"
+                    ))
+                })?);
+            }
+            Long("compression") => compression = Some(parser.value()?.string()?),
             Value(v) if command.is_none() => command = Some(v.string()?),
             Value(v) => positional.push(v.string()?),
             other => return Err(other.unexpected().into()),
@@ -261,6 +369,57 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Args,
                 no_positional("reindex")?;
                 Command::Reindex(config_of("reindex", source)?)
             }
+            Some("verify") => {
+                no_positional("verify")?;
+                let source =
+                    source.ok_or_else(|| usage("verify needs --config FILE or --store URL"))?;
+                if against_kafka && !matches!(source, Source::Config(_)) {
+                    return Err(usage(
+                        "verify --against-kafka needs --config FILE (for the brokers)",
+                    ));
+                }
+                Command::Verify(VerifyArgs {
+                    source,
+                    topic,
+                    partition,
+                    deep,
+                    against_kafka,
+                    json,
+                })
+            }
+            Some("restore") => {
+                no_positional("restore")?;
+                let config = config_of("restore", source)?;
+                let topic =
+                    topic.ok_or_else(|| usage("restore needs --topic T (the archived topic)"))?;
+                let to_topic = to_topic.ok_or_else(|| {
+                    usage("restore needs --to-topic T2 (the topic to produce into)")
+                })?;
+                if let (Some(Target::Offset(a)), Some(Target::Offset(b))) = (from, until)
+                    && b <= a
+                {
+                    return Err(usage(format!(
+                        "--until-offset {b} is not after --from-offset {a}"
+                    )));
+                }
+                if let (Some(Target::Time(a)), Some(Target::Time(b))) = (from, until)
+                    && b <= a
+                {
+                    return Err(usage("--until-time is not after --from-time"));
+                }
+                Command::Restore(RestoreArgs {
+                    config,
+                    topic,
+                    to_topic,
+                    partition,
+                    from,
+                    until,
+                    brokers,
+                    rate,
+                    compression,
+                    dry_run,
+                })
+            }
             Some("cat") => {
                 if positional.len() != 1 {
                     return Err(usage("cat takes exactly one object or file"));
@@ -274,6 +433,19 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Args,
         }
     };
     Ok(Args { command, log_level })
+}
+
+/// An offset argument: a non-negative integer.
+fn offset_arg(flag: &str, v: &str) -> Result<i64, UsageError> {
+    v.parse::<i64>()
+        .ok()
+        .filter(|o| *o >= 0)
+        .ok_or_else(|| usage(format!("{flag}: {v:?} is not an offset")))
+}
+
+/// A time argument: RFC 3339, to milliseconds since the epoch.
+fn time_arg(flag: &str, v: String) -> Result<i64, UsageError> {
+    crate::format::timestamp::parse_rfc3339(&v).map_err(|e| usage(format!("{flag}: {e}")))
 }
 
 #[cfg(test)]
@@ -320,6 +492,53 @@ mod tests {
                 object: "x.avro".into()
             })
         );
+        assert_eq!(
+            p(&["verify", "--store", "file:///a", "--deep", "--json"])
+                .unwrap()
+                .command,
+            Command::Verify(VerifyArgs {
+                source: Source::Store("file:///a".into()),
+                topic: None,
+                partition: None,
+                deep: true,
+                against_kafka: false,
+                json: true,
+            })
+        );
+        assert_eq!(
+            p(&[
+                "restore",
+                "-c",
+                "c.toml",
+                "--topic",
+                "a",
+                "--to-topic",
+                "b",
+                "--from-offset",
+                "5",
+                "--until-time",
+                "2024-01-01T00:00:00Z",
+                "--brokers",
+                "h:1, k:2",
+                "--rate",
+                "1000",
+                "--dry-run"
+            ])
+            .unwrap()
+            .command,
+            Command::Restore(RestoreArgs {
+                config: "c.toml".into(),
+                topic: "a".into(),
+                to_topic: "b".into(),
+                partition: None,
+                from: Some(Target::Offset(5)),
+                until: Some(Target::Time(1_704_067_200_000)),
+                brokers: Some(vec!["h:1".into(), "k:2".into()]),
+                rate: Some(1000),
+                compression: None,
+                dry_run: true,
+            })
+        );
         assert_eq!(p(&["--version"]).unwrap().command, Command::Version);
         assert_eq!(p(&["run", "--help"]).unwrap().command, Command::Help);
     }
@@ -336,6 +555,44 @@ mod tests {
                 "--partition",
             ),
             (&[][..], "no command given"),
+            (
+                &["verify", "--store", "file:///a", "--against-kafka"][..],
+                "--against-kafka needs --config",
+            ),
+            (&["restore", "-c", "c", "--topic", "a"][..], "--to-topic"),
+            (
+                &[
+                    "restore",
+                    "-c",
+                    "c",
+                    "--from-offset",
+                    "1",
+                    "--from-time",
+                    "2024-01-01T00:00:00Z",
+                ][..],
+                "give one of --from-offset or --from-time, once",
+            ),
+            (
+                &[
+                    "restore",
+                    "-c",
+                    "c",
+                    "--topic",
+                    "a",
+                    "--to-topic",
+                    "b",
+                    "--from-offset",
+                    "9",
+                    "--until-offset",
+                    "9",
+                ][..],
+                "--until-offset 9 is not after --from-offset 9",
+            ),
+            (
+                &["restore", "-c", "c", "--brokers", "nohost"][..],
+                "--brokers",
+            ),
+            (&["restore", "-c", "c", "--rate", "0"][..], "--rate"),
         ] {
             let e = p(args).unwrap_err().to_string();
             assert!(e.contains(want), "{args:?}: {e}");

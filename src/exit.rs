@@ -18,7 +18,8 @@ pub enum Exit {
     /// A usage or configuration error; the error line names the option or key.
     Usage = 2,
     /// A data problem: a partition stopped (records deleted before they
-    /// were archived, a corrupt batch), or `ls` found a gap.
+    /// were archived, a corrupt batch), `ls` found a gap, or `verify` found
+    /// a problem.
     Data = 3,
     /// `locate` found nothing archived there.
     NotFound = 4,

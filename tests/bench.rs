@@ -13,7 +13,10 @@
 //! on as many threads as the archiver has encoders: the ceiling (for deflate
 //! both libdeflate, which the archiver uses, and zlib-rs). Knobs:
 //! `KAFKA_STORE_BENCH_CODEC` (deflate), `..._LEVEL`, `..._PRODUCER_CODEC`
-//! (lz4); `KAFKA_STORE_BENCH_GCS=0` skips the second part, which archives
+//! (lz4). Then it restores the archive into a new topic (`kafka-store
+//! restore`) and proves it (`verify --deep`), each with MB/s, records/s and
+//! peak RSS (`KAFKA_STORE_BENCH_RESTORE=0` skips both).
+//! `KAFKA_STORE_BENCH_GCS=0` skips the last part, which archives
 //! the same topic into the GCS emulator twice (16 MiB and 128 MiB files) and
 //! prints MB/s and peak RSS.
 //!
@@ -231,6 +234,30 @@ fn archive_throughput_and_memory() {
         println!("    the archive runs at {:.2}x it", mbs / ceiling_mbs);
     }
 
+    // The archive back into Kafka, and proven against itself.
+    if std::env::var("KAFKA_STORE_BENCH_RESTORE").as_deref() != Ok("0") {
+        let target = support::unique("bench-restored");
+        support::create_topic(&target, partitions, &[]);
+        let args = ["restore", "--topic", &topic, "--to-topic", &target];
+        let m = measure_command(&setup, &args);
+        println!(
+            "  restore          {:.1} s  {:.1} MB/s  {:.0} records/s  peak RSS {:.1} MiB (lz4 batches, acks=all)",
+            m.secs,
+            bytes / 1e6 / m.secs,
+            n as f64 / m.secs,
+            m.peak_kib as f64 / 1024.0
+        );
+        support::delete_topic(&target);
+        let m = measure_command(&setup, &["verify", "--topic", &topic, "--deep"]);
+        println!(
+            "  verify --deep    {:.1} s  {:.1} MB/s  {:.0} records/s  peak RSS {:.1} MiB",
+            m.secs,
+            bytes / 1e6 / m.secs,
+            n as f64 / m.secs,
+            m.peak_kib as f64 / 1024.0
+        );
+    }
+
     // The same topic into the GCS emulator (a Python server on the same
     // cores, so far slower than GCS): memory must not grow with file size,
     // since uploads stream from the spool file chunk by chunk.
@@ -283,7 +310,24 @@ fn poll(pid: u32) -> (u64, usize) {
 
 /// Runs `kafka-store run --until-caught-up`.
 fn measure(setup: &Setup) -> Measured {
-    let mut child = setup.spawn(&["--until-caught-up"]);
+    measure_child(setup.spawn(&["--until-caught-up"]))
+}
+
+/// Runs another command of the binary, e.g. `restore`, against `setup`.
+fn measure_command(setup: &Setup, args: &[&str]) -> Measured {
+    let mut all = vec![args[0], "--config", setup.config.to_str().unwrap()];
+    all.extend_from_slice(&args[1..]);
+    let child = setup
+        .command(&all)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    measure_child(child)
+}
+
+/// Polls a running binary's memory and descriptors until it exits.
+fn measure_child(mut child: std::process::Child) -> Measured {
     let stderr = support::drain(child.stderr.take());
     let pid = child.id();
     let started = Instant::now();

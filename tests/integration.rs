@@ -14,5 +14,7 @@ mod index;
 mod kafka_client;
 mod layout;
 mod partitions;
+mod restore;
 mod resume;
 mod stop;
+mod verify;

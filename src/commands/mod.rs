@@ -6,9 +6,12 @@ mod cat;
 mod locate;
 mod ls;
 mod reindex;
+mod restore;
 mod run;
+mod signals;
 mod source;
 mod status;
+mod verify;
 
 use crate::cli::{Command, HELP};
 use crate::exit::Exit;
@@ -30,5 +33,7 @@ pub fn dispatch(command: &Command) -> anyhow::Result<Exit> {
         Command::Status(config) => status::run(config),
         Command::Locate(args) => locate::run(args),
         Command::Reindex(config) => reindex::run(config),
+        Command::Verify(args) => verify::run(args),
+        Command::Restore(args) => restore::run(args),
     }
 }

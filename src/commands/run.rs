@@ -3,9 +3,7 @@
 //! archived: stopped by a data problem (exit 3), or never started by a
 //! one-shot run (exit 1).
 
-use anyhow::Context as _;
-
-use crate::cancel::Cancel;
+use super::signals::stop_on_signals;
 use crate::cli::RunArgs;
 use crate::config::Config;
 use crate::exit::Exit;
@@ -15,14 +13,7 @@ use crate::pipeline::{self, RunOptions};
 pub fn run(args: &RunArgs) -> anyhow::Result<Exit> {
     let config = Config::load(&args.config)?;
     raise_open_files_limit();
-    let cancel = Cancel::default();
-    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        // The first signal drains; a second one ends the process at once.
-        signal_hook::flag::register_conditional_shutdown(signal, 1, cancel.drain_flag())
-            .context("cannot install signal handlers")?;
-        signal_hook::flag::register(signal, cancel.drain_flag())
-            .context("cannot install signal handlers")?;
-    }
+    let cancel = stop_on_signals()?;
     let options = RunOptions {
         until_caught_up: args.until_caught_up,
     };

@@ -215,6 +215,48 @@ pub fn history_break(files: &[(i64, Option<Uuid>)]) -> Option<(i64, Uuid, Uuid)>
     None
 }
 
+/// Every hole and overlap of a partition's files given as (first, next),
+/// sorted by first: a file that starts after every file before it ended
+/// leaves a gap, one that starts before one of them ended overlaps it
+/// (`prev_next` is then the furthest end of the files before it).
+pub fn tiling_problems(files: &[(i64, i64)]) -> Vec<TilingProblem> {
+    let mut problems = Vec::new();
+    let mut end: Option<i64> = None;
+    for &(first, next) in files {
+        if let Some(prev_next) = end {
+            match first.cmp(&prev_next) {
+                std::cmp::Ordering::Equal => {}
+                std::cmp::Ordering::Greater => problems.push(TilingProblem::Gap {
+                    from: prev_next,
+                    to: first,
+                }),
+                std::cmp::Ordering::Less => {
+                    problems.push(TilingProblem::Overlap { first, prev_next })
+                }
+            }
+        }
+        end = Some(end.map_or(next, |e| e.max(next)));
+    }
+    problems
+}
+
+/// Every change of history along a partition's chain, as
+/// [`history_break`] finds the first: (first offset of the object, the id
+/// before it, its id).
+pub fn history_breaks(files: &[(i64, Option<Uuid>)]) -> Vec<(i64, Uuid, Uuid)> {
+    let mut breaks = Vec::new();
+    let mut seen: Option<Uuid> = None;
+    for (first, id) in files {
+        if let Some(now) = id {
+            if let Some(before) = seen.filter(|b| b != now) {
+                breaks.push((*first, before, *now));
+            }
+            seen = Some(*now);
+        }
+    }
+    breaks
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -298,5 +340,68 @@ mod tests {
             })
         );
         assert_eq!(check_tiling(&[]), None);
+    }
+
+    #[test]
+    fn tiling_problems_lists_every_gap_and_overlap() {
+        use TilingProblem::{Gap, Overlap};
+        type Case = (Vec<(i64, i64)>, Vec<TilingProblem>);
+        let table: Vec<Case> = vec![
+            (vec![], vec![]),
+            (vec![(0, 5)], vec![]),
+            (vec![(0, 5), (5, 9), (9, 12)], vec![]),
+            (
+                vec![(0, 5), (7, 9), (9, 10), (12, 20)],
+                vec![Gap { from: 5, to: 7 }, Gap { from: 10, to: 12 }],
+            ),
+            (
+                vec![(0, 5), (4, 9), (9, 12), (11, 13)],
+                vec![
+                    Overlap {
+                        first: 4,
+                        prev_next: 5,
+                    },
+                    Overlap {
+                        first: 11,
+                        prev_next: 12,
+                    },
+                ],
+            ),
+            // A file inside an earlier one, then a gap after the furthest end.
+            (
+                vec![(0, 10), (2, 4), (12, 13)],
+                vec![
+                    Overlap {
+                        first: 2,
+                        prev_next: 10,
+                    },
+                    Gap { from: 10, to: 12 },
+                ],
+            ),
+        ];
+        for (files, want) in table {
+            assert_eq!(tiling_problems(&files), want, "{files:?}");
+            assert_eq!(check_tiling(&files).is_none(), want.is_empty(), "{files:?}");
+        }
+    }
+
+    #[test]
+    fn history_breaks_lists_every_change_of_topic_id() {
+        let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        type Case = (Vec<(i64, Option<Uuid>)>, Vec<(i64, Uuid, Uuid)>);
+        let table: Vec<Case> = vec![
+            (vec![], vec![]),
+            (vec![(0, Some(a)), (5, Some(a))], vec![]),
+            (vec![(0, None), (5, Some(a)), (9, None)], vec![]),
+            (vec![(0, Some(a)), (5, None), (9, Some(b))], vec![(9, a, b)]),
+            (
+                vec![(0, Some(a)), (5, Some(b)), (9, Some(b)), (12, Some(a))],
+                vec![(5, a, b), (12, b, a)],
+            ),
+        ];
+        for (files, want) in table {
+            assert_eq!(history_breaks(&files), want, "{files:?}");
+            assert_eq!(history_break(&files), want.first().copied(), "{files:?}");
+        }
     }
 }

@@ -32,6 +32,10 @@ Commands:
           b'A' abort transaction   b'F' flush
         At EOF: flush, then print "<partition> <offset>" per R frame, in input
         order (records of aborted transactions keep their offsets).
+    consume --topic T
+        Every committed record up to the end seen at start, as JSON lines
+        (partition, offset, timestamp, timestamp_type, key, value, headers;
+        bytes in base64).
 
 Errors go to stderr with exit code 1.
 """
@@ -201,6 +205,71 @@ def cmd_delete_records(args):
             fut.result(timeout=args.timeout)
     except KafkaException as e:
         raise ToolError(f"delete records of {args.topic}/{args.partition} before {args.offset}: {e}") from None
+
+
+def cmd_consume(args):
+    """Prints every committed record of a topic, from the log start to the
+    last stable offset seen at start, as JSON lines: partition, offset,
+    timestamp, timestamp_type ("create" or "log_append"), key, value and
+    headers ([key, value] pairs), bytes in base64 and null kept null."""
+    import base64
+    import json
+
+    def b64(b):
+        return None if b is None else base64.b64encode(b).decode()
+
+    consumer = Consumer(
+        {
+            **_common_config(args),
+            "group.id": "kafka-tool-consume",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+        }
+    )
+    try:
+        md = _list_topics(consumer, args.topic, args.timeout)
+        t = md.topics.get(args.topic)
+        if t is None or t.error is not None:
+            raise ToolError(f"topic {args.topic}: {t.error if t is not None else 'not found'}")
+        ends, assign = {}, []
+        for p in sorted(t.partitions):
+            low, high = consumer.get_watermark_offsets(TopicPartition(args.topic, p), timeout=args.timeout, cached=False)
+            if high > low:
+                ends[p] = high
+                assign.append(TopicPartition(args.topic, p, low))
+        if assign:
+            consumer.assign(assign)
+        out = sys.stdout
+        deadline = time.monotonic() + args.timeout
+        while ends:
+            if time.monotonic() > deadline:
+                raise ToolError(f"consume {args.topic}: partitions {sorted(ends)} not read to their end in {args.timeout} s")
+            for m in consumer.consume(num_messages=10000, timeout=0.5):
+                if m.error() is not None:
+                    if m.error().code() == KafkaError._PARTITION_EOF:
+                        continue
+                    raise ToolError(f"consume {args.topic}: {m.error()}")
+                p, off = m.partition(), m.offset()
+                kind, ts = m.timestamp()
+                out.write(json.dumps({
+                    "partition": p,
+                    "offset": off,
+                    "timestamp": ts,
+                    "timestamp_type": "log_append" if kind == 2 else "create",
+                    "key": b64(m.key()),
+                    "value": b64(m.value()),
+                    "headers": [[k, b64(v)] for k, v in (m.headers() or [])],
+                }) + "\n")
+                deadline = time.monotonic() + args.timeout
+                if p in ends and off + 1 >= ends[p]:
+                    del ends[p]
+            for p in list(ends):
+                pos = consumer.position([TopicPartition(args.topic, p)])[0].offset
+                if pos >= ends[p]:
+                    del ends[p]
+        out.flush()
+    finally:
+        consumer.close()
 
 
 # --------------------------------------------------------------------------- produce
@@ -441,6 +510,10 @@ def main(argv=None):
     p.add_argument("--partition", type=int, required=True)
     p.add_argument("--offset", type=int, required=True)
     p.set_defaults(func=cmd_delete_records)
+
+    p = sub.add_parser("consume", help="print every committed record as JSON lines")
+    p.add_argument("--topic", required=True)
+    p.set_defaults(func=cmd_consume)
 
     p = sub.add_parser("produce", help="produce records framed on stdin")
     p.add_argument("--topic", required=True)

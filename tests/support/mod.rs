@@ -400,6 +400,51 @@ pub fn produce_at(
     offsets.into_iter().zip(records.iter().cloned()).collect()
 }
 
+/// A record as an independent consumer (confluent-kafka) reads it back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Consumed {
+    pub offset: i64,
+    pub timestamp: i64,
+    pub log_append: bool,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+}
+
+/// Every committed record of `topic`, per partition in offset order, read
+/// with the Python client (not ours).
+pub fn consume(topic: &str) -> BTreeMap<i32, Vec<Consumed>> {
+    use base64::Engine as _;
+    let b64 = |v: &serde_json::Value| {
+        v.as_str()
+            .map(|s| base64::engine::general_purpose::STANDARD.decode(s).unwrap())
+    };
+    let mut out: BTreeMap<i32, Vec<Consumed>> = BTreeMap::new();
+    for line in kafka_tool(&["consume", "--topic", topic], None).lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let headers = v["headers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| (h[0].as_str().unwrap().as_bytes().to_vec(), b64(&h[1])))
+            .collect();
+        out.entry(v["partition"].as_i64().unwrap() as i32)
+            .or_default()
+            .push(Consumed {
+                offset: v["offset"].as_i64().unwrap(),
+                timestamp: v["timestamp"].as_i64().unwrap(),
+                log_append: v["timestamp_type"] == "log_append",
+                key: b64(&v["key"]),
+                value: b64(&v["value"]),
+                headers,
+            });
+    }
+    for records in out.values_mut() {
+        records.sort_by_key(|r| r.offset);
+    }
+    out
+}
+
 /// A small deterministic PRNG (xorshift64*), so runs are reproducible.
 pub struct Rng(u64);
 
