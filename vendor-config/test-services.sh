@@ -178,7 +178,9 @@ stop_service() {
 # ------------------------------------------------------------------ install
 
 install_debs() {
-	local -a want=(mariadb-server musl-tools curl) missing=()
+	# systemd: systemd-analyze verify of the unit; procps: ps in the init-script
+	# test; socat and openssl: the TLS-terminating proxy in front of the emulator.
+	local -a want=(mariadb-server musl-tools curl systemd procps socat openssl) missing=()
 	local p
 	command -v "$JAVA" >/dev/null 2>&1 || want+=(openjdk-17-jre-headless)
 	command -v mvn >/dev/null 2>&1 || want+=(maven)
