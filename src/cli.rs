@@ -15,6 +15,7 @@ USAGE:
     kafka-store cat (--config FILE | --store URL) OBJECT
     kafka-store cat FILE.avro
     kafka-store status --config FILE
+    kafka-store check --config FILE
     kafka-store locate --config FILE --topic T --partition P (--offset O | --time RFC3339)
     kafka-store reindex --config FILE
     kafka-store verify (--config FILE | --store URL) [--topic T] [--partition P]
@@ -35,6 +36,9 @@ COMMANDS:
             a string when they are UTF-8, else as {\"base64\": \"...\"}
     status  per partition: where the archive ends, the log's extent, the lag
             and the group's committed offset
+    check   the preflight before enabling the service: config, brokers,
+            topics, group coordinator, store, MySQL table, spool; one line
+            per check with what to fix (exit 0, 2 for config, 1 otherwise)
     locate  the archive file holding an offset, or the first archived record
             at or after a time (uses the MySQL index when configured)
     reindex rebuild the MySQL index table from the store
@@ -176,6 +180,8 @@ pub enum Command {
     Cat(CatArgs),
     /// `kafka-store status --config FILE`.
     Status(PathBuf),
+    /// `kafka-store check --config FILE`.
+    Check(PathBuf),
     Locate(LocateArgs),
     /// `kafka-store reindex --config FILE`.
     Reindex(PathBuf),
@@ -347,6 +353,10 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Args,
             Some("status") => {
                 no_positional("status")?;
                 Command::Status(config_of("status", source)?)
+            }
+            Some("check") => {
+                no_positional("check")?;
+                Command::Check(config_of("check", source)?)
             }
             Some("locate") => {
                 no_positional("locate")?;
@@ -539,6 +549,10 @@ mod tests {
                 dry_run: true,
             })
         );
+        assert_eq!(
+            p(&["check", "-c", "c.toml"]).unwrap().command,
+            Command::Check("c.toml".into())
+        );
         assert_eq!(p(&["--version"]).unwrap().command, Command::Version);
         assert_eq!(p(&["run", "--help"]).unwrap().command, Command::Help);
     }
@@ -555,6 +569,10 @@ mod tests {
                 "--partition",
             ),
             (&[][..], "no command given"),
+            (
+                &["check", "--store", "file:///a"][..],
+                "check needs --config FILE",
+            ),
             (
                 &["verify", "--store", "file:///a", "--against-kafka"][..],
                 "--against-kafka needs --config",

@@ -3,6 +3,7 @@
 //! says how the process ends. `dispatch` picks the command.
 
 mod cat;
+mod check;
 mod locate;
 mod ls;
 mod reindex;
@@ -31,6 +32,7 @@ pub fn dispatch(command: &Command) -> anyhow::Result<Exit> {
         Command::Ls(args) => ls::run(args),
         Command::Cat(args) => cat::run(args),
         Command::Status(config) => status::run(config),
+        Command::Check(config) => check::run(config),
         Command::Locate(args) => locate::run(args),
         Command::Reindex(config) => reindex::run(config),
         Command::Verify(args) => verify::run(args),

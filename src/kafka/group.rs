@@ -52,6 +52,12 @@ fn str_bytes(s: &str) -> StrBytes {
 }
 
 impl Client {
+    /// The address of `group`'s coordinator, looked up (and retried) now.
+    pub fn group_coordinator(&mut self, group: &str) -> Result<String, KafkaError> {
+        self.coordinators.remove(group);
+        self.retrying(|c| c.coordinator(group))
+    }
+
     /// The group coordinator's address (cached until it fails).
     fn coordinator(&mut self, group: &str) -> Result<String, KafkaError> {
         if let Some(addr) = self.coordinators.get(group) {
