@@ -6,11 +6,13 @@ mod support;
 
 mod archive;
 mod bad_input;
+mod check;
 mod edge_data;
 mod gcs;
 mod group;
 mod history;
 mod index;
+mod init_scripts;
 mod kafka_client;
 mod layout;
 mod partitions;

@@ -117,6 +117,14 @@ pub fn transport(e: &ureq::Error) -> Transport {
     use ureq::Error as E;
     match e {
         E::Timeout(_) => Transport::Timeout,
+        // rustls reports a certificate it does not trust as invalid data on
+        // the stream: a configuration problem, not a broken connection.
+        E::Io(io)
+            if io.kind() == std::io::ErrorKind::InvalidData
+                && io.to_string().contains("certificate") =>
+        {
+            Transport::Tls
+        }
         E::Io(_) | E::ConnectionFailed | E::BodyStalled => Transport::Connection,
         E::HostNotFound => Transport::Dns,
         E::Tls(_) | E::Rustls(_) | E::Pem(_) => Transport::Tls,
@@ -234,6 +242,34 @@ mod tests {
         ];
         for (f, want) in table {
             assert_eq!(retriable(f), want, "{f:?}");
+        }
+    }
+
+    #[test]
+    fn transport_errors_are_told_apart() {
+        use std::io::{Error, ErrorKind};
+        let io = |kind, msg: &str| ureq::Error::Io(Error::new(kind, msg.to_string()));
+        let table = [
+            (
+                io(
+                    ErrorKind::InvalidData,
+                    "invalid peer certificate: UnknownIssuer",
+                ),
+                Transport::Tls,
+            ),
+            (
+                io(ErrorKind::InvalidData, "received corrupt message"),
+                Transport::Connection,
+            ),
+            (
+                io(ErrorKind::ConnectionReset, "reset"),
+                Transport::Connection,
+            ),
+            (ureq::Error::HostNotFound, Transport::Dns),
+            (ureq::Error::ConnectionFailed, Transport::Connection),
+        ];
+        for (e, want) in table {
+            assert_eq!(transport(&e), want, "{e}");
         }
     }
 

@@ -316,8 +316,15 @@ impl GcsStore {
     }
 
     fn transport_error(&self, e: ureq::Error) -> SendError {
-        let failure = Failure::Transport(web::transport(&e));
-        let why = format!("{}: {e}", self.endpoint);
+        let transport = web::transport(&e);
+        let failure = Failure::Transport(transport);
+        let why = match transport {
+            Transport::Tls => format!(
+                "{}: {e} (check gcs.ca_bundle: it must hold the CA that signed the server's certificate)",
+                self.endpoint
+            ),
+            _ => format!("{}: {e}", self.endpoint),
+        };
         if web::retriable(failure) {
             SendError::Transient(failure, why)
         } else {

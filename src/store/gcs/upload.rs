@@ -247,12 +247,10 @@ impl Put<'_> {
         let reply = self.store.call(&|| what.clone(), &req)?;
         match reply.status {
             200 | 201 => {
-                let uri = reply
-                    .header("location")
-                    .ok_or_else(|| {
-                        refused(self.what(), "upload session answer without a Location")
-                    })?
-                    .to_string();
+                let location = reply.header("location").ok_or_else(|| {
+                    refused(self.what(), "upload session answer without a Location")
+                })?;
+                let uri = on_endpoint(&self.store.endpoint, location);
                 let session = Session {
                     bucket: self.store.bucket.clone(),
                     name: self.name.clone(),
@@ -456,9 +454,48 @@ impl Put<'_> {
     }
 }
 
+/// The session URI `location` on the configured endpoint's scheme and
+/// host: the session's requests go where the configuration says (GCS
+/// answers with its own host, so this changes nothing there; a TLS proxy or
+/// a private endpoint in front of the API would otherwise be bypassed).
+fn on_endpoint(endpoint: &str, location: &str) -> String {
+    let origin = |url: &str| -> Option<usize> {
+        let rest = url.find("://")? + 3;
+        Some(url[rest..].find('/').map_or(url.len(), |i| rest + i))
+    };
+    match (origin(endpoint), origin(location)) {
+        (Some(e), Some(l)) => format!("{}{}", &endpoint[..e], &location[l..]),
+        _ => location.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn upload_sessions_stay_on_the_configured_endpoint() {
+        for (endpoint, location, want) in [
+            (
+                "https://storage.googleapis.com",
+                "https://storage.googleapis.com/upload/storage/v1/b/b/o?upload_id=x",
+                "https://storage.googleapis.com/upload/storage/v1/b/b/o?upload_id=x",
+            ),
+            (
+                "https://127.0.0.1:9443",
+                "http://127.0.0.1:9443/upload/storage/v1/b/b/o?upload_id=x",
+                "https://127.0.0.1:9443/upload/storage/v1/b/b/o?upload_id=x",
+            ),
+            (
+                "https://proxy.example:8443/gcs",
+                "http://internal:9023/gcs/upload/x",
+                "https://proxy.example:8443/gcs/upload/x",
+            ),
+            ("https://h", "/upload/relative", "/upload/relative"),
+        ] {
+            assert_eq!(on_endpoint(endpoint, location), want, "{location}");
+        }
+    }
 
     #[test]
     fn the_resume_point_never_skips_a_byte() {
