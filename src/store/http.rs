@@ -1,12 +1,15 @@
 //! What the HTTP stores share: the blocking `ureq` agent built from their
 //! options (proxy, trust roots, timeouts), the retry policy (one pure
 //! function: 408, 429, 5xx and transport failures retry, TLS failures and
-//! other statuses are final), jittered back-off, and percent-encoding.
+//! other statuses are final), jittered back-off, percent-encoding, and the
+//! count of retries by reason (`RETRIES`, process-wide, read for
+//! `/metrics`).
 //!
 //! No store logic and no I/O besides building the agent and reading the
 //! clock for the back-off seed.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::object::StoreError;
@@ -57,6 +60,69 @@ pub fn retriable(f: Failure) -> bool {
         Failure::Status(s) => s == 408 || s == 429 || (500..=599).contains(&s),
         Failure::Transport(Transport::Tls) => false,
         Failure::Transport(_) => true,
+    }
+}
+
+/// The reasons a retry is counted under, as `reason` names them.
+pub const REASONS: [&str; 13] = [
+    "408",
+    "429",
+    "500",
+    "502",
+    "503",
+    "504",
+    "5xx",
+    "status",
+    "timeout",
+    "connection",
+    "dns",
+    "tls",
+    "other",
+];
+
+/// The reason label of a failure: the status for the common ones, `5xx`
+/// for other server errors, the transport failure's kind otherwise.
+pub fn reason(f: Failure) -> &'static str {
+    match f {
+        Failure::Status(408) => "408",
+        Failure::Status(429) => "429",
+        Failure::Status(500) => "500",
+        Failure::Status(502) => "502",
+        Failure::Status(503) => "503",
+        Failure::Status(504) => "504",
+        Failure::Status(500..=599) => "5xx",
+        Failure::Status(_) => "status",
+        Failure::Transport(Transport::Timeout) => "timeout",
+        Failure::Transport(Transport::Connection) => "connection",
+        Failure::Transport(Transport::Dns) => "dns",
+        Failure::Transport(Transport::Tls) => "tls",
+        Failure::Transport(Transport::Other) => "other",
+    }
+}
+
+/// Requests of HTTP stores retried, by reason. Process-wide, like the
+/// logger: the stores are opened by every command with their own options,
+/// and counting is all this does (nothing reads it back to decide).
+pub struct Retries([AtomicU64; REASONS.len()]);
+
+pub static RETRIES: Retries = Retries([const { AtomicU64::new(0) }; REASONS.len()]);
+
+impl Retries {
+    /// One more retry after `f`.
+    pub fn count(&self, f: Failure) {
+        let r = reason(f);
+        if let Some(i) = REASONS.iter().position(|x| *x == r) {
+            self.0[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Every reason with its count.
+    pub fn read(&self) -> Vec<(&'static str, u64)> {
+        REASONS
+            .iter()
+            .zip(&self.0)
+            .map(|(r, n)| (*r, n.load(Ordering::Relaxed)))
+            .collect()
     }
 }
 
@@ -235,6 +301,35 @@ mod tests {
         for (f, want) in table {
             assert_eq!(retriable(f), want, "{f:?}");
         }
+    }
+
+    #[test]
+    fn retries_are_counted_by_reason() {
+        let table = [
+            (Failure::Status(503), "503"),
+            (Failure::Status(429), "429"),
+            (Failure::Status(408), "408"),
+            (Failure::Status(500), "500"),
+            (Failure::Status(507), "5xx"),
+            (Failure::Status(404), "status"),
+            (Failure::Transport(Transport::Timeout), "timeout"),
+            (Failure::Transport(Transport::Connection), "connection"),
+            (Failure::Transport(Transport::Dns), "dns"),
+            (Failure::Transport(Transport::Tls), "tls"),
+            (Failure::Transport(Transport::Other), "other"),
+        ];
+        for (f, want) in table {
+            assert_eq!(reason(f), want, "{f:?}");
+            assert!(REASONS.contains(&want));
+        }
+        let retries = Retries([const { AtomicU64::new(0) }; REASONS.len()]);
+        retries.count(Failure::Status(503));
+        retries.count(Failure::Status(503));
+        retries.count(Failure::Transport(Transport::Timeout));
+        let read = retries.read();
+        assert_eq!(read.len(), REASONS.len());
+        assert!(read.contains(&("503", 2)) && read.contains(&("timeout", 1)));
+        assert!(read.contains(&("429", 0)));
     }
 
     #[test]

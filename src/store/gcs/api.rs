@@ -385,6 +385,7 @@ impl GcsStore {
             ));
         }
         log::debug!("{}: {failure:?} {why}; retrying in {delay:?}", what());
+        web::RETRIES.count(failure);
         if !self.cancel.sleep(delay) {
             return Err(StoreError::Interrupted { what: what() });
         }
