@@ -13,6 +13,7 @@ mod history;
 mod index;
 mod kafka_client;
 mod layout;
+mod metrics;
 mod partitions;
 mod restore;
 mod resume;
