@@ -30,7 +30,7 @@ const IDLE_POLL: Duration = Duration::from_millis(50);
 
 /// Binding `metrics.listen` failed.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot listen on {addr} (check metrics.listen): {cause}")]
+#[error("cannot listen on {addr} (check metrics.listen)")]
 pub struct ListenError {
     pub addr: String,
     #[source]
