@@ -20,6 +20,7 @@ pub mod logging;
 
 mod config;
 mod index;
+mod metrics;
 mod pipeline;
 mod redact;
 mod store;

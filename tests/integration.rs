@@ -15,6 +15,7 @@ mod index;
 mod init_scripts;
 mod kafka_client;
 mod layout;
+mod metrics;
 mod partitions;
 mod restore;
 mod resume;

@@ -1,13 +1,19 @@
 //! `kafka-store run`: the service. Installs the signal handlers on the stop
-//! flag, runs the pipeline, and reports partitions that could not be
-//! archived: stopped by a data problem (exit 3), or never started by a
-//! one-shot run (exit 1).
+//! flag, starts the reporting threads (the progress line, and `/metrics`
+//! with `[metrics]`), runs the pipeline, and reports partitions that could
+//! not be archived: stopped by a data problem (exit 3), or never started
+//! by a one-shot run (exit 1).
+
+use std::sync::Arc;
+use std::thread;
 
 use super::signals::stop_on_signals;
+use crate::cancel::Cancel;
 use crate::cli::RunArgs;
 use crate::config::Config;
 use crate::exit::Exit;
-use crate::pipeline::{self, RunOptions};
+use crate::metrics::{MAX_PARTITION_LABELS, Metrics, Responder, log_progress};
+use crate::pipeline::{self, RunOptions, spool_bytes};
 
 /// Archives until SIGTERM/SIGINT (or until caught up).
 pub fn run(args: &RunArgs) -> anyhow::Result<Exit> {
@@ -17,7 +23,41 @@ pub fn run(args: &RunArgs) -> anyhow::Result<Exit> {
     let options = RunOptions {
         until_caught_up: args.until_caught_up,
     };
-    let outcome = pipeline::run(&config, options, cancel)?;
+    let labels = config
+        .metrics
+        .as_ref()
+        .map_or(MAX_PARTITION_LABELS, |m| m.max_partition_labels);
+    let metrics = Arc::new(Metrics::new(labels));
+    let responder = match &config.metrics {
+        Some(m) => {
+            let r = Responder::bind(&m.listen.to_string())?;
+            log::info!("serving metrics at http://{}/metrics", r.local_addr()?);
+            Some(r)
+        }
+        None => None,
+    };
+    // Set when the pipeline is over: the reporting threads end.
+    let reported = Cancel::default();
+    let outcome = thread::scope(|s| {
+        let (metrics, reported) = (&metrics, &reported);
+        let spool = &config.store.spool_dir;
+        let retries = &config.store.gcs.http.retries;
+        let spawned = thread::Builder::new()
+            .name("progress".into())
+            .spawn_scoped(s, move || log_progress(metrics, reported));
+        if let Err(e) = spawned {
+            log::warn!("no progress line: cannot start its thread: {e}");
+        }
+        if let Some(r) = responder {
+            let render = move || metrics.render(&retries.read(), spool_bytes(spool));
+            thread::Builder::new()
+                .name("metrics".into())
+                .spawn_scoped(s, move || r.run(render, reported))?;
+        }
+        let outcome = pipeline::run(&config, options, cancel, metrics.clone());
+        reported.abort();
+        outcome
+    })?;
     log::info!("stopped; peak memory {}", peak_rss());
     for halted in &outcome.halted {
         eprintln!("kafka-store: {} was not archived: {halted}", halted.tp);

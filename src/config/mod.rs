@@ -13,6 +13,7 @@ use serde::Deserialize;
 
 mod files;
 mod kafka;
+mod metrics;
 mod mysql;
 mod pipeline;
 mod store;
@@ -20,6 +21,7 @@ mod value;
 
 pub use files::FilesConfig;
 pub use kafka::{KafkaConfig, OnGap, Start};
+pub use metrics::MetricsConfig;
 pub use pipeline::PipelineConfig;
 pub use store::StoreConfig;
 pub use value::ConfigError;
@@ -35,6 +37,8 @@ pub struct Config {
     pub pipeline: PipelineConfig,
     /// The optional MySQL index.
     pub mysql: Option<MysqlOptions>,
+    /// The optional `/metrics` responder.
+    pub metrics: Option<MetricsConfig>,
 }
 
 /// The file as written.
@@ -49,6 +53,7 @@ struct RawConfig {
     pipeline: pipeline::RawPipeline,
     gcs: Option<store::RawGcs>,
     mysql: Option<mysql::RawMysql>,
+    metrics: Option<metrics::RawMetrics>,
 }
 
 impl Config {
@@ -73,6 +78,7 @@ impl Config {
             files: files::validate(raw.files)?,
             pipeline: pipeline::validate(raw.pipeline)?,
             mysql: raw.mysql.map(mysql::validate).transpose()?,
+            metrics: raw.metrics.map(metrics::validate).transpose()?,
         })
     }
 }
@@ -209,6 +215,29 @@ spool_dir = "/var/lib/kafka-store/spool"
         check_err(
             &MINIMAL.replace("\"events\"", "\"bad/topic\""),
             "kafka.topics",
+        );
+    }
+
+    #[test]
+    fn metrics_are_off_without_the_section_and_checked_with_it() {
+        assert_eq!(Config::parse(MINIMAL).unwrap().metrics, None);
+        let with = |section: &str| format!("{MINIMAL}\n[metrics]\n{section}\n");
+        let m = Config::parse(&with("listen = \"127.0.0.1:9100\""))
+            .unwrap()
+            .metrics
+            .unwrap();
+        assert_eq!(m.listen.to_string(), "127.0.0.1:9100");
+        assert_eq!(m.max_partition_labels, 1000);
+        let m = Config::parse(&with("listen = \"[::]:0\"\nmax_partition_labels = 2"))
+            .unwrap()
+            .metrics
+            .unwrap();
+        assert_eq!((m.listen.port(), m.max_partition_labels), (0, 2));
+        check_err(&with("listen = \"localhost:9100\""), "metrics.listen");
+        check_err(&with("max_partition_labels = 2"), "missing field `listen`");
+        check_err(
+            &with("listen = \"127.0.0.1:9100\"\nmax_labels = 2"),
+            "unknown field `max_labels`",
         );
     }
 

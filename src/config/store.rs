@@ -96,6 +96,7 @@ fn validate_gcs(g: RawGcs) -> Result<GcsOptions, ConfigError> {
             no_proxy: g.no_proxy,
             ca_bundle: g.ca_bundle,
             request_timeout: nonzero("gcs.request_timeout", request_timeout)?,
+            retries: Default::default(),
         },
         retry_timeout: nonzero("gcs.retry_timeout", retry_timeout)?,
     })

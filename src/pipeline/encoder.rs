@@ -67,6 +67,7 @@ impl Encoder<'_> {
                     if let Some(mut w) = writers.remove(&tp) {
                         w.abandon(&mut desk);
                     }
+                    self.registry.metrics.open_file(&tp, None);
                     continue;
                 }
                 ToEncoder::Assign {
@@ -76,7 +77,8 @@ impl Encoder<'_> {
                     position,
                 } => {
                     let w = PartitionWriter::new(tp.clone(), topic_id, epoch, position);
-                    writers.insert(tp, w);
+                    writers.insert(tp.clone(), w);
+                    self.registry.metrics.open_file(&tp, None);
                     continue;
                 }
                 ToEncoder::Chunk { tp, epoch, data } => {
@@ -133,6 +135,8 @@ impl Encoder<'_> {
                     closed.extend(w.flush(&mut desk)?);
                 }
             }
+            let opened = writers.get(&tp).and_then(PartitionWriter::opened);
+            self.registry.metrics.open_file(&tp, opened);
             for c in closed.drain(..) {
                 let i = worker_for(&c.key.tp(), uploaders.len());
                 // Not sent (stopping): dropped, and its spool file with it.

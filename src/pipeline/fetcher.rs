@@ -456,6 +456,7 @@ impl Fetcher<'_> {
             return true;
         }
         let end = data.last_stable_offset;
+        self.registry.metrics.log_end(tp, end);
         match complete_extent(&data.records, st.position) {
             Ok(extent) if extent.next > st.position => {
                 let (next, used) = (extent.next, extent.used);

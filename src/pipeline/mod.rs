@@ -46,6 +46,7 @@ mod stop;
 mod uploader;
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::Duration;
@@ -65,11 +66,13 @@ use crate::cancel::Cancel;
 use crate::config::{Config, KafkaConfig};
 use crate::format::names::TopicPartition;
 use crate::kafka::{Client, ClientConfig, KafkaError};
+use crate::metrics::Metrics;
 use crate::store::{self, Store};
 
 pub use self::group::subscribed;
 pub use self::halt::Halted;
 pub use self::rows::row_of;
+pub use self::spool::spool_bytes;
 
 /// Fetched chunks queued per encoder (each at most `partition_fetch_bytes`).
 const ENCODER_QUEUE: usize = 4;
@@ -114,8 +117,14 @@ pub fn kafka_context(e: KafkaError, brokers: &[String]) -> anyhow::Error {
 }
 
 /// Runs the archiver until stopped (or caught up, with `until_caught_up`).
-/// `cancel` is the stop flag; its drain flag is what signals set.
-pub fn run(config: &Config, options: RunOptions, cancel: Cancel) -> anyhow::Result<Outcome> {
+/// `cancel` is the stop flag; its drain flag is what signals set. The
+/// stages report to `metrics`.
+pub fn run(
+    config: &Config,
+    options: RunOptions,
+    cancel: Cancel,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<Outcome> {
     let stop = Stop::new(cancel);
     let Started {
         store,
@@ -149,7 +158,7 @@ pub fn run(config: &Config, options: RunOptions, cancel: Cancel) -> anyhow::Resu
     let (seek_tx, seek_rx) = unbounded::<Seek>();
     let (stored_tx, stored_rx) = bounded::<Stored>(COMMITTER_QUEUE);
     let (assign_tx, assign_rx) = unbounded::<Assignment>();
-    let registry = Registry::default();
+    let registry = Registry::new(metrics);
     let membership = GroupState::default();
     let drained = AtomicBool::new(false);
 

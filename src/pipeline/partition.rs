@@ -115,6 +115,11 @@ impl PartitionWriter {
         self.position
     }
 
+    /// When the file being built was opened (None: none is open).
+    pub fn opened(&self) -> Option<Instant> {
+        self.open.as_ref().map(|o| o.opened)
+    }
+
     /// Appends a record of a batch of leader epoch `leader_epoch`, closing
     /// files where the rotation rule says.
     pub fn record(

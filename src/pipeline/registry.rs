@@ -2,7 +2,8 @@
 //! partition's assignment epoch (work from an older epoch is dropped), how
 //! far the store covers it, and whether it stopped; the partitions that
 //! could not start; the current group generation; and which worker thread
-//! handles a partition.
+//! handles a partition. It hands the process's `Metrics` to the stages,
+//! and tells them when a partition starts, stops or leaves.
 //!
 //! Shared state behind locks and atomics, nothing else: it decides nothing.
 
@@ -15,6 +16,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use super::halt::{Halt, Halted};
 use crate::format::names::TopicPartition;
 use crate::kafka::Generation;
+use crate::metrics::Metrics;
 
 /// Per-partition state shared by the stages.
 #[derive(Debug)]
@@ -40,6 +42,8 @@ pub struct Registry {
     /// Epochs are unique across partitions and assignments, so work from a
     /// partition's earlier ownership can never pass for current.
     epochs: AtomicU64,
+    /// What the stages report for `/metrics` and the progress line.
+    pub metrics: Arc<Metrics>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -47,6 +51,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Registry {
+    /// An empty registry reporting to `metrics`.
+    pub fn new(metrics: Arc<Metrics>) -> Registry {
+        Registry {
+            metrics,
+            ..Registry::default()
+        }
+    }
+
     fn new_epoch(&self) -> u64 {
         self.epochs.fetch_add(1, Ordering::SeqCst) + 1
     }
@@ -62,6 +74,7 @@ impl Registry {
             .write()
             .expect("registry")
             .insert(tp.clone(), ctl.clone());
+        self.metrics.archived(tp, stored);
         ctl
     }
 
@@ -82,6 +95,7 @@ impl Registry {
     pub fn remove(&self, tp: &TopicPartition) {
         self.map.write().expect("registry").remove(tp);
         lock(&self.refused).remove(tp);
+        self.metrics.forget(tp);
     }
 
     /// Whether this process archives `tp` now.
@@ -109,6 +123,7 @@ impl Registry {
                 };
                 log::error!("stopped archiving {tp}: {line}");
                 *halted = Some(why);
+                self.metrics.halted(tp);
             }
         }
     }
@@ -121,6 +136,7 @@ impl Registry {
         };
         log::error!("cannot archive {tp}: {line}");
         lock(&self.refused).insert(tp.clone(), why);
+        self.metrics.halted(tp);
     }
 
     /// A one-shot run stops trying to start `tp`.

@@ -143,6 +143,23 @@ impl Drop for SpoolFile {
     }
 }
 
+/// Bytes on disk of the spool's files being built or waiting for the
+/// store, under `dir` (for `/metrics`; staged tails in memory are not
+/// counted). Unreadable entries count as empty.
+pub fn spool_bytes(dir: &Path) -> u64 {
+    let files = |d: &Path| -> Vec<fs::DirEntry> {
+        fs::read_dir(d).map_or(Vec::new(), |r| r.flatten().collect())
+    };
+    files(dir)
+        .iter()
+        .filter(|t| t.file_type().is_ok_and(|t| t.is_dir()))
+        .flat_map(|t| files(&t.path()))
+        .filter(|f| f.file_name().to_string_lossy().ends_with(SUFFIX))
+        .filter_map(|f| f.metadata().ok())
+        .map(|m| m.len())
+        .sum()
+}
+
 /// What a file's spool builds and its session note are named after.
 fn stem(key: &ObjectKey) -> String {
     format!("{:06}-{:020}", key.partition, key.first)
@@ -152,6 +169,29 @@ fn stem(key: &ObjectKey) -> String {
 mod tests {
     use super::*;
     use crate::format::names::TopicPartition;
+
+    #[test]
+    fn spool_bytes_are_the_sizes_of_the_files_being_built() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        assert_eq!(spool_bytes(dir.path()), 0);
+        let (a, mut fa) = spool
+            .create(&ObjectKey::new(&TopicPartition::new("t", 0), 0), 1)
+            .unwrap();
+        let (_b, mut fb) = spool
+            .create(&ObjectKey::new(&TopicPartition::new("u", 1), 5), 1)
+            .unwrap();
+        io::Write::write_all(&mut fa, &[0; 100]).unwrap();
+        io::Write::write_all(&mut fb, &[0; 23]).unwrap();
+        fs::write(
+            spool.session_note(&ObjectKey::new(&TopicPartition::new("t", 0), 0)),
+            b"x",
+        )
+        .unwrap();
+        assert_eq!(spool_bytes(dir.path()), 123);
+        drop(a);
+        assert_eq!(spool_bytes(dir.path()), 23);
+    }
 
     #[test]
     fn a_spool_file_is_gone_when_dropped() {

@@ -107,6 +107,13 @@ impl Uploader<'_> {
                     },
                 );
                 ctl.stored.fetch_max(next, Ordering::SeqCst);
+                self.registry.metrics.committed(
+                    &tp,
+                    next,
+                    file.summary.record_count,
+                    file.size,
+                    file.skipped.is_some(),
+                );
                 let info = ObjectInfo {
                     summary: file.summary,
                     size: file.size,
@@ -140,6 +147,7 @@ impl Uploader<'_> {
                     return Ok(true);
                 };
                 ctl.stored.fetch_max(end.position, Ordering::SeqCst);
+                self.registry.metrics.archived(&tp, end.position);
                 let _ = self.seeks.send(Seek {
                     tp: tp.clone(),
                     epoch,

@@ -1,12 +1,17 @@
 //! What the HTTP stores share: the blocking `ureq` agent built from their
 //! options (proxy, trust roots, timeouts), the retry policy (one pure
 //! function: 408, 429, 5xx and transport failures retry, TLS failures and
-//! other statuses are final), jittered back-off, and percent-encoding.
+//! other statuses are final), jittered back-off, percent-encoding, and the
+//! count of retries by reason (`Retries`, handed in with the options and
+//! read by whoever reports it: `/metrics`).
 //!
 //! No store logic and no I/O besides building the agent and reading the
 //! clock for the back-off seed.
 
+use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::object::StoreError;
@@ -25,6 +30,8 @@ pub struct HttpOptions {
     pub ca_bundle: Option<PathBuf>,
     /// Upper bound of one HTTP exchange.
     pub request_timeout: Duration,
+    /// Where the store counts its retries (clones share the counts).
+    pub retries: Arc<Retries>,
 }
 
 /// What went wrong with one HTTP exchange.
@@ -57,6 +64,88 @@ pub fn retriable(f: Failure) -> bool {
         Failure::Status(s) => s == 408 || s == 429 || (500..=599).contains(&s),
         Failure::Transport(Transport::Tls) => false,
         Failure::Transport(_) => true,
+    }
+}
+
+/// The reasons a retry is counted under, as `reason` names them.
+pub const REASONS: [&str; 13] = [
+    "408",
+    "429",
+    "500",
+    "502",
+    "503",
+    "504",
+    "5xx",
+    "status",
+    "timeout",
+    "connection",
+    "dns",
+    "tls",
+    "other",
+];
+
+/// The reason label of a failure: the status for the common ones, `5xx`
+/// for other server errors, the transport failure's kind otherwise.
+pub fn reason(f: Failure) -> &'static str {
+    match f {
+        Failure::Status(408) => "408",
+        Failure::Status(429) => "429",
+        Failure::Status(500) => "500",
+        Failure::Status(502) => "502",
+        Failure::Status(503) => "503",
+        Failure::Status(504) => "504",
+        Failure::Status(500..=599) => "5xx",
+        Failure::Status(_) => "status",
+        Failure::Transport(Transport::Timeout) => "timeout",
+        Failure::Transport(Transport::Connection) => "connection",
+        Failure::Transport(Transport::Dns) => "dns",
+        Failure::Transport(Transport::Tls) => "tls",
+        Failure::Transport(Transport::Other) => "other",
+    }
+}
+
+/// Requests of an HTTP store retried, by reason. Counting is all this
+/// does: nothing reads it back to decide.
+pub struct Retries([AtomicU64; REASONS.len()]);
+
+impl Default for Retries {
+    fn default() -> Self {
+        Retries([const { AtomicU64::new(0) }; REASONS.len()])
+    }
+}
+
+/// Counters are equal when they hold the same counts.
+impl PartialEq for Retries {
+    fn eq(&self, other: &Self) -> bool {
+        self.read() == other.read()
+    }
+}
+
+impl Eq for Retries {}
+
+impl fmt::Debug for Retries {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let counted: Vec<_> = self.read().into_iter().filter(|(_, n)| *n > 0).collect();
+        write!(f, "Retries{counted:?}")
+    }
+}
+
+impl Retries {
+    /// One more retry after `f`.
+    pub fn count(&self, f: Failure) {
+        let r = reason(f);
+        if let Some(i) = REASONS.iter().position(|x| *x == r) {
+            self.0[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Every reason with its count.
+    pub fn read(&self) -> Vec<(&'static str, u64)> {
+        REASONS
+            .iter()
+            .zip(&self.0)
+            .map(|(r, n)| (*r, n.load(Ordering::Relaxed)))
+            .collect()
     }
 }
 
@@ -271,6 +360,35 @@ mod tests {
         for (e, want) in table {
             assert_eq!(transport(&e), want, "{e}");
         }
+    }
+
+    #[test]
+    fn retries_are_counted_by_reason() {
+        let table = [
+            (Failure::Status(503), "503"),
+            (Failure::Status(429), "429"),
+            (Failure::Status(408), "408"),
+            (Failure::Status(500), "500"),
+            (Failure::Status(507), "5xx"),
+            (Failure::Status(404), "status"),
+            (Failure::Transport(Transport::Timeout), "timeout"),
+            (Failure::Transport(Transport::Connection), "connection"),
+            (Failure::Transport(Transport::Dns), "dns"),
+            (Failure::Transport(Transport::Tls), "tls"),
+            (Failure::Transport(Transport::Other), "other"),
+        ];
+        for (f, want) in table {
+            assert_eq!(reason(f), want, "{f:?}");
+            assert!(REASONS.contains(&want));
+        }
+        let retries = Retries::default();
+        retries.count(Failure::Status(503));
+        retries.count(Failure::Status(503));
+        retries.count(Failure::Transport(Transport::Timeout));
+        let read = retries.read();
+        assert_eq!(read.len(), REASONS.len());
+        assert!(read.contains(&("503", 2)) && read.contains(&("timeout", 1)));
+        assert!(read.contains(&("429", 0)));
     }
 
     #[test]

@@ -1516,3 +1516,134 @@ pub fn produce_raw(topic: &str, partition: i32, records: &[Rec]) -> i64 {
     );
     p.base_offset
 }
+
+// ---- /metrics --------------------------------------------------------------------
+
+/// Appends `[metrics]` listening on a free port (and `extra`) to a config.
+pub fn with_metrics(config: &Path, extra: &str) {
+    let text = std::fs::read_to_string(config).unwrap();
+    std::fs::write(
+        config,
+        format!("{text}\n[metrics]\nlisten = \"127.0.0.1:0\"\n{extra}\n"),
+    )
+    .unwrap();
+}
+
+/// The address a running kafka-store serves `/metrics` on, from its log.
+pub fn metrics_addr(p: &Proc) -> String {
+    let mut addr = None;
+    wait_until("metrics address logged", Duration::from_secs(30), || {
+        addr = p.log().iter().find_map(|l| {
+            let rest = l.split("serving metrics at http://").nth(1)?;
+            Some(rest.strip_suffix("/metrics")?.to_string())
+        });
+        addr.is_some()
+    });
+    addr.unwrap()
+}
+
+/// `GET path` over a fresh connection: the status and the body.
+pub fn http_get(addr: &str, path: &str, timeout: Duration) -> (u16, String) {
+    use std::io::Read as _;
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    conn.set_read_timeout(Some(timeout)).unwrap();
+    write!(conn, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").expect("an HTTP answer");
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, body.to_string())
+}
+
+/// One sample of a scrape.
+#[derive(Clone, Debug)]
+pub struct PromSample {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub value: f64,
+}
+
+/// Scrapes `/metrics` and parses it with prometheus-client's parser
+/// (tests/support/prom_parse.py); every family must have HELP and a type.
+pub fn scrape(addr: &str) -> Vec<PromSample> {
+    let (status, body) = http_get(addr, "/metrics", Duration::from_secs(10));
+    assert_eq!(status, 200, "{body}");
+    let mut child = Command::new(state_dir().join("venv/bin/python"))
+        .arg(repo().join("tests/support/prom_parse.py"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run prom_parse.py");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "prometheus-client refused the scrape: {}\n{body}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let families: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut samples = Vec::new();
+    for f in families.as_array().unwrap() {
+        let name = f["name"].as_str().unwrap();
+        assert!(name.starts_with("kafka_store_"), "{name}");
+        assert!(
+            !f["help"].as_str().unwrap().is_empty(),
+            "{name} has no HELP"
+        );
+        let kind = f["type"].as_str().unwrap();
+        assert!(kind == "counter" || kind == "gauge", "{name} is a {kind}");
+        for s in f["samples"].as_array().unwrap() {
+            samples.push(PromSample {
+                name: s["name"].as_str().unwrap().to_string(),
+                labels: s["labels"]
+                    .as_object()
+                    .unwrap()
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+                    .collect(),
+                value: s["value"].as_f64().unwrap(),
+            });
+        }
+    }
+    samples
+}
+
+/// The value of the sample `name` whose labels include `labels`.
+pub fn prom_value(samples: &[PromSample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    samples
+        .iter()
+        .find(|s| {
+            s.name == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+        })
+        .map(|s| s.value)
+}
+
+/// Archive files under `root` (hidden temporaries left out), per
+/// partition folder `{topic}/{partition:06}`: (count, bytes).
+pub fn archive_files_on_disk(root: &Path, topic: &str) -> BTreeMap<i32, (u64, u64)> {
+    let mut out = BTreeMap::new();
+    let Ok(parts) = std::fs::read_dir(root.join(topic)) else {
+        return out;
+    };
+    for part in parts.flatten() {
+        let p: i32 = part.file_name().to_string_lossy().parse().unwrap();
+        for f in std::fs::read_dir(part.path()).unwrap().flatten() {
+            let name = f.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".avro") && !name.starts_with('.') {
+                let e = out.entry(p).or_insert((0, 0));
+                e.0 += 1;
+                e.1 += f.metadata().unwrap().len();
+            }
+        }
+    }
+    out
+}

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -59,6 +60,7 @@ impl Default for GcsOptions {
                 no_proxy: Vec::new(),
                 ca_bundle: None,
                 request_timeout: Duration::from_secs(120),
+                retries: Default::default(),
             },
             retry_timeout: Duration::from_secs(600),
         }
@@ -75,6 +77,7 @@ pub struct GcsStore {
     pub(super) chunk_bytes: u64,
     pub(super) retry_timeout: Duration,
     pub(super) cancel: Cancel,
+    retries: Arc<web::Retries>,
 }
 
 /// A request that can be sent again after a failure.
@@ -239,6 +242,7 @@ impl GcsStore {
             chunk_bytes: options.chunk_bytes,
             retry_timeout: options.retry_timeout,
             cancel,
+            retries: options.http.retries.clone(),
         };
         store.list_page(&store.folder(""), None, Some(1), None)?;
         Ok(store)
@@ -392,6 +396,7 @@ impl GcsStore {
             ));
         }
         log::debug!("{}: {failure:?} {why}; retrying in {delay:?}", what());
+        self.retries.count(failure);
         if !self.cancel.sleep(delay) {
             return Err(StoreError::Interrupted { what: what() });
         }
