@@ -27,6 +27,7 @@ pub fn client_config(brokers: &[&str]) -> kafka_store::kafka::ClientConfig {
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(10),
             max_response_bytes: 64 << 20,
+            security: Default::default(),
         },
         retry_timeout: Duration::from_secs(20),
         retry_backoff: Duration::from_millis(50),
