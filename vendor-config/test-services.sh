@@ -8,7 +8,8 @@
 #                                 tests that stop one broker of two
 #   kafka-secure  127.0.0.1:9192 SSL, :9193 SASL_PLAINTEXT, :9194 SASL_SSL,
 #                 :9195 SSL with a client certificate required, :9196 PLAINTEXT
-#                 (administration), controller 9197: a third single-node
+#                 (administration), controller 9197, :9198 SSL with a
+#                 certificate for another host name: a third single-node
 #                 cluster for the TLS and SASL tests (users below); its CA,
 #                 certificates and keys are in <state>/kafka-secure/tls/
 #   gcs-emulator  http://127.0.0.1:9023  gcp-storage-emulator (PyPI), in memory
@@ -32,7 +33,8 @@
 # "archiver-secret" (SCRAM-SHA-256 and SCRAM-SHA-512). tls/: ca.pem (signed
 # the broker's and the client's certificates), broker.pem (SAN IP:127.0.0.1,
 # DNS:localhost), client.pem + client.key (CN=archiver), other-ca.pem (a CA
-# that signed nothing here).
+# that signed nothing here), wrong-name.pem (SAN DNS:elsewhere.invalid, the
+# certificate of :9198).
 #
 # State (jars, venv, data, logs, pid files) lives in
 # ${KAFKA_STORE_SERVICES:-<repo>/.services}; logs in <state>/logs/.
@@ -60,7 +62,7 @@ readonly PAIR_CONTROLLER_PORT=9293
 readonly -A PAIR_PORT=([11]=9292 [12]=9392)
 readonly PAIR_CLUSTER_ID=XwVJJ2Y_SRasCywVK33yUw
 # listener name → port of kafka-secure.
-readonly -A SECURE_PORT=([ssl]=9192 [sasl_plaintext]=9193 [sasl_ssl]=9194 [mtls]=9195 [plaintext]=9196 [controller]=9197)
+readonly -A SECURE_PORT=([ssl]=9192 [sasl_plaintext]=9193 [sasl_ssl]=9194 [mtls]=9195 [plaintext]=9196 [controller]=9197 [wrong_name]=9198)
 readonly SECURE_CLUSTER_ID=Hn0Z8pH3Tq-3w2h3Yx0ULA
 readonly SECURE_SCRAM_USER=archiver
 readonly SECURE_SCRAM_PASSWORD=archiver-secret
@@ -417,6 +419,12 @@ secure_tls() {
 			basicConstraints=CA:FALSE >broker.ext
 		openssl x509 -req -in broker.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 3650 \
 			-extfile broker.ext -out broker.pem
+		openssl req -newkey rsa:2048 -nodes -keyout wrong-name.key -out wrong-name.csr -subj /CN=elsewhere.invalid
+		printf '%s\n' subjectAltName=DNS:elsewhere.invalid extendedKeyUsage=serverAuth \
+			basicConstraints=CA:FALSE >wrong-name.ext
+		openssl x509 -req -in wrong-name.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 3650 \
+			-extfile wrong-name.ext -out wrong-name.pem
+		cat wrong-name.key wrong-name.pem >wrong-name-keystore.pem
 		openssl req -newkey rsa:2048 -nodes -keyout client.key -out client.csr -subj /CN=archiver
 		printf '%s\n' extendedKeyUsage=clientAuth basicConstraints=CA:FALSE >client.ext
 		openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 3650 \
@@ -460,9 +468,9 @@ secure_probe() {
 wait_secure() { wait_ready kafka-secure "$SECURE_CONF" "$KAFKA_READY_TIMEOUT" secure_probe; }
 
 print_secure() {
-	printf 'kafka-secure ssl=%s:%s sasl_plaintext=%s:%s sasl_ssl=%s:%s mtls=%s:%s plaintext=%s:%s tls=%s\n' \
+	printf 'kafka-secure ssl=%s:%s sasl_plaintext=%s:%s sasl_ssl=%s:%s mtls=%s:%s plaintext=%s:%s wrong_name=%s:%s tls=%s\n' \
 		"$HOST" "${SECURE_PORT[ssl]}" "$HOST" "${SECURE_PORT[sasl_plaintext]}" "$HOST" "${SECURE_PORT[sasl_ssl]}" \
-		"$HOST" "${SECURE_PORT[mtls]}" "$HOST" "${SECURE_PORT[plaintext]}" "$SECURE_TLS"
+		"$HOST" "${SECURE_PORT[mtls]}" "$HOST" "${SECURE_PORT[plaintext]}" "$HOST" "${SECURE_PORT[wrong_name]}" "$SECURE_TLS"
 }
 
 cmd_start_secure() {
@@ -606,7 +614,7 @@ cmd_status() {
 		fi
 	done
 	if pid=$(running_pid kafka-secure "$SECURE_CONF"); then
-		printf 'kafka-secure running (pid %s) %s:%s-%s\n' "$pid" "$HOST" "${SECURE_PORT[ssl]}" "${SECURE_PORT[plaintext]}"
+		printf 'kafka-secure running (pid %s) %s:%s-%s\n' "$pid" "$HOST" "${SECURE_PORT[ssl]}" "${SECURE_PORT[wrong_name]}"
 	else
 		printf 'kafka-secure stopped\n'
 		all=1
