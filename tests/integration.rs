@@ -20,4 +20,5 @@ mod partitions;
 mod restore;
 mod resume;
 mod stop;
+mod tls_sasl;
 mod verify;

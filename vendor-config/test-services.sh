@@ -6,6 +6,12 @@
 #   kafka-pair    127.0.0.1:9292 and :9392  a second cluster of two brokers
 #                                 (nodes 11 and 12, controller 10 on 9293), for
 #                                 tests that stop one broker of two
+#   kafka-secure  127.0.0.1:9192 SSL, :9193 SASL_PLAINTEXT, :9194 SASL_SSL,
+#                 :9195 SSL with a client certificate required, :9196 PLAINTEXT
+#                 (administration), controller 9197, :9198 SSL with a
+#                 certificate for another host name: a third single-node
+#                 cluster for the TLS and SASL tests (users below); its CA,
+#                 certificates and keys are in <state>/kafka-secure/tls/
 #   gcs-emulator  http://127.0.0.1:9023  gcp-storage-emulator (PyPI), in memory
 #   mariadb       127.0.0.1:3306  Debian's mariadb-server, root with no password
 #
@@ -20,7 +26,15 @@
 #   start-kafka  start the broker again and wait until it answers
 #   stop-pair-11 / start-pair-11 / stop-pair-12 / start-pair-12
 #                the same for one broker of the pair
+#   stop-secure / start-secure     the same for kafka-secure
 #   stop-mariadb / start-mariadb   the same for MariaDB
+#
+# kafka-secure users: "plain-user" / "plain-secret" (PLAIN), "archiver" /
+# "archiver-secret" (SCRAM-SHA-256 and SCRAM-SHA-512). tls/: ca.pem (signed
+# the broker's and the client's certificates), broker.pem (SAN IP:127.0.0.1,
+# DNS:localhost), client.pem + client.key (CN=archiver), other-ca.pem (a CA
+# that signed nothing here), wrong-name.pem (SAN DNS:elsewhere.invalid, the
+# certificate of :9198).
 #
 # State (jars, venv, data, logs, pid files) lives in
 # ${KAFKA_STORE_SERVICES:-<repo>/.services}; logs in <state>/logs/.
@@ -47,6 +61,11 @@ readonly PAIR_CONTROLLER_PORT=9293
 # node id → port of the pair's brokers.
 readonly -A PAIR_PORT=([11]=9292 [12]=9392)
 readonly PAIR_CLUSTER_ID=XwVJJ2Y_SRasCywVK33yUw
+# listener name → port of kafka-secure.
+readonly -A SECURE_PORT=([ssl]=9192 [sasl_plaintext]=9193 [sasl_ssl]=9194 [mtls]=9195 [plaintext]=9196 [controller]=9197 [wrong_name]=9198)
+readonly SECURE_CLUSTER_ID=Hn0Z8pH3Tq-3w2h3Yx0ULA
+readonly SECURE_SCRAM_USER=archiver
+readonly SECURE_SCRAM_PASSWORD=archiver-secret
 
 readonly KAFKA_CONFIG_DIR=$SCRIPT_DIR/kafka
 readonly KAFKA_POM=$KAFKA_CONFIG_DIR/pom.xml
@@ -61,6 +80,9 @@ readonly KAFKA_LIBS_STAMP=$STATE/kafka/libs.stamp
 readonly KAFKA_DATA=$STATE/kafka/data
 readonly KAFKA_CONF=$STATE/kafka/server.properties
 readonly PAIR_DIR=$STATE/kafka-pair
+readonly SECURE_DIR=$STATE/kafka-secure
+readonly SECURE_TLS=$SECURE_DIR/tls
+readonly SECURE_CONF=$SECURE_DIR/server.properties
 readonly VENV_STAMP=$VENV/.requirements.sha256
 readonly MDB_DIR=$STATE/mariadb
 readonly MDB_DATA=$MDB_DIR/data
@@ -376,6 +398,95 @@ stop_pair() {
 	stop_service kafka-pair-10 "$PAIR_DIR/10.properties" "$KAFKA_STOP_TIMEOUT" "$PAIR_CONTROLLER_PORT"
 }
 
+# ------------------------------------------------------------------ kafka secure
+
+# The test CA, the broker's certificate (SAN IP:127.0.0.1, DNS:localhost),
+# a client certificate for mutual TLS, and a second CA that signed nothing
+# here; made once into $SECURE_TLS.
+secure_tls() {
+	[[ -f $SECURE_TLS/done ]] && return 0
+	rm -rf -- "$SECURE_TLS"
+	mkdir -p -- "$SECURE_TLS"
+	local out=$LOGS/kafka-secure.log name
+	printf '\n===== openssl %s =====\n' "$(date '+%F %T')" >>"$out"
+	(
+		cd -- "$SECURE_TLS"
+		for name in ca other-ca; do
+			openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -keyout "$name.key" -out "$name.pem" \
+				-subj "/CN=kafka-store test $name" -addext basicConstraints=critical,CA:TRUE \
+				-addext keyUsage=critical,keyCertSign,cRLSign
+		done
+		openssl req -newkey rsa:2048 -nodes -keyout broker.key -out broker.csr -subj /CN=localhost
+		printf '%s\n' subjectAltName=IP:127.0.0.1,DNS:localhost extendedKeyUsage=serverAuth \
+			basicConstraints=CA:FALSE >broker.ext
+		openssl x509 -req -in broker.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 3650 \
+			-extfile broker.ext -out broker.pem
+		openssl req -newkey rsa:2048 -nodes -keyout wrong-name.key -out wrong-name.csr -subj /CN=elsewhere.invalid
+		printf '%s\n' subjectAltName=DNS:elsewhere.invalid extendedKeyUsage=serverAuth \
+			basicConstraints=CA:FALSE >wrong-name.ext
+		openssl x509 -req -in wrong-name.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 3650 \
+			-extfile wrong-name.ext -out wrong-name.pem
+		cat wrong-name.key wrong-name.pem >wrong-name-keystore.pem
+		openssl req -newkey rsa:2048 -nodes -keyout client.key -out client.csr -subj /CN=archiver
+		printf '%s\n' extendedKeyUsage=clientAuth basicConstraints=CA:FALSE >client.ext
+		openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 3650 \
+			-extfile client.ext -out client.pem
+		cat broker.key broker.pem >broker-keystore.pem
+		touch done
+	) >>"$out" 2>&1 9>&- || fail_with_log kafka-secure "making the test certificates in $SECURE_TLS failed"
+}
+
+# Starts kafka-secure unless it runs (certificates, config and formatting
+# with its SCRAM user on first use); does not wait.
+launch_secure() {
+	running_pid kafka-secure "$SECURE_CONF" >/dev/null && return 0
+	local port
+	for port in "${SECURE_PORT[@]}"; do
+		port_open "$port" && die "port $port is in use by a process this script did not start"
+	done
+	secure_tls
+	mkdir -p -- "$SECURE_DIR/data"
+	sed -e "s|@DATA_DIR@|$SECURE_DIR/data|g" -e "s|@TLS_DIR@|$SECURE_TLS|g" \
+		"$KAFKA_CONFIG_DIR/secure.properties" >"$SECURE_CONF"
+	if [[ ! -f $SECURE_DIR/data/meta.properties ]]; then
+		printf '\n===== format %s =====\n' "$(date '+%F %T')" >>"$LOGS/kafka-secure.log"
+		"${PAIR_JAVA[@]}" kafka.tools.StorageTool format -t "$SECURE_CLUSTER_ID" -c "$SECURE_CONF" \
+			--add-scram "SCRAM-SHA-256=[name=$SECURE_SCRAM_USER,password=$SECURE_SCRAM_PASSWORD]" \
+			--add-scram "SCRAM-SHA-512=[name=$SECURE_SCRAM_USER,password=$SECURE_SCRAM_PASSWORD]" \
+			>>"$LOGS/kafka-secure.log" 2>&1 9>&- ||
+			fail_with_log kafka-secure "formatting $SECURE_DIR/data failed"
+	fi
+	launch kafka-secure "${PAIR_JAVA[@]}" kafka.Kafka "$SECURE_CONF"
+}
+
+# Ready when the administration listener answers metadata and every secure
+# listener accepts connections.
+secure_probe() {
+	local port
+	for port in "${SECURE_PORT[@]}"; do port_open "$port" || return 1; done
+	"$VENV/bin/python" "$KAFKA_TOOL" --bootstrap "$HOST:${SECURE_PORT[plaintext]}" --timeout 5 metadata
+}
+
+wait_secure() { wait_ready kafka-secure "$SECURE_CONF" "$KAFKA_READY_TIMEOUT" secure_probe; }
+
+print_secure() {
+	printf 'kafka-secure ssl=%s:%s sasl_plaintext=%s:%s sasl_ssl=%s:%s mtls=%s:%s plaintext=%s:%s wrong_name=%s:%s tls=%s\n' \
+		"$HOST" "${SECURE_PORT[ssl]}" "$HOST" "${SECURE_PORT[sasl_plaintext]}" "$HOST" "${SECURE_PORT[sasl_ssl]}" \
+		"$HOST" "${SECURE_PORT[mtls]}" "$HOST" "${SECURE_PORT[plaintext]}" "$HOST" "${SECURE_PORT[wrong_name]}" "$SECURE_TLS"
+}
+
+cmd_start_secure() {
+	install_kafka
+	install_venv
+	launch_secure
+	wait_secure
+	print_secure
+}
+
+cmd_stop_secure() {
+	stop_service kafka-secure "$SECURE_CONF" "$KAFKA_STOP_TIMEOUT" "${SECURE_PORT[@]}"
+}
+
 # ------------------------------------------------------------------ gcs emulator
 
 gcs_probe() { curl -s -o /dev/null --max-time 2 "http://$HOST:$GCS_PORT/storage/v1/b"; }
@@ -441,13 +552,16 @@ cmd_up() {
 	launch_pair_node 10
 	launch_pair_node 11
 	launch_pair_node 12
+	launch_secure
 	wait_gcs
 	wait_mariadb
 	wait_kafka
 	wait_pair_broker 11
 	wait_pair_broker 12
+	wait_secure
 	printf 'kafka %s:%s\n' "$HOST" "$KAFKA_PORT"
 	printf 'kafka-pair %s:%s,%s:%s\n' "$HOST" "${PAIR_PORT[11]}" "$HOST" "${PAIR_PORT[12]}"
+	print_secure
 	printf 'gcs-emulator http://%s:%s\n' "$HOST" "$GCS_PORT"
 	printf 'mariadb %s:%s\n' "$HOST" "$MARIADB_PORT"
 }
@@ -457,7 +571,8 @@ cmd_down() {
 	stop_service gcs-emulator gcp-storage-emulator 10 "$GCS_PORT"
 	stop_service mariadb mariadbd 30 "$MARIADB_PORT"
 	stop_pair
-	rm -rf -- "$KAFKA_DATA" "$KAFKA_CONF" "$MDB_DIR" "$PAIR_DIR"
+	cmd_stop_secure
+	rm -rf -- "$KAFKA_DATA" "$KAFKA_CONF" "$MDB_DIR" "$PAIR_DIR" "$SECURE_DIR"
 }
 
 cmd_stop_kafka() {
@@ -500,6 +615,12 @@ cmd_status() {
 			all=1
 		fi
 	done
+	if pid=$(running_pid kafka-secure "$SECURE_CONF"); then
+		printf 'kafka-secure running (pid %s) %s:%s-%s\n' "$pid" "$HOST" "${SECURE_PORT[ssl]}" "${SECURE_PORT[wrong_name]}"
+	else
+		printf 'kafka-secure stopped\n'
+		all=1
+	fi
 	if pid=$(running_pid gcs-emulator gcp-storage-emulator); then
 		printf 'gcs-emulator running (pid %s) http://%s:%s\n' "$pid" "$HOST" "$GCS_PORT"
 	else
@@ -516,7 +637,7 @@ cmd_status() {
 }
 
 usage() {
-	sed -n '12,23p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+	sed -n '/^# Usage:/,/^#$/p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
 	exit 2
 }
 
@@ -536,6 +657,8 @@ main() {
 	start-kafka) cmd_start_kafka ;;
 	stop-pair-11 | stop-pair-12) cmd_stop_pair_broker "${1#stop-pair-}" ;;
 	start-pair-11 | start-pair-12) cmd_start_pair_broker "${1#start-pair-}" ;;
+	stop-secure) cmd_stop_secure ;;
+	start-secure) cmd_start_secure ;;
 	stop-mariadb) cmd_stop_mariadb ;;
 	start-mariadb) cmd_start_mariadb ;;
 	-h | --help | help) usage ;;

@@ -1,14 +1,22 @@
 //! `[kafka]`: the brokers, what to archive, where a partition with no
-//! archive starts, the consumer group, and the client's timeouts and fetch
-//! sizes (mapped into the client's own `ClientConfig`).
+//! archive starts, the consumer group, the client's timeouts and fetch
+//! sizes, and how connections are secured (TLS, SASL), mapped into the
+//! client's own `ClientConfig`.
+//!
+//! Reads the files the security keys name (the password, PEM files), and
+//! nothing else; a password is never accepted inline, and none reaches an
+//! error message.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use super::value::{ConfigError, Dur, Size, bytes, dur, invalid, positive};
 use crate::kafka::assignor::Strategy;
-use crate::kafka::{ClientConfig, ConnectionConfig};
+use crate::kafka::{
+    ClientConfig, ConnectionConfig, Mechanism, Password, PemFile, SaslConfig, Security, TlsConfig,
+};
 
 /// Where a partition with no archive starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -89,6 +97,15 @@ pub struct RawKafka {
     fetch_max_bytes: Option<Size>,
     partition_fetch_bytes: Option<Size>,
     commit_interval: Option<Dur>,
+    security_protocol: Option<String>,
+    sasl_mechanism: Option<String>,
+    sasl_username: Option<String>,
+    sasl_password_file: Option<PathBuf>,
+    /// Only to refuse it with a line saying where a password goes.
+    sasl_password: Option<toml::Value>,
+    ssl_ca_file: Option<PathBuf>,
+    ssl_cert_file: Option<PathBuf>,
+    ssl_key_file: Option<PathBuf>,
 }
 
 fn default_group() -> String {
@@ -218,6 +235,7 @@ fn client(k: &RawKafka) -> Result<ClientConfig, ConfigError> {
             max_response_bytes: (2 * fetch_max_bytes as usize).max(64 << 20),
             connect_timeout: positive("kafka.connect_timeout", k.connect_timeout, "10s")?,
             request_timeout: positive("kafka.request_timeout", k.request_timeout, "30s")?,
+            security: security(k)?,
         },
         retry_timeout: positive("kafka.retry_timeout", k.retry_timeout, "60s")?,
         retry_backoff: positive("kafka.retry_backoff", k.retry_backoff, "100ms")?,
@@ -235,6 +253,155 @@ fn client(k: &RawKafka) -> Result<ClientConfig, ConfigError> {
     Ok(client)
 }
 
+/// `security_protocol` and the keys it needs: TLS settings read from their
+/// PEM files, SASL credentials with the password read from its file.
+fn security(k: &RawKafka) -> Result<Security, ConfigError> {
+    let protocol = k.security_protocol.as_deref().unwrap_or("plaintext");
+    let (tls, sasl) = match protocol.to_ascii_lowercase().as_str() {
+        "plaintext" => (false, false),
+        "ssl" => (true, false),
+        "sasl_plaintext" => (false, true),
+        "sasl_ssl" => (true, true),
+        _ => {
+            return Err(invalid(
+                "kafka.security_protocol",
+                format!(
+                    "unknown protocol {protocol:?} (use plaintext, ssl, sasl_plaintext or sasl_ssl)"
+                ),
+            ));
+        }
+    };
+    let sasl_keys = [
+        ("kafka.sasl_mechanism", k.sasl_mechanism.is_some()),
+        ("kafka.sasl_username", k.sasl_username.is_some()),
+        ("kafka.sasl_password_file", k.sasl_password_file.is_some()),
+    ];
+    let ssl_keys = [
+        ("kafka.ssl_ca_file", k.ssl_ca_file.is_some()),
+        ("kafka.ssl_cert_file", k.ssl_cert_file.is_some()),
+        ("kafka.ssl_key_file", k.ssl_key_file.is_some()),
+    ];
+    for (keys, wanted, protocols) in [
+        (&sasl_keys, sasl, "\"sasl_plaintext\" or \"sasl_ssl\""),
+        (&ssl_keys, tls, "\"ssl\" or \"sasl_ssl\""),
+    ] {
+        if let Some((key, _)) = keys.iter().find(|(_, set)| *set && !wanted) {
+            return Err(invalid(
+                key,
+                format!(
+                    "is used only with kafka.security_protocol = {protocols} (it is {protocol:?})"
+                ),
+            ));
+        }
+    }
+    if k.sasl_password.is_some() {
+        return Err(invalid(
+            "kafka.sasl_password",
+            "a password is not accepted in the config file: write it to a file readable only by kafka-store and set kafka.sasl_password_file",
+        ));
+    }
+    Ok(Security {
+        tls: tls.then(|| tls_config(k)).transpose()?,
+        sasl: sasl.then(|| sasl_config(k)).transpose()?,
+    })
+}
+
+fn sasl_config(k: &RawKafka) -> Result<SaslConfig, ConfigError> {
+    let mechanism = match k.sasl_mechanism.as_deref() {
+        None => {
+            return Err(invalid(
+                "kafka.sasl_mechanism",
+                "required with a sasl security_protocol (PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)",
+            ));
+        }
+        Some(name) => Mechanism::from_name(name).ok_or_else(|| {
+            invalid(
+                "kafka.sasl_mechanism",
+                format!("unknown mechanism {name:?} (use PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)"),
+            )
+        })?,
+    };
+    let username = match k.sasl_username.as_deref() {
+        Some(u) if !u.is_empty() => u.to_string(),
+        _ => {
+            return Err(invalid(
+                "kafka.sasl_username",
+                "required (and not empty) with a sasl security_protocol",
+            ));
+        }
+    };
+    let path = k.sasl_password_file.as_deref().ok_or_else(|| {
+        invalid(
+            "kafka.sasl_password_file",
+            "required with a sasl security_protocol (a file holding the password)",
+        )
+    })?;
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        invalid(
+            "kafka.sasl_password_file",
+            format!("cannot read {}: {e}", path.display()),
+        )
+    })?;
+    let password = text.strip_suffix('\n').unwrap_or(&text);
+    let password = password.strip_suffix('\r').unwrap_or(password);
+    if password.is_empty() {
+        return Err(invalid(
+            "kafka.sasl_password_file",
+            format!("{} is empty", path.display()),
+        ));
+    }
+    Ok(SaslConfig {
+        mechanism,
+        username,
+        password: Password::new(password.to_string()),
+    })
+}
+
+fn tls_config(k: &RawKafka) -> Result<TlsConfig, ConfigError> {
+    let key_of = |file| match file {
+        PemFile::Ca => "kafka.ssl_ca_file",
+        PemFile::Cert => "kafka.ssl_cert_file",
+        PemFile::Key => "kafka.ssl_key_file",
+    };
+    let path_of = |file| match file {
+        PemFile::Ca => k.ssl_ca_file.as_deref(),
+        PemFile::Cert => k.ssl_cert_file.as_deref(),
+        PemFile::Key => k.ssl_key_file.as_deref(),
+    };
+    let read = |file: PemFile, path: &Path| {
+        std::fs::read(path)
+            .map_err(|e| invalid(key_of(file), format!("cannot read {}: {e}", path.display())))
+    };
+    let ca = path_of(PemFile::Ca)
+        .map(|p| read(PemFile::Ca, p))
+        .transpose()?;
+    let client = match (path_of(PemFile::Cert), path_of(PemFile::Key)) {
+        (None, None) => None,
+        (Some(cert), Some(key)) => Some((read(PemFile::Cert, cert)?, read(PemFile::Key, key)?)),
+        (Some(_), None) => {
+            return Err(invalid(
+                "kafka.ssl_key_file",
+                "required with kafka.ssl_cert_file (the client certificate's private key)",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(invalid(
+                "kafka.ssl_cert_file",
+                "required with kafka.ssl_key_file (the client certificate)",
+            ));
+        }
+    };
+    TlsConfig::new(
+        ca.as_deref(),
+        client.as_ref().map(|(c, k)| (c.as_slice(), k.as_slice())),
+    )
+    .map_err(|e| {
+        let file = e.file();
+        let path = path_of(file).map_or(String::new(), |p| format!("{} ", p.display()));
+        invalid(key_of(file), format!("{path}{e}"))
+    })
+}
+
 /// Kafka's topic name rule; the name also becomes a folder in the store.
 fn validate_topic(t: &str) -> Result<(), ConfigError> {
     let ok = !t.is_empty()
@@ -250,5 +417,117 @@ fn validate_topic(t: &str) -> Result<(), ConfigError> {
             "kafka.topics",
             format!("{t:?} is not a valid kafka topic name (letters, digits, '.', '_', '-')"),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `[kafka]` with `extra` lines, in a directory holding `pw` (password
+    /// `s3cret` and a newline), `crlf` (the same with CRLF), `empty` (a lone
+    /// newline) and `junk.pem` (no PEM at all); `@` in `extra` is that
+    /// directory.
+    fn check(extra: &str) -> Result<KafkaConfig, String> {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, text) in [
+            ("pw", "s3cret\n"),
+            ("crlf", "s3cret\r\n"),
+            ("empty", "\n"),
+            ("junk.pem", "not a certificate\n"),
+        ] {
+            std::fs::write(dir.path().join(name), text).unwrap();
+        }
+        let text = format!(
+            "brokers = [\"127.0.0.1:9092\"]\ntopics = [\"t\"]\n{}",
+            extra.replace('@', &dir.path().display().to_string())
+        );
+        let raw: RawKafka = toml::from_str(&text).map_err(|e| e.to_string())?;
+        validate(raw).map_err(|e| {
+            let e = e.to_string();
+            assert!(!e.contains('\n'), "{e:?} must be one line");
+            assert!(!e.contains("s3cret"), "{e:?} shows the password");
+            e
+        })
+    }
+
+    #[test]
+    fn security_keys_are_validated_naming_the_key() {
+        let sasl = "sasl_mechanism = \"SCRAM-SHA-512\"\nsasl_username = \"u\"\nsasl_password_file = \"@/pw\"\n";
+        let cases: &[(String, &str)] = &[
+            ("security_protocol = \"tls\"".into(), "kafka.security_protocol: unknown protocol \"tls\""),
+            (format!("security_protocol = \"plaintext\"\n{sasl}"), "kafka.sasl_mechanism: is used only with kafka.security_protocol = \"sasl_plaintext\" or \"sasl_ssl\" (it is \"plaintext\")"),
+            ("security_protocol = \"ssl\"\nsasl_username = \"u\"".into(), "kafka.sasl_username: is used only with"),
+            ("sasl_password_file = \"@/pw\"".into(), "kafka.sasl_password_file: is used only with"),
+            ("security_protocol = \"sasl_plaintext\"\nssl_ca_file = \"@/junk.pem\"".into(), "kafka.ssl_ca_file: is used only with kafka.security_protocol = \"ssl\" or \"sasl_ssl\""),
+            ("security_protocol = \"sasl_ssl\"\nsasl_username = \"u\"\nsasl_password_file = \"@/pw\"".into(), "kafka.sasl_mechanism: required"),
+            ("security_protocol = \"sasl_plaintext\"\nsasl_mechanism = \"GSSAPI\"\nsasl_username = \"u\"\nsasl_password_file = \"@/pw\"".into(), "kafka.sasl_mechanism: unknown mechanism \"GSSAPI\""),
+            ("security_protocol = \"sasl_plaintext\"\nsasl_mechanism = \"PLAIN\"\nsasl_password_file = \"@/pw\"".into(), "kafka.sasl_username: required"),
+            ("security_protocol = \"sasl_plaintext\"\nsasl_mechanism = \"PLAIN\"\nsasl_username = \"\"\nsasl_password_file = \"@/pw\"".into(), "kafka.sasl_username: required"),
+            ("security_protocol = \"sasl_plaintext\"\nsasl_mechanism = \"PLAIN\"\nsasl_username = \"u\"".into(), "kafka.sasl_password_file: required"),
+            ("security_protocol = \"sasl_plaintext\"\nsasl_mechanism = \"PLAIN\"\nsasl_username = \"u\"\nsasl_password_file = \"@/missing\"".into(), "kafka.sasl_password_file: cannot read"),
+            ("security_protocol = \"sasl_plaintext\"\nsasl_mechanism = \"PLAIN\"\nsasl_username = \"u\"\nsasl_password_file = \"@/empty\"".into(), "/empty is empty"),
+            (format!("security_protocol = \"sasl_ssl\"\n{sasl}sasl_password = \"s3cret\""), "kafka.sasl_password: a password is not accepted in the config file"),
+            ("security_protocol = \"ssl\"\nssl_ca_file = \"@/junk.pem\"".into(), "kafka.ssl_ca_file: "),
+            ("security_protocol = \"ssl\"\nssl_ca_file = \"@/missing.pem\"".into(), "kafka.ssl_ca_file: cannot read"),
+            ("security_protocol = \"ssl\"\nssl_cert_file = \"@/junk.pem\"".into(), "kafka.ssl_key_file: required with kafka.ssl_cert_file"),
+            ("security_protocol = \"ssl\"\nssl_key_file = \"@/junk.pem\"".into(), "kafka.ssl_cert_file: required with kafka.ssl_key_file"),
+            ("security_protocol = \"ssl\"\nssl_cert_file = \"@/junk.pem\"\nssl_key_file = \"@/junk.pem\"".into(), "kafka.ssl_cert_file: "),
+        ];
+        for (extra, want) in cases {
+            let got = check(extra)
+                .err()
+                .unwrap_or_else(|| panic!("{extra} should fail"));
+            assert!(
+                got.contains(want),
+                "{extra}: {got:?} should contain {want:?}"
+            );
+        }
+        let junk = check("security_protocol = \"ssl\"\nssl_ca_file = \"@/junk.pem\"").unwrap_err();
+        assert!(
+            junk.ends_with("/junk.pem holds no PEM certificate"),
+            "{junk}"
+        );
+    }
+
+    #[test]
+    fn security_protocols_map_to_tls_and_sasl() {
+        let sasl = "sasl_mechanism = \"SCRAM-SHA-256\"\nsasl_username = \"archiver\"\nsasl_password_file = \"@/pw\"\n";
+        let cases = [
+            (String::new(), false, false),
+            ("security_protocol = \"plaintext\"".into(), false, false),
+            ("security_protocol = \"ssl\"".into(), true, false),
+            (
+                format!("security_protocol = \"sasl_plaintext\"\n{sasl}"),
+                false,
+                true,
+            ),
+            (
+                format!("security_protocol = \"SASL_SSL\"\n{sasl}"),
+                true,
+                true,
+            ),
+        ];
+        for (extra, tls, sasl) in cases {
+            let security = check(&extra).unwrap().client.connection.security;
+            assert_eq!(security.tls.is_some(), tls, "{extra}");
+            assert_eq!(security.sasl.is_some(), sasl, "{extra}");
+        }
+    }
+
+    #[test]
+    fn the_password_comes_from_its_file_without_the_newline() {
+        for file in ["pw", "crlf"] {
+            let config = check(&format!(
+                "security_protocol = \"sasl_plaintext\"\nsasl_mechanism = \"PLAIN\"\nsasl_username = \"archiver\"\nsasl_password_file = \"@/{file}\""
+            ))
+            .unwrap();
+            let sasl = config.client.connection.security.sasl.clone().unwrap();
+            assert_eq!(sasl.mechanism, Mechanism::Plain);
+            assert_eq!(sasl.username, "archiver");
+            assert_eq!(sasl.password, Password::new("s3cret".into()));
+            let shown = format!("{config:?}");
+            assert!(!shown.contains("s3cret"), "{shown}");
+        }
     }
 }

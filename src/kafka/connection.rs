@@ -1,6 +1,9 @@
-//! One blocking TCP connection to one broker: size-prefixed framing,
-//! correlation ids, the ApiVersions handshake, and the choice of the
-//! protocol version for each request.
+//! One blocking TCP connection to one broker: TLS over it when configured
+//! (`tls`), size-prefixed framing, correlation ids, the ApiVersions
+//! handshake, SASL authentication (SaslHandshake + SaslAuthenticate, the
+//! tokens made by `sasl`), and the choice of the protocol version for
+//! each request. Every connection the process opens goes through here, so
+//! each is authenticated the same way.
 //!
 //! A connection never retries and never reconnects: after any error it is
 //! broken and the owner drops it. It knows nothing about topics or leaders.
@@ -11,14 +14,18 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use kafka_protocol::ResponseError;
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseHeader,
+    SaslAuthenticateRequest, SaslHandshakeRequest,
 };
 use kafka_protocol::protocol::{
     Decodable, Encodable, HeaderVersion, Message, Request, StrBytes, VersionRange,
 };
 
-use super::error::KafkaError;
+use super::error::{KafkaError, code_name};
+use super::sasl::{Exchange, SaslConfig, Step};
+use super::tls::{self, Stream, TlsConfig};
 use crate::cancel::Cancel;
 
 /// Reads wait at most this long before looking at the stop flag.
@@ -30,6 +37,11 @@ const API_VERSIONS_VERSION: i16 = 3;
 const HANDSHAKE_MAX_BYTES: usize = 1 << 20;
 /// UNSUPPORTED_VERSION: the broker then answers ApiVersions in v0 form.
 const UNSUPPORTED_VERSION: i16 = 35;
+/// v1: SaslAuthenticate requests carry the tokens (v0 sent them raw).
+const SASL_HANDSHAKE: VersionRange = VersionRange { min: 1, max: 1 };
+const SASL_AUTHENTICATE: VersionRange = VersionRange { min: 0, max: 2 };
+/// More SASL round trips than any mechanism here needs (SCRAM takes two).
+const SASL_MAX_STEPS: usize = 4;
 
 /// Timeouts and identity shared by every connection of a client.
 #[derive(Clone, Debug)]
@@ -40,6 +52,16 @@ pub struct ConnectionConfig {
     /// A response announcing more than this is refused (memory bound; also
     /// catches a listener that does not speak plain Kafka).
     pub max_response_bytes: usize,
+    pub security: Security,
+}
+
+/// How a connection proves who it talks to and who it is: TLS and SASL,
+/// each optional (`security_protocol`: plaintext has neither, ssl TLS,
+/// sasl_plaintext SASL, sasl_ssl both).
+#[derive(Clone, Debug, Default)]
+pub struct Security {
+    pub tls: Option<TlsConfig>,
+    pub sasl: Option<SaslConfig>,
 }
 
 /// The version to speak for one API: the highest both sides support.
@@ -56,7 +78,7 @@ pub fn choose_version(ours: VersionRange, theirs: Option<(i16, i16)>) -> Option<
 /// An open, handshaken connection to one broker.
 pub struct Connection {
     broker: String,
-    stream: TcpStream,
+    stream: Stream,
     correlation_id: i32,
     client_id: StrBytes,
     request_timeout: Duration,
@@ -67,8 +89,9 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// Connects to `addr` (`host:port`) and negotiates API versions.
-    /// `cancel` aborts a request in flight (the stop flag).
+    /// Connects to `addr` (`host:port`), runs the TLS handshake, negotiates
+    /// API versions and authenticates, as `config.security` says. `cancel`
+    /// aborts a request in flight (the stop flag).
     pub fn open(
         addr: &str,
         config: &ConnectionConfig,
@@ -110,6 +133,10 @@ impl Connection {
         stream
             .set_write_timeout(Some(config.request_timeout))
             .map_err(io)?;
+        let stream = match &config.security.tls {
+            None => Stream::Plain(stream),
+            Some(tls) => tls::handshake(tls, addr, stream, config.connect_timeout, cancel)?,
+        };
         let mut conn = Connection {
             broker: addr.to_string(),
             stream,
@@ -121,6 +148,9 @@ impl Connection {
             supported: HashMap::new(),
         };
         conn.handshake()?;
+        if let Some(sasl) = &config.security.sasl {
+            conn.authenticate(sasl)?;
+        }
         Ok(conn)
     }
 
@@ -180,6 +210,78 @@ impl Connection {
             .map(|k| (k.api_key, (k.min_version, k.max_version)))
             .collect();
         Ok(())
+    }
+
+    /// SaslHandshake, then SaslAuthenticate until the mechanism is done.
+    /// Every failure is final and names the broker, mechanism and user.
+    fn authenticate(&mut self, sasl: &SaslConfig) -> Result<(), KafkaError> {
+        let mechanism = sasl.mechanism.name();
+        let refused = |broker: &str, why: String| KafkaError::Auth {
+            broker: broker.to_string(),
+            mechanism,
+            user: sasl.username.clone(),
+            why,
+        };
+        let version = self.version_for::<SaslHandshakeRequest>(SASL_HANDSHAKE)?;
+        let request =
+            SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str(mechanism));
+        let response = self
+            .send(&request, version)
+            .map_err(|e| self.explain_sasl(e))?;
+        if response.error_code != 0 {
+            let code = ResponseError::try_from_code(response.error_code)
+                .unwrap_or(ResponseError::Unknown(response.error_code));
+            let enabled: Vec<&str> = response.mechanisms.iter().map(|m| m.as_str()).collect();
+            let why = match code {
+                ResponseError::UnsupportedSaslMechanism => format!(
+                    "the listener enables only {} (set kafka.sasl_mechanism)",
+                    enabled.join(", ")
+                ),
+                ResponseError::IllegalSaslState => format!(
+                    "{} (is this a SASL listener? check kafka.security_protocol)",
+                    code_name(code)
+                ),
+                other => code_name(other),
+            };
+            return Err(refused(&self.broker, why));
+        }
+        let version = self.version_for::<SaslAuthenticateRequest>(SASL_AUTHENTICATE)?;
+        let (mut exchange, mut token) = Exchange::start(sasl);
+        for _ in 0..SASL_MAX_STEPS {
+            let request = SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(token));
+            let response = self
+                .send(&request, version)
+                .map_err(|e| self.explain_sasl(e))?;
+            if response.error_code != 0 {
+                let code = ResponseError::try_from_code(response.error_code)
+                    .unwrap_or(ResponseError::Unknown(response.error_code));
+                let why = response
+                    .error_message
+                    .as_ref()
+                    .map_or_else(|| code_name(code), |m| format!("{} ({m})", code_name(code)));
+                return Err(refused(&self.broker, why));
+            }
+            match exchange.next(&response.auth_bytes) {
+                Ok(Step::Send(next)) => token = next,
+                Ok(Step::Done) => return Ok(()),
+                Err(e) => return Err(refused(&self.broker, e.to_string())),
+            }
+        }
+        Err(refused(
+            &self.broker,
+            format!("the broker wants more than {SASL_MAX_STEPS} round trips"),
+        ))
+    }
+
+    /// A listener that closes the connection at SaslHandshake does not do
+    /// SASL.
+    fn explain_sasl(&self, e: KafkaError) -> KafkaError {
+        match e {
+            KafkaError::Io { source, .. } if source.kind() == ErrorKind::UnexpectedEof => self.protocol(
+                "the broker closed the connection during SASL authentication (is this a SASL listener? check kafka.security_protocol)".into(),
+            ),
+            other => other,
+        }
     }
 
     /// The version to use for `R`, given the range this client implements.
@@ -267,9 +369,10 @@ impl Connection {
 
         let started = Instant::now();
         let millis = limit.as_millis();
-        let broker = self.broker.clone();
-        let io = |e| KafkaError::from_io(&broker, "request", millis, e);
-        self.stream.write_all(&buf).map_err(io)?;
+        self.stream
+            .write_all(&buf)
+            .and_then(|()| self.stream.flush())
+            .map_err(|e| io_error(&self.broker, millis, e))?;
         let mut size = [0u8; 4];
         self.read_fully(&mut size, started, limit)?;
         let size = i32::from_be_bytes(size);
@@ -315,7 +418,7 @@ impl Connection {
             match self.stream.read(&mut buf[filled..]) {
                 Ok(0) => {
                     let eof = std::io::Error::from(ErrorKind::UnexpectedEof);
-                    return Err(KafkaError::from_io(&self.broker, "request", millis, eof));
+                    return Err(io_error(&self.broker, millis, eof));
                 }
                 Ok(n) => filled += n,
                 Err(e)
@@ -335,21 +438,21 @@ impl Connection {
                         });
                     }
                 }
-                Err(e) => return Err(KafkaError::from_io(&self.broker, "request", millis, e)),
+                Err(e) => return Err(io_error(&self.broker, millis, e)),
             }
         }
         Ok(())
     }
 
     /// A listener that closes the connection at the first request most
-    /// likely wants TLS or SASL.
+    /// likely wants TLS (or, over TLS, SASL).
     fn explain_handshake(&self, e: KafkaError) -> KafkaError {
         match e {
             KafkaError::ResponseTooLarge { size, .. } => self.protocol(format!(
-                "a response of {size} bytes is not a kafka response (is this a TLS or SASL listener? kafka-store speaks PLAINTEXT)"
+                "a response of {size} bytes is not a kafka response (is this a TLS listener? check kafka.security_protocol)"
             )),
             KafkaError::Io { source, .. } if source.kind() == std::io::ErrorKind::UnexpectedEof => self.protocol(
-                "the broker closed the connection at the first request (is this a TLS or SASL listener? kafka-store speaks PLAINTEXT)".into(),
+                "the broker closed the connection at the first request (is this a TLS or SASL listener? check kafka.security_protocol)".into(),
             ),
             other => other,
         }
@@ -377,6 +480,17 @@ impl Connection {
     }
 }
 
+/// An I/O error of a request: a TLS failure is final and says what to fix.
+fn io_error(broker: &str, millis: u128, e: std::io::Error) -> KafkaError {
+    match tls::explain(&e) {
+        Some(why) => KafkaError::Tls {
+            broker: broker.to_string(),
+            why,
+        },
+        None => KafkaError::from_io(broker, "request", millis, e),
+    }
+}
+
 /// The protocol guide's name of an API key.
 pub fn api_name(key: i16) -> &'static str {
     match ApiKey::try_from(key) {
@@ -394,6 +508,8 @@ pub fn api_name(key: i16) -> &'static str {
         Ok(ApiKey::OffsetForLeaderEpoch) => "OffsetsForLeaderEpoch",
         Ok(ApiKey::Produce) => "Produce",
         Ok(ApiKey::InitProducerId) => "InitProducerId",
+        Ok(ApiKey::SaslHandshake) => "SaslHandshake",
+        Ok(ApiKey::SaslAuthenticate) => "SaslAuthenticate",
         _ => "request",
     }
 }
@@ -430,6 +546,7 @@ mod tests {
             connect_timeout: Duration::from_secs(2),
             request_timeout: Duration::from_secs(2),
             max_response_bytes: 1 << 20,
+            security: Security::default(),
         };
         let started = Instant::now();
         let err = Connection::open("127.0.0.1:1", &config, &Cancel::default())

@@ -135,6 +135,22 @@ pub enum KafkaError {
         size: usize,
         limit: usize,
     },
+    /// The TLS handshake or session failed for good (an unknown CA, a
+    /// certificate not valid for the broker's address, a refused client
+    /// certificate); `why` ends with what to fix.
+    #[error("tls with kafka broker {broker} failed: {why}")]
+    Tls { broker: String, why: String },
+    /// The broker refused the SASL authentication (wrong credentials, a
+    /// mechanism it does not enable). Never holds the password.
+    #[error(
+        "kafka broker {broker} refused SASL {mechanism} authentication for user {user:?}: {why}"
+    )]
+    Auth {
+        broker: String,
+        mechanism: &'static str,
+        user: String,
+        why: String,
+    },
     /// A retry loop stopped because shutdown was requested.
     #[error("interrupted by a stop request")]
     Interrupted,
@@ -165,6 +181,8 @@ impl KafkaError {
             | KafkaError::CorruptBatch { .. }
             | KafkaError::Protocol { .. }
             | KafkaError::Interrupted
+            | KafkaError::Tls { .. }
+            | KafkaError::Auth { .. }
             | KafkaError::Unsupported { .. } => Action::Fatal,
         }
     }
@@ -252,6 +270,16 @@ mod tests {
                 partition: 0,
                 offset: 5,
                 reason: "crc".into(),
+            },
+            KafkaError::Tls {
+                broker: "b".into(),
+                why: "invalid peer certificate: UnknownIssuer".into(),
+            },
+            KafkaError::Auth {
+                broker: "b".into(),
+                mechanism: "SCRAM-SHA-512",
+                user: "archiver".into(),
+                why: "invalid credentials".into(),
             },
         ];
         for e in fatal {

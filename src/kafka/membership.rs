@@ -505,6 +505,7 @@ mod tests {
                     connect_timeout: quick,
                     request_timeout: quick,
                     max_response_bytes: 1 << 20,
+                    security: Default::default(),
                 },
                 retry_timeout: quick,
                 retry_backoff: Duration::from_millis(10),

@@ -4,7 +4,11 @@
 //! (idempotent), FindCoordinator, OffsetCommit/OffsetFetch, and
 //! consumer-group membership.
 //!
-//! - `connection`: one broker connection, framing, version negotiation.
+//! - `connection`: one broker connection, framing, version negotiation,
+//!   TLS and SASL on every connection.
+//! - `tls`: rustls client settings, the handshake, the stream either way.
+//! - `sasl`: credentials and the PLAIN and SCRAM tokens; `scram`: SCRAM
+//!   itself (RFC 5802/7677) on `ring`.
 //! - `client`: bootstrap, metadata cache, leader routing, ListOffsets, Fetch.
 //! - `group`: coordinator lookup and group offsets.
 //! - `epochs`: OffsetsForLeaderEpoch, where a leader epoch ends (KIP-320).
@@ -30,11 +34,16 @@ mod group;
 mod membership;
 mod produce;
 pub mod records;
+mod sasl;
+mod scram;
+mod tls;
 
 pub use batch::BatchBuilder;
 pub use client::{Client, ClientConfig, EpochEnd, Layout, OffsetSpec, PartitionData, Position};
-pub use connection::ConnectionConfig;
+pub use connection::{ConnectionConfig, Security};
 pub use error::KafkaError;
 pub use group::{Committed, Generation};
 pub use membership::{JoinConfig, Joined, Subscription, encode_subscription};
 pub use produce::{Producer, Sealed};
+pub use sasl::{Mechanism, Password, SaslConfig};
+pub use tls::{PemFile, TlsConfig, TlsSetupError};

@@ -27,6 +27,7 @@ pub fn client_config(brokers: &[&str]) -> kafka_store::kafka::ClientConfig {
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(10),
             max_response_bytes: 64 << 20,
+            security: Default::default(),
         },
         retry_timeout: Duration::from_secs(20),
         retry_backoff: Duration::from_millis(50),
@@ -414,13 +415,18 @@ pub struct Consumed {
 /// Every committed record of `topic`, per partition in offset order, read
 /// with the Python client (not ours).
 pub fn consume(topic: &str) -> BTreeMap<i32, Vec<Consumed>> {
+    consume_at(BOOTSTRAP, topic)
+}
+
+/// [`consume`] from the cluster at `bootstrap`.
+pub fn consume_at(bootstrap: &str, topic: &str) -> BTreeMap<i32, Vec<Consumed>> {
     use base64::Engine as _;
     let b64 = |v: &serde_json::Value| {
         v.as_str()
             .map(|s| base64::engine::general_purpose::STANDARD.decode(s).unwrap())
     };
     let mut out: BTreeMap<i32, Vec<Consumed>> = BTreeMap::new();
-    for line in kafka_tool(&["consume", "--topic", topic], None).lines() {
+    for line in kafka_tool_at(bootstrap, &["consume", "--topic", topic], None).lines() {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
         let headers = v["headers"]
             .as_array()
@@ -1646,4 +1652,76 @@ pub fn archive_files_on_disk(root: &Path, topic: &str) -> BTreeMap<i32, (u64, u6
         }
     }
     out
+}
+
+// ---- the secure broker (TLS and SASL) ---------------------------------------
+
+/// The listeners of `test-services.sh`'s kafka-secure.
+pub const SECURE_SSL: &str = "127.0.0.1:9192";
+pub const SECURE_SASL_PLAINTEXT: &str = "127.0.0.1:9193";
+pub const SECURE_SASL_SSL: &str = "127.0.0.1:9194";
+/// SSL with a client certificate required.
+pub const SECURE_MTLS: &str = "127.0.0.1:9195";
+/// PLAINTEXT, for creating topics and producing with confluent-kafka.
+pub const SECURE_ADMIN: &str = "127.0.0.1:9196";
+/// SSL with a certificate for `elsewhere.invalid` only.
+pub const SECURE_WRONG_NAME: &str = "127.0.0.1:9198";
+/// Its SCRAM user (SCRAM-SHA-256 and -512) and its PLAIN user.
+pub const SECURE_SCRAM: (&str, &str) = ("archiver", "archiver-secret");
+pub const SECURE_PLAIN: (&str, &str) = ("plain-user", "plain-secret");
+
+/// A file of kafka-secure's certificates: `ca.pem`, `other-ca.pem`,
+/// `client.pem`, `client.key`, `broker.pem`.
+pub fn secure_tls(name: &str) -> PathBuf {
+    state_dir().join("kafka-secure/tls").join(name)
+}
+
+/// A topic on kafka-secure holding `n` generated records; returns its name
+/// and what was produced, by (partition, offset).
+pub fn secure_topic(
+    prefix: &str,
+    partitions: i32,
+    n: usize,
+) -> (String, BTreeMap<(i32, i64), Rec>) {
+    services();
+    let topic = unique(prefix);
+    let p = partitions.to_string();
+    kafka_tool_at(
+        SECURE_ADMIN,
+        &["create-topic", "--topic", &topic, "--partitions", &p],
+        None,
+    );
+    let records = gen_records(13, n, partitions, 1_700_000_000_000);
+    let produced = produce_at(SECURE_ADMIN, &topic, &records, "lz4", &[]);
+    (topic, produced)
+}
+
+/// `[0, log end)` per partition of a topic of the cluster at `bootstrap`.
+pub fn from_zero_at(bootstrap: &str, topic: &str) -> BTreeMap<i32, (i64, i64)> {
+    parse_watermarks(&kafka_tool_at(
+        bootstrap,
+        &["high-watermarks", "--topic", topic],
+        None,
+    ))
+    .into_iter()
+    .map(|(p, _, h)| (p, (0, h)))
+    .collect()
+}
+
+/// A [`Setup`] archiving `topic` from `broker` with `security` (TOML lines
+/// of `[kafka]`); `password` is written to `<dir>/password` (with a
+/// newline), which `security` may name as `@PASSWORD@`.
+pub fn secure_setup(topic: &str, broker: &str, security: &str, password: &str) -> Setup {
+    let s = Setup::new(&[topic], &unique("tls-group"), "", "");
+    let password_file = s.dir.path().join("password");
+    std::fs::write(&password_file, format!("{password}\n")).unwrap();
+    let text = std::fs::read_to_string(&s.config).unwrap().replace(
+        &format!("brokers = [\"{BOOTSTRAP}\"]"),
+        &format!(
+            "brokers = [\"{broker}\"]\n{}",
+            security.replace("@PASSWORD@", &password_file.display().to_string())
+        ),
+    );
+    std::fs::write(&s.config, text).unwrap();
+    s
 }

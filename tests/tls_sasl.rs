@@ -1,0 +1,291 @@
+//! TLS and SASL against `test-services.sh`'s kafka-secure broker: a topic
+//! archived through each listener (SSL, SASL_PLAINTEXT with PLAIN and
+//! SCRAM-SHA-256, SASL_SSL with SCRAM-SHA-512, mutual TLS), every record
+//! read back; a restore over SASL_SSL read back by an independent
+//! consumer; and the one-line errors of a wrong password, a wrong CA, a
+//! certificate for another host name and a missing client certificate,
+//! with the password nowhere in the output.
+
+use std::collections::BTreeMap;
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use crate::support::{
+    self, SECURE_ADMIN, SECURE_MTLS, SECURE_PLAIN, SECURE_SASL_PLAINTEXT, SECURE_SASL_SSL,
+    SECURE_SCRAM, SECURE_SSL, SECURE_WRONG_NAME, Setup,
+};
+
+fn ca() -> String {
+    support::secure_tls("ca.pem").display().to_string()
+}
+
+fn sasl(protocol: &str, mechanism: &str, user: &str) -> String {
+    format!(
+        "security_protocol = \"{protocol}\"\nsasl_mechanism = \"{mechanism}\"\nsasl_username = \"{user}\"\nsasl_password_file = \"@PASSWORD@\"\n"
+    )
+}
+
+/// Archives a fresh topic of kafka-secure from `broker` with `security`
+/// and checks that every record came back, exactly once.
+fn archives_through(broker: &str, security: &str, password: &str) {
+    let (topic, produced) = support::secure_topic("tls", 2, 300);
+    let s = support::secure_setup(&topic, broker, security, password);
+    let out = s.run_to_end();
+    if !password.is_empty() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !stderr.contains(password),
+            "the password is shown: {stderr}"
+        );
+    }
+    let archive = support::read_archive(&s.archive);
+    let read = support::check_tiling(
+        &archive,
+        &topic,
+        &support::from_zero_at(SECURE_ADMIN, &topic),
+    );
+    support::assert_same_records(&read, &produced);
+}
+
+/// Runs `kafka-store run --until-caught-up`, which must fail; returns the
+/// exit code, the whole stderr and its last line (the error).
+fn run_failing(s: &Setup) -> (i32, String, String) {
+    let out: Output = support::run_with_timeout(
+        s.command(&[
+            "run",
+            "--config",
+            s.config.to_str().unwrap(),
+            "--until-caught-up",
+        ]),
+        Duration::from_secs(60),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success(), "expected a failure: {stderr}");
+    let last = stderr.lines().last().unwrap_or("").to_string();
+    assert!(last.starts_with("kafka-store: "), "{last}");
+    (out.status.code().unwrap_or(-1), stderr, last)
+}
+
+fn assert_mentions(line: &str, wants: &[&str]) {
+    for w in wants {
+        assert!(line.contains(w), "{line:?} should mention {w:?}");
+    }
+}
+
+#[test]
+fn a_topic_is_archived_over_ssl() {
+    archives_through(
+        SECURE_SSL,
+        &format!("security_protocol = \"ssl\"\nssl_ca_file = \"{}\"\n", ca()),
+        "",
+    );
+}
+
+#[test]
+fn a_topic_is_archived_over_sasl_plaintext_with_plain() {
+    let (user, password) = SECURE_PLAIN;
+    archives_through(
+        SECURE_SASL_PLAINTEXT,
+        &sasl("sasl_plaintext", "PLAIN", user),
+        password,
+    );
+}
+
+#[test]
+fn a_topic_is_archived_over_sasl_plaintext_with_scram_sha_256() {
+    let (user, password) = SECURE_SCRAM;
+    archives_through(
+        SECURE_SASL_PLAINTEXT,
+        &sasl("sasl_plaintext", "SCRAM-SHA-256", user),
+        password,
+    );
+}
+
+#[test]
+fn a_topic_is_archived_over_sasl_ssl_with_scram_sha_512() {
+    let (user, password) = SECURE_SCRAM;
+    archives_through(
+        SECURE_SASL_SSL,
+        &format!(
+            "{}ssl_ca_file = \"{}\"\n",
+            sasl("sasl_ssl", "SCRAM-SHA-512", user),
+            ca()
+        ),
+        password,
+    );
+}
+
+#[test]
+fn a_topic_is_archived_over_mutual_tls() {
+    archives_through(
+        SECURE_MTLS,
+        &format!(
+            "security_protocol = \"ssl\"\nssl_ca_file = \"{}\"\nssl_cert_file = \"{}\"\nssl_key_file = \"{}\"\n",
+            ca(),
+            support::secure_tls("client.pem").display(),
+            support::secure_tls("client.key").display()
+        ),
+        "",
+    );
+}
+
+#[test]
+fn a_listener_requiring_a_client_certificate_says_so() {
+    let (topic, _) = support::secure_topic("tls-nocert", 1, 1);
+    let s = support::secure_setup(
+        &topic,
+        SECURE_MTLS,
+        &format!("security_protocol = \"ssl\"\nssl_ca_file = \"{}\"\n", ca()),
+        "",
+    );
+    let (code, _, line) = run_failing(&s);
+    assert_eq!(code, 1, "{line}");
+    assert_mentions(&line, &[SECURE_MTLS, "kafka.ssl_cert_file"]);
+}
+
+#[test]
+fn a_wrong_password_is_refused_at_once_naming_the_mechanism() {
+    let wrong = "not-the-Password-42";
+    for (broker, security) in [
+        (
+            SECURE_SASL_SSL,
+            format!(
+                "{}ssl_ca_file = \"{}\"\n",
+                sasl("sasl_ssl", "SCRAM-SHA-512", SECURE_SCRAM.0),
+                ca()
+            ),
+        ),
+        (
+            SECURE_SASL_PLAINTEXT,
+            sasl("sasl_plaintext", "PLAIN", SECURE_PLAIN.0),
+        ),
+    ] {
+        let (topic, _) = support::secure_topic("tls-wrongpw", 1, 1);
+        let s = support::secure_setup(&topic, broker, &security, wrong);
+        let started = Instant::now();
+        let (code, stderr, line) = run_failing(&s);
+        assert_eq!(code, 1, "{line}");
+        // Final, not retried for kafka.retry_timeout (20 s here).
+        assert!(started.elapsed() < Duration::from_secs(10), "{stderr}");
+        let mechanism = if broker == SECURE_SASL_SSL {
+            "SCRAM-SHA-512"
+        } else {
+            "PLAIN"
+        };
+        let user = if broker == SECURE_SASL_SSL {
+            SECURE_SCRAM.0
+        } else {
+            SECURE_PLAIN.0
+        };
+        assert_mentions(
+            &line,
+            &[&format!(
+                "kafka broker {broker} refused SASL {mechanism} authentication for user \"{user}\""
+            )],
+        );
+        assert!(!stderr.contains(wrong), "the password is shown: {stderr}");
+    }
+}
+
+#[test]
+fn a_wrong_ca_is_refused_naming_ssl_ca_file() {
+    let other = support::secure_tls("other-ca.pem").display().to_string();
+    for roots in [format!("ssl_ca_file = \"{other}\"\n"), String::new()] {
+        let (topic, _) = support::secure_topic("tls-wrongca", 1, 1);
+        let s = support::secure_setup(
+            &topic,
+            SECURE_SSL,
+            &format!("security_protocol = \"ssl\"\n{roots}"),
+            "",
+        );
+        let started = Instant::now();
+        let (code, stderr, line) = run_failing(&s);
+        assert_eq!(code, 1, "{line}");
+        assert!(started.elapsed() < Duration::from_secs(10), "{stderr}");
+        assert_mentions(&line, &[SECURE_SSL, "UnknownIssuer", "kafka.ssl_ca_file"]);
+    }
+}
+
+#[test]
+fn a_certificate_for_another_host_is_refused() {
+    let (topic, _) = support::secure_topic("tls-wrongname", 1, 1);
+    let s = support::secure_setup(
+        &topic,
+        SECURE_WRONG_NAME,
+        &format!("security_protocol = \"ssl\"\nssl_ca_file = \"{}\"\n", ca()),
+        "",
+    );
+    let (code, _, line) = run_failing(&s);
+    assert_eq!(code, 1, "{line}");
+    assert_mentions(
+        &line,
+        &[
+            SECURE_WRONG_NAME,
+            "not valid for name \"127.0.0.1\"",
+            "kafka.brokers",
+        ],
+    );
+}
+
+#[test]
+fn restore_with_brokers_works_over_sasl_ssl() {
+    let (topic, produced) = support::secure_topic("tls-restore", 2, 200);
+    let (user, password) = SECURE_SCRAM;
+    let s = support::secure_setup(
+        &topic,
+        SECURE_SASL_SSL,
+        &format!(
+            "{}ssl_ca_file = \"{}\"\n",
+            sasl("sasl_ssl", "SCRAM-SHA-512", user),
+            ca()
+        ),
+        password,
+    );
+    s.run_to_end();
+    let target = support::unique("tls-restored");
+    support::kafka_tool_at(
+        SECURE_ADMIN,
+        &["create-topic", "--topic", &target, "--partitions", "2"],
+        None,
+    );
+    // By name: the broker's certificate lists DNS:localhost too.
+    let out = support::run_with_timeout(
+        s.command(&[
+            "restore",
+            "--config",
+            s.config.to_str().unwrap(),
+            "--topic",
+            &topic,
+            "--to-topic",
+            &target,
+            "--brokers",
+            "localhost:9194",
+        ]),
+        Duration::from_secs(120),
+    );
+    assert!(
+        out.status.success(),
+        "restore failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = support::consume_at(SECURE_ADMIN, &target);
+    let mut want: BTreeMap<i32, Vec<_>> = BTreeMap::new();
+    for ((p, o), r) in &produced {
+        want.entry(*p).or_default().push((*o, r));
+    }
+    for (p, records) in &want {
+        let restored = got.get(p).map_or(&[][..], |v| &v[..]);
+        assert_eq!(restored.len(), records.len(), "partition {p}");
+        for (c, (o, r)) in restored.iter().zip(records) {
+            assert_eq!((&c.key, &c.value), (&r.key, &r.value), "{p}/{o}");
+            assert_eq!(c.timestamp, r.timestamp, "{p}/{o}");
+            let (mark, source) = c.headers.last().expect("the source mark");
+            assert_eq!(mark, b"kafka-store.source");
+            assert_eq!(
+                source.as_deref(),
+                Some(format!("{topic}/{p}/{o}").as_bytes())
+            );
+            assert_eq!(&c.headers[..c.headers.len() - 1], &r.headers[..], "{p}/{o}");
+        }
+    }
+}
