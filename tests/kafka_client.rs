@@ -398,3 +398,122 @@ fn an_offset_out_of_range_is_reported_not_hidden() {
         "{err}"
     );
 }
+
+/// What restore relies on when it goes on as the producer of a target's
+/// last record: the broker writes a batch it already appended only once,
+/// and refuses one cut differently, whatever producer session sends it.
+#[test]
+fn a_continuing_producer_never_writes_an_unseen_batch_twice() {
+    use kafka_store::format::record::{Header, Record};
+    use kafka_store::kafka::records::{Compression, Origin};
+    use kafka_store::kafka::{BatchBuilder, Sealed};
+
+    let _broker = support::shared_broker();
+    let topic = support::unique("continue");
+    support::create_topic(&topic, 1, &[]);
+    let tp = TopicPartition::new(&topic, 0);
+    let mut client = Client::connect(config(&[BOOTSTRAP]), Default::default()).unwrap();
+    let values: Vec<Vec<u8>> = (0..6).map(|i| format!("v{i}").into_bytes()).collect();
+    let batch = |from: usize, n: usize| {
+        let mut b = BatchBuilder::default();
+        for v in &values[from..from + n] {
+            let r = Record {
+                offset: 0,
+                timestamp: 1_700_000_000_000,
+                timestamp_type: TimestampType::Create,
+                key: None,
+                value: Some(v),
+                headers: Vec::<Header>::new(),
+            };
+            b.add(&r, &[]);
+        }
+        b
+    };
+    let produce = |client: &mut Client, b: Sealed| client.produce(std::slice::from_ref(&b));
+    let end = |client: &mut Client| {
+        client
+            .list_offsets(std::slice::from_ref(&tp), OffsetSpec::Latest)
+            .unwrap()[&tp]
+    };
+
+    // The earlier run: three records acknowledged, then two more appended
+    // whose answer it never saw.
+    let mut earlier = client.init_producer().unwrap();
+    produce(
+        &mut client,
+        earlier.seal(&tp, &mut batch(0, 3), Compression::None),
+    )
+    .unwrap();
+    produce(
+        &mut client,
+        earlier.seal(&tp, &mut batch(3, 2), Compression::None),
+    )
+    .unwrap();
+    assert_eq!(end(&mut client), 5);
+    // The next run saw only the first three: the origin of offset 2.
+    let data = client
+        .fetch_one(
+            &tp,
+            Position {
+                offset: 0,
+                last_epoch: None,
+            },
+        )
+        .unwrap();
+    let mut origin: Option<Origin> = None;
+    records::visit::<RecordsError>(
+        &data.records,
+        0,
+        &mut TxnFilter::new(vec![]),
+        &mut Vec::new(),
+        |e| {
+            if let Event::Record {
+                record, origin: o, ..
+            } = e
+                && record.offset == 2
+            {
+                origin = Some(o);
+            }
+            Ok(())
+        },
+    )
+    .unwrap();
+    let origin = origin.unwrap();
+    assert_eq!(origin.sequence, 2);
+
+    // Sent again with the same records: recognised, written once.
+    let mut next = client.init_producer().unwrap();
+    assert!(next.continue_after(&tp, origin));
+    produce(
+        &mut client,
+        next.seal(&tp, &mut batch(3, 2), Compression::None),
+    )
+    .unwrap();
+    assert_eq!(end(&mut client), 5, "the unseen batch was written twice");
+    // Cut differently: refused, nothing written.
+    let mut other = client.init_producer().unwrap();
+    assert!(other.continue_after(&tp, origin));
+    let e = produce(
+        &mut client,
+        other.seal(&tp, &mut batch(3, 1), Compression::None),
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string().contains("OUT_OF_ORDER_SEQUENCE_NUMBER"),
+        "{e}"
+    );
+    assert_eq!(end(&mut client), 5);
+    // And the run goes on after what the log holds.
+    let mut last = client.init_producer().unwrap();
+    let after = Origin {
+        sequence: 4,
+        ..origin
+    };
+    assert!(last.continue_after(&tp, after));
+    produce(
+        &mut client,
+        last.seal(&tp, &mut batch(5, 1), Compression::None),
+    )
+    .unwrap();
+    assert_eq!(end(&mut client), 6);
+}

@@ -210,6 +210,9 @@ mod tests {
             assert_eq!((h.record_count, h.last_offset_delta), (3, 2));
             assert_eq!((h.base_timestamp, h.max_timestamp), (1_000, 1_000));
             assert_eq!(h.timestamp_type(), TimestampType::Create);
+            // Each record's sequence number: the batch's base plus its delta.
+            let origin = h.origin(2);
+            assert_eq!((origin.producer_id, origin.sequence), (7, 42));
             let mut scratch = Vec::new();
             let got: Vec<_> = batch
                 .records(&mut scratch)

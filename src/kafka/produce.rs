@@ -20,7 +20,7 @@ use kafka_protocol::protocol::{StrBytes, VersionRange};
 use super::batch::{BatchBuilder, Identity};
 use super::client::Client;
 use super::error::{Action, KafkaError, classify};
-use super::records::Compression;
+use super::records::{Compression, Origin};
 use crate::format::names::TopicPartition;
 
 // The versions this client implements (topics by name: Produce v13 names
@@ -31,11 +31,14 @@ const INIT_PRODUCER_ID: VersionRange = VersionRange { min: 0, max: 4 };
 const ACKS_ALL: i16 = -1;
 
 /// A producer id and epoch, and the next sequence number per partition.
+/// A partition may go on as the producer that wrote its last record (see
+/// [`Producer::continue_after`]).
 #[derive(Debug)]
 pub struct Producer {
     id: i64,
     epoch: i16,
     next: HashMap<TopicPartition, i32>,
+    continued: HashMap<TopicPartition, (i64, i16)>,
 }
 
 /// A batch ready to send, its sequence numbers taken.
@@ -97,11 +100,37 @@ fn hint(code: ResponseError) -> &'static str {
             " (the target topic's message.timestamp.before.max.ms or after.max.ms refuses these timestamps; raise it)"
         }
         ResponseError::TopicAuthorizationFailed => " (grant WRITE on the target topic)",
+        ResponseError::OutOfOrderSequenceNumber => {
+            " (the partition holds a batch of the earlier run that was not visible yet, its followers still copying it; run the same command again in a few seconds)"
+        }
         _ => "",
     }
 }
 
+/// The sequence number after `sequence` (they wrap at i32::MAX).
+fn after(sequence: i32, records: usize) -> i32 {
+    ((i64::from(sequence) + records as i64) % (i64::from(i32::MAX) + 1)) as i32
+}
+
 impl Producer {
+    /// Writes to `tp` as the producer that wrote the record of `origin`,
+    /// with the sequence numbers after it. The broker keeps that
+    /// producer's last batches: one it appended but nobody saw acknowledged
+    /// (a run killed while its followers copied it) is recognised when
+    /// sent again with the same records (written once), and refused as
+    /// out of order when cut differently, instead of being written twice.
+    /// Returns false (and changes nothing) for an origin without a
+    /// producer id or sequence.
+    pub fn continue_after(&mut self, tp: &TopicPartition, origin: Origin) -> bool {
+        if origin.producer_id < 0 || origin.producer_epoch < 0 || origin.sequence < 0 {
+            return false;
+        }
+        self.continued
+            .insert(tp.clone(), (origin.producer_id, origin.producer_epoch));
+        self.next.insert(tp.clone(), after(origin.sequence, 1));
+        true
+    }
+
     /// Seals `builder`'s records into a batch for `tp`, taking the next
     /// sequence numbers of the partition.
     pub fn seal(
@@ -111,14 +140,18 @@ impl Producer {
         compression: Compression,
     ) -> Sealed {
         let records = builder.len();
+        let (producer_id, producer_epoch) = self
+            .continued
+            .get(tp)
+            .copied()
+            .unwrap_or((self.id, self.epoch));
         let next = self.next.entry(tp.clone()).or_insert(0);
         let who = Identity {
-            producer_id: self.id,
-            producer_epoch: self.epoch,
+            producer_id,
+            producer_epoch,
             base_sequence: *next,
         };
-        // Sequences wrap at i32::MAX, as the broker expects.
-        *next = ((i64::from(*next) + records as i64) % (i64::from(i32::MAX) + 1)) as i32;
+        *next = after(*next, records);
         Sealed {
             tp: tp.clone(),
             bytes: Bytes::from(builder.seal(who, compression)),
@@ -155,6 +188,7 @@ impl Client {
             id: response.producer_id.0,
             epoch: response.producer_epoch,
             next: HashMap::new(),
+            continued: HashMap::new(),
         })
     }
 
@@ -319,6 +353,7 @@ mod tests {
             id: 5,
             epoch: 0,
             next: HashMap::new(),
+            continued: HashMap::new(),
         };
         let a = TopicPartition::new("t", 0);
         let b = TopicPartition::new("t", 1);
@@ -340,14 +375,31 @@ mod tests {
                 .next()
                 .unwrap()
                 .unwrap();
-            batch.header.base_sequence
+            (batch.header.producer_id, batch.header.base_sequence)
         };
-        assert_eq!(seq(&mut p, &a, 3), 0);
-        assert_eq!(seq(&mut p, &a, 2), 3);
-        assert_eq!(seq(&mut p, &b, 1), 0);
-        assert_eq!(seq(&mut p, &a, 1), 5);
+        assert_eq!(seq(&mut p, &a, 3).1, 0);
+        assert_eq!(seq(&mut p, &a, 2).1, 3);
+        assert_eq!(seq(&mut p, &b, 1).1, 0);
+        assert_eq!(seq(&mut p, &a, 1).1, 5);
         p.next.insert(a.clone(), i32::MAX - 1);
-        assert_eq!(seq(&mut p, &a, 3), i32::MAX - 1);
-        assert_eq!(seq(&mut p, &a, 1), 1);
+        assert_eq!(seq(&mut p, &a, 3).1, i32::MAX - 1);
+        assert_eq!(seq(&mut p, &a, 1).1, 1);
+        // Going on as an earlier producer of a partition.
+        let c = TopicPartition::new("t", 2);
+        let earlier = Origin {
+            producer_id: 9,
+            producer_epoch: 3,
+            sequence: 41,
+        };
+        assert!(p.continue_after(&c, earlier));
+        assert_eq!(seq(&mut p, &c, 2), (9, 42));
+        assert_eq!(seq(&mut p, &c, 1).1, 44);
+        let none = Origin {
+            producer_id: -1,
+            producer_epoch: -1,
+            sequence: -1,
+        };
+        assert!(!p.continue_after(&b, none));
+        assert_eq!(seq(&mut p, &b, 1).1, 1);
     }
 }

@@ -574,11 +574,42 @@ impl TxnFilter {
     }
 }
 
+/// Which producer wrote a record, and the record's sequence number
+/// (idempotent producers; -1 for both when the batch has none).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Origin {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub sequence: i32,
+}
+
+impl BatchHeader {
+    /// The origin of the record at `offset` of this batch: sequence numbers
+    /// count records from the batch's base sequence, wrapping at i32::MAX.
+    pub fn origin(&self, offset: i64) -> Origin {
+        let sequence = if self.base_sequence < 0 {
+            -1
+        } else {
+            let delta = offset - self.base_offset;
+            ((i64::from(self.base_sequence) + delta) % (i64::from(i32::MAX) + 1)) as i32
+        };
+        Origin {
+            producer_id: self.producer_id,
+            producer_epoch: self.producer_epoch,
+            sequence,
+        }
+    }
+}
+
 /// What [`visit`] reports while walking a record set. `epoch` is the
 /// partition leader epoch of the batch the event comes from.
 pub enum Event<'a> {
     /// A record at or after the start position.
-    Record { record: Record<'a>, epoch: i32 },
+    Record {
+        record: Record<'a>,
+        epoch: i32,
+        origin: Origin,
+    },
     /// Offsets up to `next` (exclusive) are covered but hold no record for
     /// the archive: a control batch, an aborted transaction, an empty batch.
     Skipped { next: i64, epoch: i32 },
@@ -617,9 +648,11 @@ pub fn visit<E: From<RecordsError>>(
             let record = record?;
             if record.offset >= position {
                 position = record.offset + 1;
+                let origin = batch.header.origin(record.offset);
                 f(Event::Record {
                     record,
                     epoch: batch.header.partition_leader_epoch,
+                    origin,
                 })?;
             }
         }

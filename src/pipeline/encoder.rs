@@ -186,7 +186,9 @@ impl Encoder<'_> {
             scratch,
             |event| -> Result<(), ChunkError> {
                 match event {
-                    Event::Record { record, epoch } => w.record(&record, epoch, desk, closed)?,
+                    Event::Record { record, epoch, .. } => {
+                        w.record(&record, epoch, desk, closed)?
+                    }
                     Event::Skipped { next, epoch } => w.skipped(next, epoch),
                 }
                 Ok(())

@@ -6,10 +6,13 @@
 //! Exactly once: every restored record carries a `kafka-store.source`
 //! header naming its source offset (`plan`); at start the last record of
 //! each target partition says where the previous run stopped (`tail`), and
-//! the restore goes on after it. Within a run the idempotent producer
-//! keeps a resent batch from being written twice, and batches of a
-//! partition are produced one at a time, in order (`replay`). No local
-//! state is kept, so none can be lost.
+//! the restore goes on after it, as the producer that wrote that record
+//! (its id, epoch and next sequence number), so that a batch the dead run
+//! left unacknowledged in the leader's log is recognised by the broker
+//! instead of written twice. Within a run the idempotent producer keeps a
+//! resent batch from being written twice, and batches of a partition are
+//! produced one at a time, in order (`replay`). No local state is kept, so
+//! none can be lost.
 //!
 //! Checks everything it can before producing anything: the archive has the
 //! topic, the target exists with enough partitions, and the target holds
@@ -60,8 +63,12 @@ pub fn run(args: &RestoreArgs) -> anyhow::Result<Exit> {
         .collect();
     let tails = tail::read(&mut client, &targets)?;
     let mut jobs = Vec::new();
+    let mut origins = Vec::new();
     for ((p, target), tail) in partitions.iter().zip(targets).zip(tails) {
         let source = TopicPartition::new(&args.topic, *p);
+        if let Tail::Restored { origin, .. } = &tail {
+            origins.push((target.clone(), *origin));
+        }
         let restored_to = resumed(&source, &target, tail)?;
         let start = start_offset(&selection, restored_to);
         match restored_to {
@@ -77,7 +84,17 @@ pub fn run(args: &RestoreArgs) -> anyhow::Result<Exit> {
     if args.dry_run {
         return dry_run(store.as_ref(), &jobs, &selection, &cancel);
     }
-    let producer = client.init_producer()?;
+    let mut producer = client.init_producer()?;
+    for (target, origin) in origins {
+        if producer.continue_after(&target, origin) {
+            log::info!(
+                "{target}: going on as producer {} (epoch {}) after sequence {}",
+                origin.producer_id,
+                origin.producer_epoch,
+                origin.sequence
+            );
+        }
+    }
     log::info!(
         "restoring {} into {} on {brokers} as idempotent producer {}",
         args.topic,
@@ -186,10 +203,12 @@ fn resumed(
 ) -> anyhow::Result<Option<i64>> {
     match tail {
         Tail::Empty => Ok(None),
-        Tail::Restored(m) if *m.topic == *source.topic && m.partition == source.partition => {
+        Tail::Restored { mark: m, .. }
+            if *m.topic == *source.topic && m.partition == source.partition =>
+        {
             Ok(Some(m.offset))
         }
-        Tail::Restored(m) => Err(usage(format!(
+        Tail::Restored { mark: m, .. } => Err(usage(format!(
             "--to-topic: {target} holds records restored from {}/{}, not from {source}; restore into another topic",
             m.topic, m.partition
         ))

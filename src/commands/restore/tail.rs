@@ -1,6 +1,8 @@
 //! Reads where an earlier restore into a target partition stopped: the mark
 //! of the last record in the partition (read committed, so a record is
-//! there only once every in-sync replica has it).
+//! there only once every in-sync replica has it), and which producer wrote
+//! it with which sequence number, so that the next run goes on as that
+//! producer.
 //!
 //! Reads Kafka only; never produces.
 
@@ -8,7 +10,7 @@ use anyhow::Context as _;
 
 use super::plan::{MARK_HEADER, Mark};
 use crate::format::names::TopicPartition;
-use crate::kafka::records::{Event, RecordsError, TxnFilter, visit};
+use crate::kafka::records::{Event, Origin, RecordsError, TxnFilter, visit};
 use crate::kafka::{Client, KafkaError, OffsetSpec, Position};
 
 /// What the end of a target partition holds.
@@ -16,8 +18,8 @@ use crate::kafka::{Client, KafkaError, OffsetSpec, Position};
 pub enum Tail {
     /// No record (an empty log, or only transaction markers).
     Empty,
-    /// The last record came from a restore.
-    Restored(Mark),
+    /// The last record came from a restore, written by `origin`.
+    Restored { mark: Mark, origin: Origin },
     /// The last record, at this offset, carries no mark: restore did not write it.
     Foreign { offset: i64 },
 }
@@ -71,7 +73,7 @@ fn last_in(
         let data = client.fetch_one(tp, at)?;
         let mut filter = TxnFilter::new(data.aborted.clone());
         let next = visit::<RecordsError>(&data.records, position, &mut filter, &mut scratch, |e| {
-            if let Event::Record { record, .. } = e
+            if let Event::Record { record, origin, .. } = e
                 && record.offset < end
             {
                 let mark = record
@@ -81,7 +83,7 @@ fn last_in(
                     .find(|h| h.key == MARK_HEADER.as_bytes())
                     .and_then(|h| h.value.and_then(Mark::parse));
                 found = Some(match mark {
-                    Some(m) => Tail::Restored(m),
+                    Some(mark) => Tail::Restored { mark, origin },
                     None => Tail::Foreign {
                         offset: record.offset,
                     },
