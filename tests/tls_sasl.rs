@@ -2,9 +2,10 @@
 //! archived through each listener (SSL, SASL_PLAINTEXT with PLAIN and
 //! SCRAM-SHA-256, SASL_SSL with SCRAM-SHA-512, mutual TLS), every record
 //! read back; a restore over SASL_SSL read back by an independent
-//! consumer; and the one-line errors of a wrong password, a wrong CA, a
-//! certificate for another host name and a missing client certificate,
-//! with the password nowhere in the output.
+//! consumer; and the one-line errors of a wrong password, an unknown user,
+//! a wrong CA, a certificate for another host name, a missing client
+//! certificate and a plaintext client on a TLS listener, with the password
+//! nowhere in the output.
 
 use std::collections::BTreeMap;
 use std::process::Output;
@@ -288,4 +289,41 @@ fn restore_with_brokers_works_over_sasl_ssl() {
             assert_eq!(&c.headers[..c.headers.len() - 1], &r.headers[..], "{p}/{o}");
         }
     }
+}
+
+#[test]
+fn an_unknown_user_is_refused_at_once_naming_the_user() {
+    let (topic, _) = support::secure_topic("tls-nouser", 1, 1);
+    let security = format!(
+        "{}ssl_ca_file = \"{}\"\n",
+        sasl("sasl_ssl", "SCRAM-SHA-512", "nobody-here"),
+        ca()
+    );
+    let password = "some-Secret-77";
+    let s = support::secure_setup(&topic, SECURE_SASL_SSL, &security, password);
+    let started = Instant::now();
+    let (code, stderr, line) = run_failing(&s);
+    assert_eq!(code, 1, "{line}");
+    assert!(started.elapsed() < Duration::from_secs(10), "{stderr}");
+    assert_mentions(
+        &line,
+        &[&format!(
+            "kafka broker {SECURE_SASL_SSL} refused SASL SCRAM-SHA-512 authentication for user \"nobody-here\""
+        )],
+    );
+    assert!(
+        !stderr.contains(password),
+        "the password is shown: {stderr}"
+    );
+}
+
+#[test]
+fn a_plaintext_client_on_a_tls_listener_is_told_to_use_tls() {
+    let (topic, _) = support::secure_topic("tls-plain-client", 1, 1);
+    let s = support::secure_setup(&topic, SECURE_SSL, "", "");
+    let started = Instant::now();
+    let (code, stderr, line) = run_failing(&s);
+    assert_eq!(code, 1, "{line}");
+    assert!(started.elapsed() < Duration::from_secs(10), "{stderr}");
+    assert_mentions(&line, &[SECURE_SSL, "kafka.security_protocol"]);
 }

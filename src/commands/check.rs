@@ -114,7 +114,13 @@ fn kafka(checks: &mut Checks, config: &Config) -> anyhow::Result<()> {
         }
     }
     if let Some(re) = &k.topic_regex {
-        let what = format!("kafka.topic_regex {:?}", re.as_str());
+        // The config anchors the pattern to whole names: show it as written.
+        let pattern = re.as_str();
+        let written = pattern
+            .strip_prefix("^(?:")
+            .and_then(|p| p.strip_suffix(")$"))
+            .unwrap_or(pattern);
+        let what = format!("kafka.topic_regex {written:?}");
         match client.topic_names() {
             Ok(names) => {
                 let matched: Vec<String> = names.into_iter().filter(|t| re.is_match(t)).collect();
