@@ -19,6 +19,7 @@ mod metrics;
 mod partitions;
 mod restore;
 mod resume;
+mod s3;
 mod stop;
 mod tls_sasl;
 mod verify;

@@ -14,6 +14,12 @@
 #                 certificates and keys are in <state>/kafka-secure/tls/
 #   gcs-emulator  http://127.0.0.1:9023  gcp-storage-emulator (PyPI), in memory
 #   mariadb       127.0.0.1:3306  Debian's mariadb-server, root with no password
+#   s3            http://127.0.0.1:9024  moto[server] 5.2.1 (PyPI), in memory: an
+#                 S3 API that honours If-None-Match (multipart too); the keys
+#                 of its IAM user "archiver" are in <state>/s3/credentials
+#                 (AWS credentials INI). Signatures are not checked: moto's
+#                 checker (INITIAL_NO_AUTH_ACTION_COUNT) rejects boto3's own
+#                 requests when a query value holds %2F (every listing).
 #
 # Usage: vendor-config/test-services.sh COMMAND
 #   install      fetch the Kafka jars (Maven), the Python venv (PyPI) and the
@@ -53,6 +59,7 @@ readonly KAFKA_PORT=9092
 readonly CONTROLLER_PORT=9093
 readonly GCS_PORT=9023
 readonly MARIADB_PORT=3306
+readonly S3_PORT=9024
 # Any fixed base64url UUID; the data dir is formatted with it once.
 readonly KAFKA_CLUSTER_ID=jIkRTXagShG74tkKzvHC6Q
 readonly KAFKA_READY_TIMEOUT=60
@@ -71,6 +78,7 @@ readonly KAFKA_CONFIG_DIR=$SCRIPT_DIR/kafka
 readonly KAFKA_POM=$KAFKA_CONFIG_DIR/pom.xml
 readonly REQUIREMENTS=$REPO/tests/support/requirements.txt
 readonly KAFKA_TOOL=$REPO/tests/support/kafka_tool.py
+readonly S3_TOOL=$REPO/tests/support/s3_tool.py
 
 readonly LOGS=$STATE/logs
 readonly RUN=$STATE/run
@@ -501,6 +509,28 @@ launch_gcs() {
 
 wait_gcs() { wait_ready gcs-emulator gcp-storage-emulator 30 gcs_probe; }
 
+# ------------------------------------------------------------------ s3 (moto)
+
+s3_probe() { curl -sf -o /dev/null --max-time 2 "http://$HOST:$S3_PORT/moto-api/data.json"; }
+
+launch_s3() {
+	if running_pid s3 moto_server >/dev/null; then
+		return 0
+	fi
+	port_open "$S3_PORT" && die "port $S3_PORT is in use by a process this script did not start"
+	rm -f -- "$STATE/s3/credentials"
+	mkdir -p -- "$STATE/s3"
+	launch s3 "$VENV/bin/moto_server" -H "$HOST" -p "$S3_PORT"
+}
+
+wait_s3() {
+	wait_ready s3 moto_server 30 s3_probe
+	if [[ ! -s $STATE/s3/credentials ]]; then
+		"$VENV/bin/python" "$S3_TOOL" setup "http://$HOST:$S3_PORT" "$STATE/s3/credentials" >>"$LOGS/s3.log" 2>&1 ||
+			fail_with_log s3 "creating the S3 test user failed"
+	fi
+}
+
 # ------------------------------------------------------------------ mariadb
 
 mariadb_probe() {
@@ -547,6 +577,7 @@ wait_mariadb() { wait_ready mariadb mariadbd 30 mariadb_probe; }
 cmd_up() {
 	cmd_install
 	launch_gcs
+	launch_s3
 	launch_mariadb
 	launch_kafka
 	launch_pair_node 10
@@ -554,6 +585,7 @@ cmd_up() {
 	launch_pair_node 12
 	launch_secure
 	wait_gcs
+	wait_s3
 	wait_mariadb
 	wait_kafka
 	wait_pair_broker 11
@@ -563,16 +595,18 @@ cmd_up() {
 	printf 'kafka-pair %s:%s,%s:%s\n' "$HOST" "${PAIR_PORT[11]}" "$HOST" "${PAIR_PORT[12]}"
 	print_secure
 	printf 'gcs-emulator http://%s:%s\n' "$HOST" "$GCS_PORT"
+	printf 's3 http://%s:%s\n' "$HOST" "$S3_PORT"
 	printf 'mariadb %s:%s\n' "$HOST" "$MARIADB_PORT"
 }
 
 cmd_down() {
 	stop_service kafka kafka.Kafka "$KAFKA_STOP_TIMEOUT" "$KAFKA_PORT" "$CONTROLLER_PORT"
 	stop_service gcs-emulator gcp-storage-emulator 10 "$GCS_PORT"
+	stop_service s3 moto_server 10 "$S3_PORT"
 	stop_service mariadb mariadbd 30 "$MARIADB_PORT"
 	stop_pair
 	cmd_stop_secure
-	rm -rf -- "$KAFKA_DATA" "$KAFKA_CONF" "$MDB_DIR" "$PAIR_DIR" "$SECURE_DIR"
+	rm -rf -- "$KAFKA_DATA" "$KAFKA_CONF" "$MDB_DIR" "$PAIR_DIR" "$SECURE_DIR" "$STATE/s3"
 }
 
 cmd_stop_kafka() {
@@ -625,6 +659,12 @@ cmd_status() {
 		printf 'gcs-emulator running (pid %s) http://%s:%s\n' "$pid" "$HOST" "$GCS_PORT"
 	else
 		printf 'gcs-emulator stopped\n'
+		all=1
+	fi
+	if pid=$(running_pid s3 moto_server); then
+		printf 's3 running (pid %s) http://%s:%s\n' "$pid" "$HOST" "$S3_PORT"
+	else
+		printf 's3 stopped\n'
 		all=1
 	fi
 	if pid=$(running_pid mariadb mariadbd); then

@@ -150,7 +150,7 @@ fn kafka(checks: &mut Checks, config: &Config) -> anyhow::Result<()> {
 fn store_and_index(checks: &mut Checks, config: &Config) -> anyhow::Result<()> {
     let url = &config.store.url;
     let what = format!("store {url}");
-    let opened = store::open(url, &config.store.gcs, &Cancel::default());
+    let opened = store::open(url, &config.store.gcs, &config.store.s3, &Cancel::default());
     let store = match opened {
         Ok(store) => store,
         Err(e) => return checks.fail(&what, e),
@@ -159,7 +159,7 @@ fn store_and_index(checks: &mut Checks, config: &Config) -> anyhow::Result<()> {
         StoreUrl::File(_) => "writable",
         // Creating objects is only tried by the first commit: a check must
         // not write into the archive.
-        StoreUrl::Gcs { .. } => "listing allowed",
+        StoreUrl::Gcs { .. } | StoreUrl::S3 { .. } => "listing allowed",
     };
     match store.topics() {
         Ok(topics) => checks.ok(

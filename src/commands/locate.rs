@@ -20,7 +20,12 @@ use crate::store::{self, Store};
 /// Prints where the target is; exit 4 when nothing archived holds it.
 pub fn run(args: &LocateArgs) -> anyhow::Result<Exit> {
     let config = Config::load(&args.config)?;
-    let store = store::open(&config.store.url, &config.store.gcs, &Cancel::default())?;
+    let store = store::open(
+        &config.store.url,
+        &config.store.gcs,
+        &config.store.s3,
+        &Cancel::default(),
+    )?;
     let store_url = store.url();
     let mut index = match config.mysql.as_ref().map(|m| Index::open(m, &store_url)) {
         None => None,

@@ -19,7 +19,12 @@ pub fn run(config: &Path) -> anyhow::Result<Exit> {
     let Some(mysql) = &config.mysql else {
         return Err(usage("reindex: the config has no [mysql] section").into());
     };
-    let store = store::open(&config.store.url, &config.store.gcs, &Cancel::default())?;
+    let store = store::open(
+        &config.store.url,
+        &config.store.gcs,
+        &config.store.s3,
+        &Cancel::default(),
+    )?;
     let mut index = Index::open(mysql, &store.url())?;
     let mut out = std::io::stdout().lock();
     let (written, deleted) = reindex(&mut index, store.as_ref(), &mut out)?;

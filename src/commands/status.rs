@@ -22,7 +22,12 @@ use crate::store::{self, Store};
 pub fn run(config: &Path) -> anyhow::Result<Exit> {
     let config = Config::load(config)?;
     let cancel = Cancel::default();
-    let store = store::open(&config.store.url, &config.store.gcs, &cancel)?;
+    let store = store::open(
+        &config.store.url,
+        &config.store.gcs,
+        &config.store.s3,
+        &cancel,
+    )?;
     let brokers = &config.kafka.client.brokers;
     let mut client = Client::connect(config.kafka.client.clone(), cancel)
         .map_err(|e| kafka_context(e, brokers))?;

@@ -63,7 +63,12 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<Exit> {
     let (store, config) = match &args.source {
         Source::Config(path) => {
             let config = Config::load(path)?;
-            let store = store::open(&config.store.url, &config.store.gcs, &cancel)?;
+            let store = store::open(
+                &config.store.url,
+                &config.store.gcs,
+                &config.store.s3,
+                &cancel,
+            )?;
             (store, Some(config))
         }
         source @ Source::Store(_) => (open_store(source)?, None),

@@ -52,6 +52,7 @@ struct RawConfig {
     #[serde(default)]
     pipeline: pipeline::RawPipeline,
     gcs: Option<store::RawGcs>,
+    s3: Option<store::RawS3>,
     mysql: Option<mysql::RawMysql>,
     metrics: Option<metrics::RawMetrics>,
 }
@@ -74,7 +75,7 @@ impl Config {
         let raw: RawConfig = toml::from_str(text).map_err(|e| syntax(text, &e))?;
         Ok(Config {
             kafka: kafka::validate(raw.kafka)?,
-            store: store::validate(raw.store, raw.gcs)?,
+            store: store::validate(raw.store, raw.gcs, raw.s3)?,
             files: files::validate(raw.files)?,
             pipeline: pipeline::validate(raw.pipeline)?,
             mysql: raw.mysql.map(mysql::validate).transpose()?,

@@ -278,7 +278,12 @@ fn connect(config: ClientConfig, cancel: Cancel, kafka: &KafkaConfig) -> anyhow:
 /// Opens and checks everything `run` needs before any thread starts.
 fn start(config: &Config, options: RunOptions, stop: &Stop) -> anyhow::Result<Started> {
     let cancel = stop.cancel();
-    let store = store::open(&config.store.url, &config.store.gcs, cancel)?;
+    let store = store::open(
+        &config.store.url,
+        &config.store.gcs,
+        &config.store.s3,
+        cancel,
+    )?;
     let spool = Spool::open(&config.store.spool_dir)?;
     let k = &config.kafka;
     let mut client = connect(k.client.clone(), cancel.clone(), k)?;

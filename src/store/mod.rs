@@ -3,6 +3,7 @@
 //! - `object`: the `Store` trait, object metadata, put outcomes, errors.
 //! - `file`: `file://DIR`, a local or mounted directory.
 //! - `gcs`: `gs://BUCKET/PREFIX`, Google Cloud Storage.
+//! - `s3`: `s3://BUCKET/PREFIX`, Amazon S3 and S3-compatible stores.
 //! - `http`: what HTTP stores share (agent, retry policy, back-off).
 //!
 //! A leaf: each store takes its own options and the stop flag; none knows
@@ -17,6 +18,7 @@ pub mod file;
 pub mod gcs;
 pub mod http;
 mod object;
+pub mod s3;
 
 pub use object::{ObjectInfo, PutOutcome, Store, StoreError, Upload};
 
@@ -27,6 +29,8 @@ pub enum StoreUrl {
     File(PathBuf),
     /// `gs://BUCKET/PREFIX`: Google Cloud Storage; the prefix may be empty.
     Gcs { bucket: String, prefix: String },
+    /// `s3://BUCKET/PREFIX`: S3 or an S3-compatible store; the prefix may be empty.
+    S3 { bucket: String, prefix: String },
 }
 
 /// A URL that names no store, with why.
@@ -49,31 +53,56 @@ impl StoreUrl {
             }
             return Ok(StoreUrl::File(PathBuf::from(path)));
         }
-        if let Some(rest) = url.strip_prefix("gs://") {
+        for (scheme, valid) in [
+            ("gs://", gcs_bucket_ok as fn(&str) -> bool),
+            ("s3://", s3_bucket_ok),
+        ] {
+            let Some(rest) = url.strip_prefix(scheme) else {
+                continue;
+            };
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-            let bucket_ok = (3..=222).contains(&bucket.len())
-                && bucket.bytes().all(|b| {
-                    b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.')
-                })
-                && bucket.as_bytes()[0].is_ascii_alphanumeric();
-            if !bucket_ok {
+            if !valid(bucket) {
                 return Err(bad(format!(
-                    "has {bucket:?}, which is not a valid bucket name (lowercase letters, digits, '-', '_', '.')"
+                    "has {bucket:?}, which is not a valid bucket name (lowercase letters, digits, '-', '.'{})",
+                    if scheme == "gs://" { ", '_'" } else { "" }
                 )));
             }
             let prefix = prefix.trim_matches('/');
             if prefix.split('/').any(|p| p == "." || p == "..") || prefix.contains("//") {
                 return Err(bad("has a prefix that is not a plain path".into()));
             }
-            return Ok(StoreUrl::Gcs {
-                bucket: bucket.to_string(),
-                prefix: prefix.to_string(),
+            let (bucket, prefix) = (bucket.to_string(), prefix.to_string());
+            return Ok(if scheme == "gs://" {
+                StoreUrl::Gcs { bucket, prefix }
+            } else {
+                StoreUrl::S3 { bucket, prefix }
             });
         }
         Err(bad(
-            "is not a store url (expected file:///path/to/dir or gs://bucket/prefix)".into(),
+            "is not a store url (expected file:///path/to/dir, gs://bucket/prefix or s3://bucket/prefix)".into(),
         ))
     }
+}
+
+/// GCS bucket names: 3 to 222 of lowercase letters, digits, `-_.`.
+fn gcs_bucket_ok(bucket: &str) -> bool {
+    (3..=222).contains(&bucket.len())
+        && bucket.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.')
+        })
+        && bucket.as_bytes()[0].is_ascii_alphanumeric()
+}
+
+/// S3 bucket names: 3 to 63 of lowercase letters, digits, `-.`, starting
+/// and ending with a letter or digit.
+fn s3_bucket_ok(bucket: &str) -> bool {
+    let b = bucket.as_bytes();
+    (3..=63).contains(&b.len())
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'-' | b'.'))
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+        && !bucket.contains("..")
 }
 
 impl fmt::Display for StoreUrl {
@@ -82,6 +111,8 @@ impl fmt::Display for StoreUrl {
             StoreUrl::File(p) => write!(f, "file://{}", p.display()),
             StoreUrl::Gcs { bucket, prefix } if prefix.is_empty() => write!(f, "gs://{bucket}"),
             StoreUrl::Gcs { bucket, prefix } => write!(f, "gs://{bucket}/{prefix}"),
+            StoreUrl::S3 { bucket, prefix } if prefix.is_empty() => write!(f, "s3://{bucket}"),
+            StoreUrl::S3 { bucket, prefix } => write!(f, "s3://{bucket}/{prefix}"),
         }
     }
 }
@@ -91,6 +122,7 @@ impl fmt::Display for StoreUrl {
 pub fn open(
     url: &StoreUrl,
     gcs: &gcs::GcsOptions,
+    s3: &s3::S3Options,
     cancel: &Cancel,
 ) -> Result<Box<dyn Store>, StoreError> {
     match url {
@@ -99,6 +131,12 @@ pub fn open(
             bucket,
             prefix,
             gcs,
+            cancel.clone(),
+        )?)),
+        StoreUrl::S3 { bucket, prefix } => Ok(Box::new(s3::S3Store::open(
+            bucket,
+            prefix,
+            s3,
             cancel.clone(),
         )?)),
     }
@@ -121,6 +159,27 @@ mod tests {
             StoreUrl::parse("file:///var/a").unwrap(),
             StoreUrl::File("/var/a".into())
         );
+        for (url, bucket, prefix, shown) in [
+            (
+                "s3://my-bucket/archive/kafka/",
+                "my-bucket",
+                "archive/kafka",
+                "s3://my-bucket/archive/kafka",
+            ),
+            ("s3://my.bucket", "my.bucket", "", "s3://my.bucket"),
+            ("s3://b-1/", "b-1", "", "s3://b-1"),
+        ] {
+            let parsed = StoreUrl::parse(url).unwrap();
+            assert_eq!(
+                parsed,
+                StoreUrl::S3 {
+                    bucket: bucket.into(),
+                    prefix: prefix.into()
+                },
+                "{url}"
+            );
+            assert_eq!(parsed.to_string(), shown);
+        }
         let bare = StoreUrl::parse("gs://my-bucket").unwrap();
         assert_eq!(bare.to_string(), "gs://my-bucket");
         for (bad, why) in [
@@ -129,6 +188,11 @@ mod tests {
             ("gs://bucket/../up", "not a plain path"),
             ("file://", "names no directory"),
             ("s4://b", "is not a store url"),
+            ("s3://ab", "not a valid bucket name"),
+            ("s3://under_score", "not a valid bucket name"),
+            ("s3://ends-with-", "not a valid bucket name"),
+            ("s3://a..b", "not a valid bucket name"),
+            ("s3://bucket/a//b", "not a plain path"),
         ] {
             let e = StoreUrl::parse(bad).unwrap_err().to_string();
             assert!(e.contains(why), "{bad}: {e}");

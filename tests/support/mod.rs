@@ -1725,3 +1725,73 @@ pub fn secure_setup(topic: &str, broker: &str, security: &str, password: &str) -
     std::fs::write(&s.config, text).unwrap();
     s
 }
+
+/// The S3 test server (moto, started by vendor-config/test-services.sh).
+pub const S3_ENDPOINT: &str = "http://127.0.0.1:9024";
+
+/// The AWS credentials file of the S3 test server's user.
+pub fn s3_credentials() -> PathBuf {
+    state_dir().join("s3/credentials")
+}
+
+/// tests/support/s3_tool.py against the S3 test server; its stdout.
+pub fn s3_tool(args: &[&str]) -> String {
+    let out = Command::new(state_dir().join("venv/bin/python"))
+        .arg(repo().join("tests/support/s3_tool.py"))
+        .arg(args[0])
+        .arg(S3_ENDPOINT)
+        .arg(s3_credentials())
+        .args(&args[1..])
+        .output()
+        .expect("run s3_tool.py");
+    assert!(
+        out.status.success(),
+        "s3_tool {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A new, empty bucket on the S3 test server.
+pub fn s3_bucket() -> String {
+    let name = unique("s3").to_lowercase();
+    s3_tool(&["mkbucket", &name]);
+    name
+}
+
+/// Downloads every object under `prefix/` into `dest`; one JSON value
+/// (key, size, etag, metadata) per object.
+pub fn s3_download(bucket: &str, prefix: &str, dest: &Path) -> Vec<serde_json::Value> {
+    s3_tool(&["download", bucket, prefix, dest.to_str().unwrap()])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+impl Setup {
+    /// A config archiving into `s3://{bucket}/archive` through `endpoint`
+    /// (path-style, the test user's credentials file).
+    pub fn s3(
+        topics: &[&str],
+        group: &str,
+        bucket: &str,
+        endpoint: &str,
+        files_extra: &str,
+        s3_extra: &str,
+    ) -> Setup {
+        let s = Setup::new(topics, group, "", files_extra);
+        let text = std::fs::read_to_string(&s.config).unwrap().replace(
+            &format!("url = \"file://{}\"", s.archive.display()),
+            &format!("url = \"s3://{bucket}/archive\""),
+        );
+        std::fs::write(
+            &s.config,
+            format!(
+                "{text}\n[s3]\nendpoint = \"{endpoint}\"\npath_style = true\ncredentials = \"{}\"\n{s3_extra}\n",
+                s3_credentials().display()
+            ),
+        )
+        .unwrap();
+        s
+    }
+}

@@ -42,7 +42,12 @@ pub fn run(args: &RestoreArgs) -> anyhow::Result<Exit> {
     let config = Config::load(&args.config)?;
     let compression = compression(args.compression.as_deref())?;
     let cancel = stop_on_signals()?;
-    let store = store::open(&config.store.url, &config.store.gcs, &cancel)?;
+    let store = store::open(
+        &config.store.url,
+        &config.store.gcs,
+        &config.store.s3,
+        &cancel,
+    )?;
     let partitions = source_partitions(store.as_ref(), args)?;
     let mut kafka = config.kafka.client.clone();
     if let Some(brokers) = &args.brokers {
