@@ -1,7 +1,8 @@
 //! The `s3://` store against a real S3 API that honours `If-None-Match`
 //! (moto, vendor-config/test-services.sh),
 //! with the fault-injecting proxy in front of it: exactly once with every
-//! metadata field read back, multipart uploads, faults survived.
+//! metadata field read back, multipart uploads, faults survived; ls,
+//! verify and restore on s3://; the errors a user meets first.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -86,4 +87,133 @@ fn s3_archive_is_exactly_once_with_multipart_uploads_through_faults() {
     s.run_to_end();
     let after = support::s3_download(&bucket, "archive", &s.dir.path().join("again2"));
     assert_eq!(after.len(), before);
+}
+
+#[test]
+fn ls_verify_and_restore_work_on_s3() {
+    let _broker = support::shared_broker();
+    let (topic, produced) = support::topic_with_records("s3-cmds", 2, 800, &["lz4"]);
+    let bucket = support::s3_bucket();
+    let s = Setup::s3(
+        &[&topic],
+        &support::unique("s"),
+        &bucket,
+        S3_ENDPOINT,
+        "max_file_bytes = \"32KiB\"\n",
+        "",
+    );
+    s.run_to_end();
+    let config = s.config.to_str().unwrap();
+    let ls = support::run_with_timeout(
+        s.command(&["ls", "--config", config]),
+        Duration::from_secs(60),
+    );
+    let listing = String::from_utf8_lossy(&ls.stdout);
+    assert!(ls.status.success(), "{listing}");
+    assert!(
+        listing.contains(&format!(
+            "s3://{bucket}/archive/{topic}/000000/00000000000000000000.avro"
+        )),
+        "{listing}"
+    );
+    assert!(listing.contains("no gaps"), "{listing}");
+    let verify = support::run_with_timeout(
+        s.command(&["verify", "--config", config, "--deep", "--against-kafka"]),
+        Duration::from_secs(120),
+    );
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+    let target = support::unique("s3-restored");
+    support::create_topic(&target, 2, &[]);
+    let restore = support::run_with_timeout(
+        s.command(&[
+            "restore",
+            "--config",
+            config,
+            "--topic",
+            &topic,
+            "--to-topic",
+            &target,
+        ]),
+        Duration::from_secs(120),
+    );
+    assert!(
+        restore.status.success(),
+        "{}",
+        String::from_utf8_lossy(&restore.stderr)
+    );
+    let back = support::consume(&target);
+    for p in 0..2 {
+        let want: Vec<&Rec> = produced
+            .iter()
+            .filter(|((q, _), _)| *q == p)
+            .map(|(_, r)| r)
+            .collect();
+        let got: Vec<_> = back[&p].iter().map(|c| (&c.key, &c.value)).collect();
+        let want: Vec<_> = want.iter().map(|r| (&r.key, &r.value)).collect();
+        assert_eq!(got, want, "partition {p}");
+    }
+}
+
+#[test]
+fn unknown_buckets_dead_endpoints_and_missing_credentials_are_one_line_errors() {
+    let _broker = support::shared_broker();
+    let (topic, _) = support::topic_with_records("s3-bad", 1, 10, &["none"]);
+    let fails = |s: &Setup, wants: &[&str]| {
+        let out = support::run_with_timeout(
+            s.command(&[
+                "run",
+                "--config",
+                s.config.to_str().unwrap(),
+                "--until-caught-up",
+            ]),
+            Duration::from_secs(120),
+        );
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(!out.status.success(), "{err}");
+        let last = err.lines().last().unwrap_or_default().to_string();
+        assert!(last.starts_with("kafka-store: "), "{err}");
+        for w in wants {
+            assert!(last.contains(w), "{last:?} should mention {w:?}");
+        }
+    };
+    // A bucket that does not exist: nothing can be committed there.
+    let s = Setup::s3(
+        &[&topic],
+        &support::unique("s"),
+        "no-such-bucket-here",
+        S3_ENDPOINT,
+        "",
+        "retry_timeout = \"3s\"\n",
+    );
+    fails(&s, &["no-such-bucket-here"]);
+    // An endpoint nobody answers on.
+    let bucket = support::s3_bucket();
+    let s = Setup::s3(
+        &[&topic],
+        &support::unique("s"),
+        &bucket,
+        "http://127.0.0.1:9",
+        "",
+        "retry_timeout = \"3s\"\n",
+    );
+    fails(&s, &["127.0.0.1:9"]);
+    assert!(support::s3_download(&bucket, "archive", &s.dir.path().join("dl")).is_empty());
+    // A credentials file that is not there names the key.
+    let s = Setup::s3(
+        &[&topic],
+        &support::unique("s"),
+        &bucket,
+        S3_ENDPOINT,
+        "",
+        "",
+    );
+    let text = std::fs::read_to_string(&s.config).unwrap();
+    let creds = support::s3_credentials().display().to_string();
+    std::fs::write(&s.config, text.replace(&creds, "/nonexistent/credentials")).unwrap();
+    fails(&s, &["s3.credentials"]);
+    assert!(support::s3_download(&bucket, "archive", &s.dir.path().join("dl2")).is_empty());
 }
