@@ -26,7 +26,7 @@ mod tail;
 use anyhow::Context as _;
 
 use self::plan::{Selection, start_offset};
-use self::replay::{Done, Job, replay, walk};
+use self::replay::{Done, Job, Plan, replay, walk};
 use self::tail::Tail;
 use crate::cli::{RestoreArgs, usage};
 use crate::commands::signals::stop_on_signals;
@@ -106,16 +106,13 @@ pub fn run(args: &RestoreArgs) -> anyhow::Result<Exit> {
         args.to_topic,
         producer.id()
     );
-    let (totals, complete) = replay(
-        store.as_ref(),
-        &mut client,
-        producer,
-        &jobs,
-        &selection,
+    let plan = Plan {
+        jobs: &jobs,
+        selection: &selection,
         compression,
-        args.rate,
-        &cancel,
-    )?;
+        rate: args.rate,
+    };
+    let (totals, complete) = replay(store.as_ref(), &mut client, producer, &plan, &cancel)?;
     for job in &jobs {
         let done = totals.get(&job.target).copied().unwrap_or_default();
         println!("{}", summary(job, &done, "restored"));

@@ -156,19 +156,30 @@ impl Pace {
     }
 }
 
+/// What a restore replays, and how.
+pub struct Plan<'a> {
+    pub jobs: &'a [Job],
+    pub selection: &'a Selection,
+    pub compression: Compression,
+    /// Record bytes per second, or no limit.
+    pub rate: Option<u64>,
+}
+
 /// Restores the jobs in order; returns what each partition received, and
 /// whether the restore ran to its end (false: stopped by a signal).
-#[allow(clippy::too_many_arguments)]
 pub fn replay(
     store: &dyn Store,
     client: &mut Client,
     mut producer: Producer,
-    jobs: &[Job],
-    selection: &Selection,
-    compression: Compression,
-    rate: Option<u64>,
+    plan: &Plan,
     cancel: &Cancel,
 ) -> anyhow::Result<(BTreeMap<TopicPartition, Done>, bool)> {
+    let Plan {
+        jobs,
+        selection,
+        compression,
+        rate,
+    } = *plan;
     let batch_bytes = rate.map_or(BATCH_BYTES, |r| {
         (r / PACED_BATCHES_PER_SECOND).clamp(MIN_BATCH_BYTES, BATCH_BYTES as u64) as usize
     });
