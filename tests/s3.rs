@@ -217,3 +217,151 @@ fn unknown_buckets_dead_endpoints_and_missing_credentials_are_one_line_errors() 
     fails(&s, &["s3.credentials"]);
     assert!(support::s3_download(&bucket, "archive", &s.dir.path().join("dl2")).is_empty());
 }
+
+/// The multipart upload id and part number of an UploadPart request.
+fn part_of(target: &str) -> Option<(String, u32)> {
+    let query = target.split_once('?')?.1;
+    let mut id = None;
+    let mut part = None;
+    for kv in query.split('&') {
+        match kv.split_once('=') {
+            Some(("uploadId", v)) => id = Some(v.to_string()),
+            Some(("partNumber", v)) => part = v.parse().ok(),
+            _ => {}
+        }
+    }
+    Some((id?, part?))
+}
+
+#[test]
+fn a_process_killed_mid_multipart_upload_resends_no_stored_part() {
+    let _broker = support::shared_broker();
+    let topic = support::unique("s3-resume");
+    support::create_topic(&topic, 1, &[]);
+    let produced = support::produce(
+        &topic,
+        &support::gen_records(78, 100_000, 1, 1_700_000_000_000),
+        "lz4",
+    );
+    let bucket = support::s3_bucket();
+    let proxy = FaultProxy::start(S3_ENDPOINT.strip_prefix("http://").unwrap());
+    // Slow uploads, so that the process dies between parts.
+    proxy.set_faults(Faults {
+        body_delay: Duration::from_millis(700),
+        ..Faults::default()
+    });
+    let s = Setup::s3(
+        &[&topic],
+        &support::unique("s"),
+        &bucket,
+        &proxy.url(),
+        "codec = \"null\"\nmax_file_bytes = \"20MiB\"\n",
+        "part_bytes = \"5MiB\"\n",
+    );
+    let mut child = s.spawn(&["--until-caught-up"]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let (upload, stored) = loop {
+        let log = proxy.log();
+        let mut parts: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+        for e in &log {
+            if let Some((id, n)) = part_of(&e.target)
+                && e.method == "PUT"
+                && e.status == Some(200)
+            {
+                parts.entry(id).or_default().push(n);
+            }
+        }
+        let completed = |id: &str| {
+            log.iter()
+                .any(|e| e.method == "POST" && e.target.contains(&format!("uploadId={id}")))
+        };
+        if let Some((id, ns)) = parts
+            .into_iter()
+            .find(|(id, ns)| ns.len() >= 2 && !completed(id))
+        {
+            break (id, ns);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no multipart upload got going"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    support::signal(&child, "-KILL");
+    let _ = child.wait();
+    proxy.set_faults(Faults::default());
+
+    let before = proxy.log().len();
+    s.run_to_end();
+    let after = &proxy.log()[before..];
+    let mine =
+        |e: &&support::fault_proxy::LogEntry| e.target.contains(&format!("uploadId={upload}"));
+    let resent: Vec<u32> = after
+        .iter()
+        .filter(mine)
+        .filter_map(|e| {
+            part_of(&e.target)
+                .filter(|_| e.method == "PUT")
+                .map(|(_, n)| n)
+        })
+        .collect();
+    assert!(
+        after.iter().filter(mine).any(|e| e.method == "GET"),
+        "the restarted process did not ask which parts upload {upload} holds"
+    );
+    for n in &stored {
+        assert!(
+            !resent.contains(n),
+            "part {n} of {upload} was sent again: {resent:?}"
+        );
+    }
+    assert!(
+        !resent.is_empty(),
+        "the rest of upload {upload} was not sent"
+    );
+    assert!(
+        after
+            .iter()
+            .filter(mine)
+            .any(|e| e.method == "POST" && e.status == Some(200)),
+        "upload {upload} was not completed"
+    );
+    check_archive(&s, &bucket, &topic, &produced);
+}
+
+#[test]
+fn builders_that_cut_differently_adopt_each_others_objects() {
+    let _broker = support::shared_broker();
+    let (topic, produced) = support::topic_with_records("s3-cuts", 2, 15_000, &["zstd"]);
+    let bucket = support::s3_bucket();
+    // Two processes on one bucket, each cutting files elsewhere: whoever
+    // creates a name first wins (If-None-Match), the other adopts its end.
+    let a = Setup::s3(
+        &[&topic],
+        &support::unique("s"),
+        &bucket,
+        S3_ENDPOINT,
+        "max_file_records = 700\n",
+        "",
+    );
+    let b = Setup::s3(
+        &[&topic],
+        &support::unique("s"),
+        &bucket,
+        S3_ENDPOINT,
+        "max_file_records = 1100\n",
+        "",
+    );
+    let (pa, pb) = (
+        a.spawn(&["--until-caught-up"]),
+        b.spawn(&["--until-caught-up"]),
+    );
+    let mut logs = String::new();
+    for p in [pa, pb] {
+        let out = support::wait_with_timeout(p, Duration::from_secs(300));
+        logs.push_str(&String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "{logs}");
+    }
+    assert!(logs.contains("adopting it"), "no conflict happened: {logs}");
+    check_archive(&a, &bucket, &topic, &produced);
+}
