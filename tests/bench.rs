@@ -16,7 +16,9 @@
 //! (lz4). Then it restores the archive into a new topic (`kafka-store
 //! restore`) and proves it (`verify --deep`), each with MB/s, records/s and
 //! peak RSS (`KAFKA_STORE_BENCH_RESTORE=0` skips both).
-//! `KAFKA_STORE_BENCH_GCS=0` skips the last part, which archives
+//! `KAFKA_STORE_BENCH_S3=0` skips the S3 part (the same into the S3 test
+//! server, 16 MiB and 128 MiB files). `KAFKA_STORE_BENCH_GCS=0` skips the
+//! GCS part, which archives
 //! the same topic into the GCS emulator twice (16 MiB and 128 MiB files) and
 //! prints MB/s and peak RSS.
 //!
@@ -276,6 +278,29 @@ fn archive_throughput_and_memory() {
             let m = measure(&s);
             println!(
                 "  to gs:// emulator  max_file_bytes {max_file}: {:.1} s  {:.1} MB/s  peak RSS {:.1} MiB",
+                m.secs,
+                bytes / 1e6 / m.secs,
+                m.peak_kib as f64 / 1024.0
+            );
+        }
+    }
+    // And into the S3 test server (s3s-fs, on the same cores and disk),
+    // single PUTs up to part_bytes (16 MiB) and multipart uploads above.
+    if std::env::var("KAFKA_STORE_BENCH_S3").as_deref() != Ok("0") {
+        for max_file in ["16MiB", "128MiB"] {
+            let bucket = support::s3_bucket();
+            let files = format!("{files}max_file_bytes = \"{max_file}\"\n");
+            let s = Setup::s3(
+                &[&topic],
+                &support::unique("bench"),
+                &bucket,
+                support::S3_ENDPOINT,
+                &files,
+                "",
+            );
+            let m = measure(&s);
+            println!(
+                "  to s3:// (s3s-fs) max_file_bytes {max_file}: {:.1} s  {:.1} MB/s  peak RSS {:.1} MiB",
                 m.secs,
                 bytes / 1e6 / m.secs,
                 m.peak_kib as f64 / 1024.0

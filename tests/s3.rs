@@ -1,5 +1,5 @@
-//! The `s3://` store against a real S3 API that honours `If-None-Match`
-//! (moto, vendor-config/test-services.sh),
+//! The `s3://` store against a real S3 server that checks SigV4 signatures
+//! and honours `If-None-Match` (s3s-fs, vendor-config/test-services.sh),
 //! with the fault-injecting proxy in front of it: exactly once with every
 //! metadata field read back, multipart uploads, faults survived; ls,
 //! verify and restore on s3://; the errors a user meets first.
@@ -159,7 +159,7 @@ fn ls_verify_and_restore_work_on_s3() {
 }
 
 #[test]
-fn unknown_buckets_dead_endpoints_and_missing_credentials_are_one_line_errors() {
+fn wrong_keys_unknown_buckets_dead_endpoints_and_missing_credentials_are_one_line_errors() {
     let _broker = support::shared_broker();
     let (topic, _) = support::topic_with_records("s3-bad", 1, 10, &["none"]);
     let fails = |s: &Setup, wants: &[&str]| {
@@ -179,6 +179,7 @@ fn unknown_buckets_dead_endpoints_and_missing_credentials_are_one_line_errors() 
         for w in wants {
             assert!(last.contains(w), "{last:?} should mention {w:?}");
         }
+        err
     };
     // A bucket that does not exist: nothing can be committed there.
     let s = Setup::s3(
@@ -202,18 +203,38 @@ fn unknown_buckets_dead_endpoints_and_missing_credentials_are_one_line_errors() 
     );
     fails(&s, &["127.0.0.1:9"]);
     assert!(support::s3_download(&bucket, "archive", &s.dir.path().join("dl")).is_empty());
+    // The store's setup with its credentials file replaced by `path`.
+    let with_credentials = |path: &str| {
+        let s = Setup::s3(
+            &[&topic],
+            &support::unique("s"),
+            &bucket,
+            S3_ENDPOINT,
+            "",
+            "",
+        );
+        let text = std::fs::read_to_string(&s.config).unwrap();
+        let creds = support::s3_credentials().display().to_string();
+        std::fs::write(&s.config, text.replace(&creds, path)).unwrap();
+        s
+    };
+    // A wrong secret: the server checks signatures, the run stops naming
+    // the bucket and the server's refusal, and the secret is not shown.
+    let right = std::fs::read_to_string(support::s3_credentials()).unwrap();
+    let secret = right
+        .lines()
+        .find_map(|l| l.strip_prefix("aws_secret_access_key = "))
+        .unwrap()
+        .to_string();
+    let wrong = s.dir.path().join("wrong-credentials");
+    let bad_secret = "not-the-secret-key-at-all-0000000000000";
+    std::fs::write(&wrong, right.replace(&secret, bad_secret)).unwrap();
+    let s = with_credentials(wrong.to_str().unwrap());
+    let err = fails(&s, &["SignatureDoesNotMatch", &bucket]);
+    assert!(!err.contains(bad_secret), "the secret is shown: {err}");
+    assert!(support::s3_download(&bucket, "archive", &s.dir.path().join("dl0")).is_empty());
     // A credentials file that is not there names the key.
-    let s = Setup::s3(
-        &[&topic],
-        &support::unique("s"),
-        &bucket,
-        S3_ENDPOINT,
-        "",
-        "",
-    );
-    let text = std::fs::read_to_string(&s.config).unwrap();
-    let creds = support::s3_credentials().display().to_string();
-    std::fs::write(&s.config, text.replace(&creds, "/nonexistent/credentials")).unwrap();
+    let s = with_credentials("/nonexistent/credentials");
     fails(&s, &["s3.credentials"]);
     assert!(support::s3_download(&bucket, "archive", &s.dir.path().join("dl2")).is_empty());
 }

@@ -14,12 +14,11 @@
 #                 certificates and keys are in <state>/kafka-secure/tls/
 #   gcs-emulator  http://127.0.0.1:9023  gcp-storage-emulator (PyPI), in memory
 #   mariadb       127.0.0.1:3306  Debian's mariadb-server, root with no password
-#   s3            http://127.0.0.1:9024  moto[server] 5.2.1 (PyPI), in memory: an
-#                 S3 API that honours If-None-Match (multipart too); the keys
-#                 of its IAM user "archiver" are in <state>/s3/credentials
-#                 (AWS credentials INI). Signatures are not checked: moto's
-#                 checker (INITIAL_NO_AUTH_ACTION_COUNT) rejects boto3's own
-#                 requests when a query value holds %2F (every listing).
+#   s3            http://127.0.0.1:9024  s3s-fs 0.14.1 (crates.io, built into
+#                 <state>/s3s-fs with cargo install), objects in <state>/s3/data:
+#                 an S3 API that checks SigV4 signatures and honours
+#                 If-None-Match on PUT and on multipart completion; its keys
+#                 are in <state>/s3/credentials (AWS credentials INI).
 #
 # Usage: vendor-config/test-services.sh COMMAND
 #   install      fetch the Kafka jars (Maven), the Python venv (PyPI) and the
@@ -60,6 +59,10 @@ readonly CONTROLLER_PORT=9093
 readonly GCS_PORT=9023
 readonly MARIADB_PORT=3306
 readonly S3_PORT=9024
+readonly S3S_VERSION=0.14.1
+# The test server's only user (any fixed pair: the tests read the file).
+readonly S3_ACCESS_KEY=AKIAKAFKASTORETEST01
+readonly S3_SECRET_KEY=kafka-store-test-secret-key-0000000000001
 # Any fixed base64url UUID; the data dir is formatted with it once.
 readonly KAFKA_CLUSTER_ID=jIkRTXagShG74tkKzvHC6Q
 readonly KAFKA_READY_TIMEOUT=60
@@ -291,11 +294,22 @@ install_venv() {
 	printf '%s\n' "$want" >"$VENV_STAMP"
 }
 
+install_s3s() {
+	local bin=$STATE/s3s-fs/bin/s3s-fs
+	if [[ -x $bin ]] && "$bin" --version 2>/dev/null | grep -qF -- "$S3S_VERSION"; then
+		return 0
+	fi
+	log "cargo install s3s-fs $S3S_VERSION (a few minutes, once)"
+	cargo install -q s3s-fs --version "$S3S_VERSION" --features binary --root "$STATE/s3s-fs" >>"$LOGS/install.log" 2>&1 ||
+		die "cargo install s3s-fs failed (see $LOGS/install.log)"
+}
+
 cmd_install() {
 	install_debs
 	quiet_system_mariadb
 	install_kafka
 	install_venv
+	install_s3s
 }
 
 # ------------------------------------------------------------------ kafka
@@ -509,27 +523,24 @@ launch_gcs() {
 
 wait_gcs() { wait_ready gcs-emulator gcp-storage-emulator 30 gcs_probe; }
 
-# ------------------------------------------------------------------ s3 (moto)
+# ------------------------------------------------------------------ s3 (s3s-fs)
 
-s3_probe() { curl -sf -o /dev/null --max-time 2 "http://$HOST:$S3_PORT/moto-api/data.json"; }
+# Any HTTP answer (an unsigned request is refused with 403).
+s3_probe() { [[ $(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://$HOST:$S3_PORT/") != 000 ]]; }
 
 launch_s3() {
-	if running_pid s3 moto_server >/dev/null; then
+	if running_pid s3 s3s-fs >/dev/null; then
 		return 0
 	fi
 	port_open "$S3_PORT" && die "port $S3_PORT is in use by a process this script did not start"
-	rm -f -- "$STATE/s3/credentials"
-	mkdir -p -- "$STATE/s3"
-	launch s3 "$VENV/bin/moto_server" -H "$HOST" -p "$S3_PORT"
+	mkdir -p -- "$STATE/s3/data"
+	printf '[default]\naws_access_key_id = %s\naws_secret_access_key = %s\n' \
+		"$S3_ACCESS_KEY" "$S3_SECRET_KEY" >"$STATE/s3/credentials"
+	launch s3 "$STATE/s3s-fs/bin/s3s-fs" --host "$HOST" --port "$S3_PORT" \
+		--access-key "$S3_ACCESS_KEY" --secret-key "$S3_SECRET_KEY" "$STATE/s3/data"
 }
 
-wait_s3() {
-	wait_ready s3 moto_server 30 s3_probe
-	if [[ ! -s $STATE/s3/credentials ]]; then
-		"$VENV/bin/python" "$S3_TOOL" setup "http://$HOST:$S3_PORT" "$STATE/s3/credentials" >>"$LOGS/s3.log" 2>&1 ||
-			fail_with_log s3 "creating the S3 test user failed"
-	fi
-}
+wait_s3() { wait_ready s3 s3s-fs 30 s3_probe; }
 
 # ------------------------------------------------------------------ mariadb
 
@@ -602,7 +613,7 @@ cmd_up() {
 cmd_down() {
 	stop_service kafka kafka.Kafka "$KAFKA_STOP_TIMEOUT" "$KAFKA_PORT" "$CONTROLLER_PORT"
 	stop_service gcs-emulator gcp-storage-emulator 10 "$GCS_PORT"
-	stop_service s3 moto_server 10 "$S3_PORT"
+	stop_service s3 s3s-fs 10 "$S3_PORT"
 	stop_service mariadb mariadbd 30 "$MARIADB_PORT"
 	stop_pair
 	cmd_stop_secure
@@ -661,7 +672,7 @@ cmd_status() {
 		printf 'gcs-emulator stopped\n'
 		all=1
 	fi
-	if pid=$(running_pid s3 moto_server); then
+	if pid=$(running_pid s3 s3s-fs); then
 		printf 's3 running (pid %s) http://%s:%s\n' "$pid" "$HOST" "$S3_PORT"
 	else
 		printf 's3 stopped\n'

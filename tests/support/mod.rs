@@ -1726,7 +1726,7 @@ pub fn secure_setup(topic: &str, broker: &str, security: &str, password: &str) -
     s
 }
 
-/// The S3 test server (moto, started by vendor-config/test-services.sh).
+/// The S3 test server (s3s-fs, started by vendor-config/test-services.sh).
 pub const S3_ENDPOINT: &str = "http://127.0.0.1:9024";
 
 /// The AWS credentials file of the S3 test server's user.

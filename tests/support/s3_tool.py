@@ -1,13 +1,11 @@
-"""S3 side of the integration tests, against the moto server that
-vendor-config/test-services.sh starts.
+"""S3 side of the integration tests, against the S3 server that
+vendor-config/test-services.sh starts (s3s-fs); FILE holds its keys (AWS
+credentials INI).
 
-  s3_tool.py setup ENDPOINT FILE        IAM user "archiver" with an s3:* policy;
-                                        its keys into FILE (AWS credentials INI)
   s3_tool.py mkbucket ENDPOINT FILE BUCKET
   s3_tool.py download ENDPOINT FILE BUCKET PREFIX DEST
                                         every object under PREFIX/ into DEST/,
                                         one JSON line of its metadata each
-  s3_tool.py put ENDPOINT FILE BUCKET KEY SRC [META=VALUE...]
 """
 import configparser
 import json
@@ -15,33 +13,20 @@ import os
 import sys
 
 import boto3
+from botocore.config import Config
 
 
-def client(service, endpoint, creds=None):
-    if creds:
-        ini = configparser.ConfigParser()
-        ini.read(creds)
-        key, secret = ini["default"]["aws_access_key_id"], ini["default"]["aws_secret_access_key"]
-    else:
-        key, secret = "setup", "setup"
-    return boto3.client(service, endpoint_url=endpoint, region_name="us-east-1",
-                        aws_access_key_id=key, aws_secret_access_key=secret)
+def client(endpoint, creds):
+    ini = configparser.ConfigParser()
+    ini.read(creds)
+    key, secret = ini["default"]["aws_access_key_id"], ini["default"]["aws_secret_access_key"]
+    return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                        aws_access_key_id=key, aws_secret_access_key=secret,
+                        config=Config(s3={"addressing_style": "path"}))
 
 
 def main(cmd, endpoint, creds, *args):
-    if cmd == "setup":
-        iam = client("iam", endpoint)
-        iam.create_user(UserName="archiver")
-        iam.put_user_policy(UserName="archiver", PolicyName="s3", PolicyDocument=json.dumps(
-            {"Version": "2012-10-17",
-             "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))
-        k = iam.create_access_key(UserName="archiver")["AccessKey"]
-        with open(creds + ".tmp", "w") as f:
-            f.write("[default]\naws_access_key_id = %s\naws_secret_access_key = %s\n"
-                    % (k["AccessKeyId"], k["SecretAccessKey"]))
-        os.replace(creds + ".tmp", creds)
-        return
-    s3 = client("s3", endpoint, creds)
+    s3 = client(endpoint, creds)
     if cmd == "mkbucket":
         s3.create_bucket(Bucket=args[0])
     elif cmd == "download":
@@ -53,13 +38,8 @@ def main(cmd, endpoint, creds, *args):
                 os.makedirs(os.path.dirname(path), exist_ok=True)
                 with open(path, "wb") as f:
                     f.write(got["Body"].read())
-                print(json.dumps({"key": o["Key"], "size": o["Size"], "etag": o["ETag"],
+                print(json.dumps({"key": o["Key"], "size": o["Size"], "etag": got.get("ETag"),
                                   "metadata": got["Metadata"]}))
-    elif cmd == "put":
-        bucket, key, src, *meta = args
-        with open(src, "rb") as f:
-            s3.put_object(Bucket=bucket, Key=key, Body=f.read(),
-                          Metadata=dict(m.split("=", 1) for m in meta))
     else:
         sys.exit("unknown command " + cmd)
 

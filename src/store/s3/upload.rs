@@ -33,8 +33,17 @@ use crate::store::object::{PutOutcome, StoreError, Upload};
 /// How many times a vanished multipart upload is replaced before giving up.
 const MAX_NEW_UPLOADS: u32 = 3;
 
-/// A part the store holds: number, ETag, size.
-type StoredPart = (u32, String, u64);
+/// A part the store holds: number, ETag (when the listing gives one), size.
+type StoredPart = (u32, Option<String>, u64);
+
+/// Whether a listed part is the local one. A store that lists parts
+/// without ETags (s3s-fs) leaves size as the check: the upload's note says
+/// it is for these very bytes, and each part was checked against its
+/// Content-MD5 when it was sent.
+fn holds(stored: &StoredPart, number: u32, len: u64, md5: &str) -> bool {
+    let (n, etag, size) = stored;
+    *n == number && *size == len && etag.as_deref().is_none_or(|e| e == md5)
+}
 
 /// Where the parts of a file of `size` bytes start and how long they are.
 pub fn plan(size: u64, part_bytes: u64) -> Vec<(u64, u64)> {
@@ -301,9 +310,8 @@ impl Put<'_> {
                 }
             };
             for part in &self.parts {
-                let have = stored.iter().any(|(n, etag, size)| {
-                    *n == part.number && *size == part.len && *etag == hex(&part.md5)
-                });
+                let md5 = hex(&part.md5);
+                let have = stored.iter().any(|p| holds(p, part.number, part.len, &md5));
                 if have {
                     continue;
                 }
@@ -384,8 +392,9 @@ impl Put<'_> {
             for p in tags(&text, "Part") {
                 let number = tag(p, "PartNumber").and_then(|n| n.parse().ok());
                 let size = tag(p, "Size").and_then(|n| n.parse().ok());
-                if let (Some(n), Some(etag), Some(size)) = (number, tag(p, "ETag"), size) {
-                    out.push((n, unquote(&etag).to_string(), size));
+                if let (Some(n), Some(size)) = (number, size) {
+                    let etag = tag(p, "ETag").map(|e| unquote(&e).to_string());
+                    out.push((n, etag, size));
                 }
             }
             match tag(&text, "NextPartNumberMarker") {
@@ -527,6 +536,20 @@ mod tests {
         ];
         for (size, part, want) in table {
             assert_eq!(plan(size, part), want, "{size} by {part}");
+        }
+    }
+
+    #[test]
+    fn a_listed_part_is_ours_when_number_size_and_etag_agree() {
+        let md5 = "0123456789abcdef0123456789abcdef";
+        for (stored, want) in [
+            ((2, Some(md5.to_string()), 100), true),
+            ((2, None, 100), true),
+            ((2, Some("ffff".to_string()), 100), false),
+            ((3, Some(md5.to_string()), 100), false),
+            ((2, None, 99), false),
+        ] {
+            assert_eq!(holds(&stored, 2, 100, md5), want, "{stored:?}");
         }
     }
 
