@@ -42,6 +42,19 @@ fn check_archive(s: &Setup, bucket: &str, topic: &str, produced: &BTreeMap<(i32,
     }
 }
 
+/// A setup of `topic` into `bucket` whose `s3.credentials` is `source`.
+fn with_credentials(topic: &str, bucket: &str, source: &str) -> Setup {
+    let s = Setup::s3(&[topic], &support::unique("s"), bucket, S3_ENDPOINT, "", "");
+    let text = std::fs::read_to_string(&s.config).unwrap();
+    let creds = support::s3_credentials().display().to_string();
+    std::fs::write(
+        &s.config,
+        text.replace(&format!("{creds:?}"), &format!("{source:?}")),
+    )
+    .unwrap();
+    s
+}
+
 #[test]
 fn s3_archive_is_exactly_once_with_multipart_uploads_through_faults() {
     let _broker = support::shared_broker();
@@ -203,21 +216,6 @@ fn wrong_keys_unknown_buckets_dead_endpoints_and_missing_credentials_are_one_lin
     );
     fails(&s, &["127.0.0.1:9"]);
     assert!(support::s3_download(&bucket, "archive", &s.dir.path().join("dl")).is_empty());
-    // The store's setup with its credentials file replaced by `path`.
-    let with_credentials = |path: &str| {
-        let s = Setup::s3(
-            &[&topic],
-            &support::unique("s"),
-            &bucket,
-            S3_ENDPOINT,
-            "",
-            "",
-        );
-        let text = std::fs::read_to_string(&s.config).unwrap();
-        let creds = support::s3_credentials().display().to_string();
-        std::fs::write(&s.config, text.replace(&creds, path)).unwrap();
-        s
-    };
     // A wrong secret: the server checks signatures, the run stops naming
     // the bucket and the server's refusal, and the secret is not shown.
     let right = std::fs::read_to_string(support::s3_credentials()).unwrap();
@@ -229,12 +227,12 @@ fn wrong_keys_unknown_buckets_dead_endpoints_and_missing_credentials_are_one_lin
     let wrong = s.dir.path().join("wrong-credentials");
     let bad_secret = "not-the-secret-key-at-all-0000000000000";
     std::fs::write(&wrong, right.replace(&secret, bad_secret)).unwrap();
-    let s = with_credentials(wrong.to_str().unwrap());
+    let s = with_credentials(&topic, &bucket, wrong.to_str().unwrap());
     let err = fails(&s, &["SignatureDoesNotMatch", &bucket]);
     assert!(!err.contains(bad_secret), "the secret is shown: {err}");
     assert!(support::s3_download(&bucket, "archive", &s.dir.path().join("dl0")).is_empty());
     // A credentials file that is not there names the key.
-    let s = with_credentials("/nonexistent/credentials");
+    let s = with_credentials(&topic, &bucket, "/nonexistent/credentials");
     fails(&s, &["s3.credentials"]);
     assert!(support::s3_download(&bucket, "archive", &s.dir.path().join("dl2")).is_empty());
 }
@@ -385,4 +383,123 @@ fn builders_that_cut_differently_adopt_each_others_objects() {
     }
     assert!(logs.contains("adopting it"), "no conflict happened: {logs}");
     check_archive(&a, &bucket, &topic, &produced);
+}
+
+/// The test server's keys, from its credentials file.
+fn s3_keys() -> (String, String) {
+    let text = std::fs::read_to_string(support::s3_credentials()).unwrap();
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} = ")))
+            .unwrap()
+            .to_string()
+    };
+    (value("aws_access_key_id"), value("aws_secret_access_key"))
+}
+
+/// A stand-in for the EC2 instance metadata service (IMDSv2), the one
+/// thing no real server here can show: a session token by PUT, then the
+/// role and its keys only for requests carrying that token. Records each
+/// request line with whether it carried the token.
+fn fake_imds(keys: (String, String)) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = format!("http://{}", listener.local_addr().unwrap());
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut line = String::new();
+            if reader.read_line(&mut line).is_err() {
+                continue;
+            }
+            let mut token = false;
+            loop {
+                let mut h = String::new();
+                if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                    break;
+                }
+                token |= h.eq_ignore_ascii_case("x-aws-ec2-metadata-token: tok-123\r\n");
+            }
+            let target = line.split(' ').take(2).collect::<Vec<_>>().join(" ");
+            log.lock().unwrap().push(format!("{target} token={token}"));
+            let body = match (target.as_str(), token) {
+                ("PUT /latest/api/token", _) => "tok-123".to_string(),
+                ("GET /latest/meta-data/iam/security-credentials/", true) => "archiver-role".into(),
+                ("GET /latest/meta-data/iam/security-credentials/archiver-role", true) => format!(
+                    r#"{{"Code":"Success","AccessKeyId":"{}","SecretAccessKey":"{}","Expiration":"2099-01-01T00:00:00Z"}}"#,
+                    keys.0, keys.1
+                ),
+                _ => String::new(),
+            };
+            let status = if body.is_empty() {
+                "401 Unauthorized"
+            } else {
+                "200 OK"
+            };
+            let mut conn = conn;
+            let _ = write!(
+                conn,
+                "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (addr, seen)
+}
+
+#[test]
+fn keys_from_the_environment_and_from_the_instance_metadata_service() {
+    let _broker = support::shared_broker();
+    let (topic, produced) = support::topic_with_records("s3-keys", 1, 300, &["none"]);
+    let keys = s3_keys();
+    let with_credentials = |source: &str| {
+        let bucket = support::s3_bucket();
+        (with_credentials(&topic, &bucket, source), bucket)
+    };
+    let run = |s: &Setup, env: &[(&str, &str)]| {
+        let mut cmd = s.command(&[
+            "run",
+            "--config",
+            s.config.to_str().unwrap(),
+            "--until-caught-up",
+        ]);
+        cmd.env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = support::run_with_timeout(cmd, Duration::from_secs(120));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+
+    let (s, bucket) = with_credentials("env");
+    run(
+        &s,
+        &[
+            ("AWS_ACCESS_KEY_ID", &keys.0),
+            ("AWS_SECRET_ACCESS_KEY", &keys.1),
+        ],
+    );
+    check_archive(&s, &bucket, &topic, &produced);
+
+    let (imds, seen) = fake_imds(keys.clone());
+    let (s, bucket) = with_credentials("instance");
+    run(&s, &[("AWS_EC2_METADATA_SERVICE_ENDPOINT", &imds)]);
+    check_archive(&s, &bucket, &topic, &produced);
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(
+        seen.first().map(String::as_str),
+        Some("PUT /latest/api/token token=false"),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter().skip(1).all(|r| r.ends_with("token=true")),
+        "a metadata request without the session token: {seen:?}"
+    );
 }
