@@ -103,7 +103,7 @@ fn s3_archive_is_exactly_once_with_multipart_uploads_through_faults() {
 }
 
 #[test]
-fn ls_verify_and_restore_work_on_s3() {
+fn ls_cat_status_locate_verify_and_restore_work_on_s3() {
     let _broker = support::shared_broker();
     let (topic, produced) = support::topic_with_records("s3-cmds", 2, 800, &["lz4"]);
     let bucket = support::s3_bucket();
@@ -130,6 +130,48 @@ fn ls_verify_and_restore_work_on_s3() {
         "{listing}"
     );
     assert!(listing.contains("no gaps"), "{listing}");
+    let object = format!("{topic}/000000/00000000000000000000.avro");
+    let cat = support::run_with_timeout(
+        s.command(&["cat", "--config", config, &object]),
+        Duration::from_secs(60),
+    );
+    let first = String::from_utf8_lossy(&cat.stdout)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        first.starts_with(r#"{"headers":"#) && first.contains(r#""offset":0,"#),
+        "{first}"
+    );
+    let status = support::run_with_timeout(
+        s.command(&["status", "--config", config]),
+        Duration::from_secs(60),
+    );
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let locate = support::run_with_timeout(
+        s.command(&[
+            "locate",
+            "--config",
+            config,
+            "--topic",
+            &topic,
+            "--partition",
+            "1",
+            "--offset",
+            "5",
+        ]),
+        Duration::from_secs(60),
+    );
+    let located = String::from_utf8_lossy(&locate.stdout);
+    assert!(
+        located.contains(&format!("s3://{bucket}/archive/{topic}/000001/")),
+        "{located}"
+    );
     let verify = support::run_with_timeout(
         s.command(&["verify", "--config", config, "--deep", "--against-kafka"]),
         Duration::from_secs(120),
@@ -252,10 +294,22 @@ fn part_of(target: &str) -> Option<(String, u32)> {
     Some((id?, part?))
 }
 
-#[test]
-fn a_process_killed_mid_multipart_upload_resends_no_stored_part() {
-    let _broker = support::shared_broker();
-    let topic = support::unique("s3-resume");
+/// What `kill_mid_multipart` leaves: the setup, the proxy, the bucket, the
+/// topic, what was produced, the killed upload's id and its stored parts.
+struct KilledUpload {
+    s: Setup,
+    proxy: FaultProxy,
+    bucket: String,
+    topic: String,
+    produced: BTreeMap<(i32, i64), Rec>,
+    upload: String,
+    stored: Vec<u32>,
+}
+
+/// Archives a topic through a slow proxy and kills the process once a
+/// multipart upload has stored two parts and is not completed.
+fn kill_mid_multipart(prefix: &str) -> KilledUpload {
+    let topic = support::unique(prefix);
     support::create_topic(&topic, 1, &[]);
     let produced = support::produce(
         &topic,
@@ -310,6 +364,29 @@ fn a_process_killed_mid_multipart_upload_resends_no_stored_part() {
     let _ = child.wait();
     proxy.set_faults(Faults::default());
 
+    KilledUpload {
+        s,
+        proxy,
+        bucket,
+        topic,
+        produced,
+        upload,
+        stored,
+    }
+}
+
+#[test]
+fn a_process_killed_mid_multipart_upload_resends_no_stored_part() {
+    let _broker = support::shared_broker();
+    let KilledUpload {
+        s,
+        proxy,
+        bucket,
+        topic,
+        produced,
+        upload,
+        stored,
+    } = kill_mid_multipart("s3-resume");
     let before = proxy.log().len();
     s.run_to_end();
     let after = &proxy.log()[before..];
@@ -502,4 +579,35 @@ fn keys_from_the_environment_and_from_the_instance_metadata_service() {
         seen.iter().skip(1).all(|r| r.ends_with("token=true")),
         "a metadata request without the session token: {seen:?}"
     );
+}
+
+#[test]
+fn an_upload_noted_for_other_bytes_is_aborted() {
+    let _broker = support::shared_broker();
+    let k = kill_mid_multipart("s3-abandon");
+    // Cut elsewhere now: the object at the killed upload's name holds other
+    // bytes, so its noted upload cannot be resumed and is aborted.
+    let text = std::fs::read_to_string(&k.s.config).unwrap();
+    std::fs::write(
+        &k.s.config,
+        text.replace("max_file_bytes = \"20MiB\"", "max_file_bytes = \"16MiB\""),
+    )
+    .unwrap();
+    let before = k.proxy.log().len();
+    k.s.run_to_end();
+    let after = &k.proxy.log()[before..];
+    let upload = &k.upload;
+    assert!(
+        after
+            .iter()
+            .any(|e| e.method == "DELETE" && e.target.contains(&format!("uploadId={upload}"))),
+        "upload {upload} was not aborted"
+    );
+    assert!(
+        !after
+            .iter()
+            .any(|e| e.method == "PUT" && e.target.contains(&format!("uploadId={upload}"))),
+        "upload {upload} was resumed with other bytes"
+    );
+    check_archive(&k.s, &k.bucket, &k.topic, &k.produced);
 }
