@@ -527,125 +527,11 @@ fn an_upload_session_is_not_resumed_for_another_object_name() {
     support::assert_same_records(&support::check_tiling(&archive, &topic, &ends), &produced);
 }
 
-/// A CA and a certificate it signed for 127.0.0.1, made with openssl.
-fn make_ca(
-    dir: &std::path::Path,
-    name: &str,
-) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
-    let p = |f: &str| dir.join(format!("{name}-{f}"));
-    let openssl = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let s = |p: &std::path::PathBuf| p.to_str().unwrap().to_string();
-    let (ca_key, ca, key, csr, cert, ext) = (
-        p("ca.key"),
-        p("ca.pem"),
-        p("server.key"),
-        p("server.csr"),
-        p("server.pem"),
-        p("ext"),
-    );
-    std::fs::write(&ext, "subjectAltName=IP:127.0.0.1,DNS:localhost\n").unwrap();
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        &s(&ca_key),
-        "-out",
-        &s(&ca),
-        "-days",
-        "2",
-        "-subj",
-        &format!("/CN={name} test ca"),
-    ]);
-    openssl(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        &s(&key),
-        "-out",
-        &s(&csr),
-        "-subj",
-        "/CN=127.0.0.1",
-    ]);
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        &s(&csr),
-        "-CA",
-        &s(&ca),
-        "-CAkey",
-        &s(&ca_key),
-        "-CAcreateserial",
-        "-out",
-        &s(&cert),
-        "-days",
-        "2",
-        "-extfile",
-        &s(&ext),
-    ]);
-    (ca, cert, key)
-}
-
-/// socat terminating TLS in front of the emulator; killed when dropped.
-struct TlsProxy {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl TlsProxy {
-    fn start(cert: &std::path::Path, key: &std::path::Path) -> TlsProxy {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let listen = format!(
-            "OPENSSL-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,cert={},key={},verify=0",
-            cert.display(),
-            key.display()
-        );
-        let child = std::process::Command::new("socat")
-            .args([&listen, "TCP:127.0.0.1:9023"])
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        support::wait_until("socat listens", Duration::from_secs(10), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-        TlsProxy { child, port }
-    }
-}
-
-impl Drop for TlsProxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn gcs_over_https_trusts_the_ca_bundle_and_names_a_wrong_one() {
     let _broker = support::shared_broker();
     let (topic, produced) = support::topic_with_records("gcs-tls", 2, 2_000, &["lz4"]);
-    let dir = tempfile::tempdir().unwrap();
-    let (ca, cert, key) = make_ca(dir.path(), "good");
-    let (other_ca, _, _) = make_ca(dir.path(), "other");
-    let proxy = TlsProxy::start(&cert, &key);
+    let (_dir, ca, other_ca, proxy) = support::tls_in_front_of(9023);
     let endpoint = format!("https://127.0.0.1:{}", proxy.port);
     let bucket = support::gcs_bucket();
     let with_ca = |ca: &std::path::Path| {
@@ -660,19 +546,8 @@ fn gcs_over_https_trusts_the_ca_bundle_and_names_a_wrong_one() {
     };
 
     // A CA that did not sign the server's certificate: one line, nothing stored.
-    let wrong = with_ca(&other_ca);
-    let out = support::run_with_timeout(
-        wrong.command(&[
-            "run",
-            "--config",
-            wrong.config.to_str().unwrap(),
-            "--until-caught-up",
-        ]),
-        Duration::from_secs(120),
-    );
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    let last = err.lines().last().unwrap();
+    let err = support::run_exits_1(&with_ca(&other_ca));
+    let last = err.lines().last().unwrap_or_default();
     assert!(last.contains("gcs.ca_bundle"), "{last}");
     assert!(
         last.contains(&endpoint.replace("https://", "")) || last.contains(&endpoint),

@@ -218,19 +218,8 @@ fn wrong_keys_unknown_buckets_dead_endpoints_and_missing_credentials_are_one_lin
     let _broker = support::shared_broker();
     let (topic, _) = support::topic_with_records("s3-bad", 1, 10, &["none"]);
     let fails = |s: &Setup, wants: &[&str]| {
-        let out = support::run_with_timeout(
-            s.command(&[
-                "run",
-                "--config",
-                s.config.to_str().unwrap(),
-                "--until-caught-up",
-            ]),
-            Duration::from_secs(120),
-        );
-        let err = String::from_utf8_lossy(&out.stderr).to_string();
-        assert!(!out.status.success(), "{err}");
+        let err = support::run_exits_1(s);
         let last = err.lines().last().unwrap_or_default().to_string();
-        assert!(last.starts_with("kafka-store: "), "{err}");
         for w in wants {
             assert!(last.contains(w), "{last:?} should mention {w:?}");
         }
@@ -610,4 +599,35 @@ fn an_upload_noted_for_other_bytes_is_aborted() {
         "upload {upload} was resumed with other bytes"
     );
     check_archive(&k.s, &k.bucket, &k.topic, &k.produced);
+}
+
+#[test]
+fn s3_over_https_trusts_the_ca_bundle_and_names_a_wrong_one() {
+    let _broker = support::shared_broker();
+    let (topic, produced) = support::topic_with_records("s3-tls", 1, 500, &["lz4"]);
+    let port: u16 = S3_ENDPOINT.rsplit(':').next().unwrap().parse().unwrap();
+    let (_dir, ca, other_ca, proxy) = support::tls_in_front_of(port);
+    let endpoint = format!("https://127.0.0.1:{}", proxy.port);
+    let bucket = support::s3_bucket();
+    let with_ca = |ca: &std::path::Path| {
+        Setup::s3(
+            &[&topic],
+            &support::unique("s"),
+            &bucket,
+            &endpoint,
+            "",
+            &format!("ca_bundle = \"{}\"\nretry_timeout = \"5s\"\n", ca.display()),
+        )
+    };
+    let wrong = with_ca(&other_ca);
+    let err = support::run_exits_1(&wrong);
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.contains("s3.ca_bundle") && last.contains(&endpoint),
+        "{last}"
+    );
+    assert!(support::s3_download(&bucket, "archive", &wrong.dir.path().join("dl")).is_empty());
+    let good = with_ca(&ca);
+    good.run_to_end();
+    check_archive(&good, &bucket, &topic, &produced);
 }

@@ -1795,3 +1795,143 @@ impl Setup {
         s
     }
 }
+
+// ---- TLS in front of a local server ---------------------------------------------
+
+/// A CA and a certificate it signed for 127.0.0.1, made with openssl.
+pub fn make_ca(
+    dir: &std::path::Path,
+    name: &str,
+) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let p = |f: &str| dir.join(format!("{name}-{f}"));
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let s = |p: &std::path::PathBuf| p.to_str().unwrap().to_string();
+    let (ca_key, ca, key, csr, cert, ext) = (
+        p("ca.key"),
+        p("ca.pem"),
+        p("server.key"),
+        p("server.csr"),
+        p("server.pem"),
+        p("ext"),
+    );
+    std::fs::write(&ext, "subjectAltName=IP:127.0.0.1,DNS:localhost\n").unwrap();
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        &s(&ca_key),
+        "-out",
+        &s(&ca),
+        "-days",
+        "2",
+        "-subj",
+        &format!("/CN={name} test ca"),
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        &s(&key),
+        "-out",
+        &s(&csr),
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &s(&csr),
+        "-CA",
+        &s(&ca),
+        "-CAkey",
+        &s(&ca_key),
+        "-CAcreateserial",
+        "-out",
+        &s(&cert),
+        "-days",
+        "2",
+        "-extfile",
+        &s(&ext),
+    ]);
+    (ca, cert, key)
+}
+
+/// socat terminating TLS in front of a local server; killed when dropped.
+pub struct TlsProxy {
+    child: std::process::Child,
+    pub port: u16,
+}
+
+impl TlsProxy {
+    pub fn start(cert: &std::path::Path, key: &std::path::Path, upstream: u16) -> TlsProxy {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let listen = format!(
+            "OPENSSL-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,cert={},key={},verify=0",
+            cert.display(),
+            key.display()
+        );
+        let child = std::process::Command::new("socat")
+            .args([listen, format!("TCP:127.0.0.1:{upstream}")])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_until("socat listens", Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        TlsProxy { child, port }
+    }
+}
+
+impl Drop for TlsProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A TLS proxy in front of the local server on `upstream`, its certificate
+/// from a CA made now: (the directory holding them, that CA, another CA
+/// that signed nothing here, the proxy).
+pub fn tls_in_front_of(upstream: u16) -> (tempfile::TempDir, PathBuf, PathBuf, TlsProxy) {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = make_ca(dir.path(), "good");
+    let (other_ca, _, _) = make_ca(dir.path(), "other");
+    let proxy = TlsProxy::start(&cert, &key, upstream);
+    (dir, ca, other_ca, proxy)
+}
+
+/// `kafka-store run --until-caught-up`, which must exit 1; its last line.
+pub fn run_exits_1(s: &Setup) -> String {
+    let out = run_with_timeout(
+        s.command(&[
+            "run",
+            "--config",
+            s.config.to_str().unwrap(),
+            "--until-caught-up",
+        ]),
+        Duration::from_secs(120),
+    );
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    err.lines().last().unwrap_or_default().to_string()
+}
