@@ -18,7 +18,7 @@ use crate::config::Config;
 use crate::exit::Exit;
 use crate::index::Index;
 use crate::kafka::{Client, ClientConfig, KafkaError};
-use crate::store::{self, StoreUrl};
+use crate::store::StoreUrl;
 
 /// How long one check may retry: a preflight should answer in seconds.
 const PATIENCE: Duration = Duration::from_secs(10);
@@ -150,7 +150,7 @@ fn kafka(checks: &mut Checks, config: &Config) -> anyhow::Result<()> {
 fn store_and_index(checks: &mut Checks, config: &Config) -> anyhow::Result<()> {
     let url = &config.store.url;
     let what = format!("store {url}");
-    let opened = store::open(url, &config.store.gcs, &config.store.s3, &Cancel::default());
+    let opened = config.store.open(&Cancel::default());
     let store = match opened {
         Ok(store) => store,
         Err(e) => return checks.fail(&what, e),

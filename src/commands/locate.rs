@@ -15,17 +15,12 @@ use crate::format::names::{ObjectKey, TopicPartition};
 use crate::format::record::OwnedRecord;
 use crate::format::timestamp::format_millis;
 use crate::index::{Index, Row};
-use crate::store::{self, Store};
+use crate::store::Store;
 
 /// Prints where the target is; exit 4 when nothing archived holds it.
 pub fn run(args: &LocateArgs) -> anyhow::Result<Exit> {
     let config = Config::load(&args.config)?;
-    let store = store::open(
-        &config.store.url,
-        &config.store.gcs,
-        &config.store.s3,
-        &Cancel::default(),
-    )?;
+    let store = config.store.open(&Cancel::default())?;
     let store_url = store.url();
     let mut index = match config.mysql.as_ref().map(|m| Index::open(m, &store_url)) {
         None => None,

@@ -11,7 +11,7 @@ use crate::exit::Exit;
 use crate::format::names::ObjectKey;
 use crate::index::Index;
 use crate::pipeline::row_of;
-use crate::store::{self, Store};
+use crate::store::Store;
 
 /// Rebuilds the rows of every archived partition.
 pub fn run(config: &Path) -> anyhow::Result<Exit> {
@@ -19,12 +19,7 @@ pub fn run(config: &Path) -> anyhow::Result<Exit> {
     let Some(mysql) = &config.mysql else {
         return Err(usage("reindex: the config has no [mysql] section").into());
     };
-    let store = store::open(
-        &config.store.url,
-        &config.store.gcs,
-        &config.store.s3,
-        &Cancel::default(),
-    )?;
+    let store = config.store.open(&Cancel::default())?;
     let mut index = Index::open(mysql, &store.url())?;
     let mut out = std::io::stdout().lock();
     let (written, deleted) = reindex(&mut index, store.as_ref(), &mut out)?;

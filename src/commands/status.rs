@@ -16,18 +16,13 @@ use crate::format::names::TopicPartition;
 use crate::kafka::Client;
 use crate::pipeline::resume::{Resume, decide, gather};
 use crate::pipeline::{Halted, kafka_context, subscribed};
-use crate::store::{self, Store};
+use crate::store::Store;
 
 /// Prints where each partition's archive stands.
 pub fn run(config: &Path) -> anyhow::Result<Exit> {
     let config = Config::load(config)?;
     let cancel = Cancel::default();
-    let store = store::open(
-        &config.store.url,
-        &config.store.gcs,
-        &config.store.s3,
-        &cancel,
-    )?;
+    let store = config.store.open(&cancel)?;
     let brokers = &config.kafka.client.brokers;
     let mut client = Client::connect(config.kafka.client.clone(), cancel)
         .map_err(|e| kafka_context(e, brokers))?;

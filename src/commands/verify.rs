@@ -49,7 +49,7 @@ use crate::index::{Index, Row};
 use crate::kafka::records::{self, Event, RecordsError, TxnFilter};
 use crate::kafka::{Client, KafkaError, OffsetSpec, Position};
 use crate::pipeline::kafka_context;
-use crate::store::{self, ObjectInfo, Store, StoreError};
+use crate::store::{ObjectInfo, Store, StoreError};
 
 /// Problem lines shown per kind of problem and partition; the rest are counted.
 const SHOWN_PER_CHECK: usize = 20;
@@ -63,12 +63,7 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<Exit> {
     let (store, config) = match &args.source {
         Source::Config(path) => {
             let config = Config::load(path)?;
-            let store = store::open(
-                &config.store.url,
-                &config.store.gcs,
-                &config.store.s3,
-                &cancel,
-            )?;
+            let store = config.store.open(&cancel)?;
             (store, Some(config))
         }
         source @ Source::Store(_) => (open_store(source)?, None),

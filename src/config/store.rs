@@ -7,11 +7,12 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use super::value::{ConfigError, Dur, Size, bytes, invalid, nonzero};
+use crate::cancel::Cancel;
 use crate::redact::redact_url;
-use crate::store::StoreUrl;
 use crate::store::gcs::GcsOptions;
 use crate::store::http::HttpOptions;
 use crate::store::s3::{MIN_PART_BYTES, S3Options};
+use crate::store::{self, Store, StoreError, StoreUrl};
 
 #[derive(Clone, Debug)]
 pub struct StoreConfig {
@@ -22,6 +23,14 @@ pub struct StoreConfig {
     /// Settings for s3:// stores (defaults when `[s3]` is absent); its
     /// retries are counted with the GCS ones (one `/metrics` series).
     pub s3: S3Options,
+}
+
+impl StoreConfig {
+    /// Opens the configured store, checking that it can be used; `cancel`
+    /// ends its waits and retries early.
+    pub fn open(&self, cancel: &Cancel) -> Result<Box<dyn Store>, StoreError> {
+        store::open(&self.url, &self.gcs, &self.s3, cancel)
+    }
 }
 
 /// `[store]` as written.

@@ -67,7 +67,7 @@ use crate::config::{Config, KafkaConfig};
 use crate::format::names::TopicPartition;
 use crate::kafka::{Client, ClientConfig, KafkaError};
 use crate::metrics::Metrics;
-use crate::store::{self, Store};
+use crate::store::Store;
 
 pub use self::group::subscribed;
 pub use self::halt::Halted;
@@ -278,12 +278,7 @@ fn connect(config: ClientConfig, cancel: Cancel, kafka: &KafkaConfig) -> anyhow:
 /// Opens and checks everything `run` needs before any thread starts.
 fn start(config: &Config, options: RunOptions, stop: &Stop) -> anyhow::Result<Started> {
     let cancel = stop.cancel();
-    let store = store::open(
-        &config.store.url,
-        &config.store.gcs,
-        &config.store.s3,
-        cancel,
-    )?;
+    let store = config.store.open(cancel)?;
     let spool = Spool::open(&config.store.spool_dir)?;
     let k = &config.kafka;
     let mut client = connect(k.client.clone(), cancel.clone(), k)?;

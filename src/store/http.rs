@@ -5,16 +5,23 @@
 //! count of retries by reason (`Retries`, handed in with the options and
 //! read by whoever reports it: `/metrics`).
 //!
-//! No store logic and no I/O besides building the agent and reading the
-//! clock for the back-off seed.
+//! Also what both HTTP stores share about objects: the metadata keys, the
+//! CRC32C spelling, the error constructors, and the one wait between
+//! attempts (`pause`: deadline, back-off, retry count, stop flag).
+//!
+//! No store logic and no I/O besides building the agent, reading the clock
+//! for the back-off seed, and sleeping in `pause`.
 
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
 
 use super::object::StoreError;
+use crate::cancel::Cancel;
 use crate::redact::redact_url;
 
 /// How an HTTP store connects.
@@ -147,6 +154,102 @@ impl Retries {
             .map(|(r, n)| (*r, n.load(Ordering::Relaxed)))
             .collect()
     }
+}
+
+/// The object metadata keys both HTTP stores write (the contract in DESIGN.md).
+pub mod meta {
+    pub const NEXT_OFFSET: &str = "next-offset";
+    pub const RECORD_COUNT: &str = "record-count";
+    pub const MIN_TIMESTAMP: &str = "min-timestamp";
+    pub const MAX_TIMESTAMP: &str = "max-timestamp";
+    pub const FORMAT_VERSION: &str = "format-version";
+    pub const TOPIC_ID: &str = "topic-id";
+    pub const LAST_EPOCH: &str = "last-epoch";
+    pub const SKIPPED: &str = "skipped";
+    pub const CRC32C: &str = "crc32c";
+}
+
+/// CRC32C as GCS and S3 spell it: base64 of its big-endian bytes.
+pub fn crc32c_b64(crc: u32) -> String {
+    base64::engine::general_purpose::STANDARD.encode(crc.to_be_bytes())
+}
+
+pub fn parse_crc32c(b64: &str) -> Option<u32> {
+    let bytes = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
+    Some(u32::from_be_bytes(bytes.try_into().ok()?))
+}
+
+pub fn unavailable(what: String, why: impl fmt::Display) -> StoreError {
+    StoreError::Unavailable {
+        what,
+        why: why.to_string(),
+    }
+}
+
+pub fn refused(what: String, why: impl fmt::Display) -> StoreError {
+    StoreError::Refused {
+        what,
+        why: why.to_string(),
+    }
+}
+
+pub fn not_archive(what: String, why: impl fmt::Display) -> StoreError {
+    StoreError::NotArchive {
+        what,
+        why: why.to_string(),
+    }
+}
+
+/// The names of the folders right under `folder`, from a listing's common
+/// prefixes (`{folder}{name}/`), sorted; empty names left out.
+pub fn child_folders(folder: &str, prefixes: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = prefixes
+        .iter()
+        .filter_map(|p| Some(p.strip_prefix(folder)?.trim_end_matches('/').to_string()))
+        .filter(|t| !t.is_empty())
+        .collect();
+    out.sort();
+    out
+}
+
+/// How long an HTTP store keeps trying, and what it answers to while it
+/// waits.
+pub struct Patience<'a> {
+    /// The setting that bounds it, for the message (`gcs.retry_timeout`).
+    pub setting: &'static str,
+    pub timeout: Duration,
+    pub retries: &'a Retries,
+    pub cancel: &'a Cancel,
+}
+
+/// The one wait between attempts of an HTTP store: an error when the next
+/// attempt would start past `deadline` or the stop flag is set; otherwise
+/// the retry is counted (by reason) and the back-off slept.
+pub fn pause(
+    what: &dyn Fn() -> String,
+    backoff: &mut Backoff,
+    deadline: Instant,
+    failure: Failure,
+    why: &str,
+    patience: &Patience,
+) -> Result<(), StoreError> {
+    let delay = backoff.next_delay();
+    if Instant::now() + delay >= deadline {
+        return Err(unavailable(
+            what(),
+            format!(
+                "{why} (still failing after {}s: {})",
+                patience.timeout.as_secs(),
+                patience.setting
+            ),
+        ));
+    }
+    log::debug!("{}: {failure:?} {why}; retrying in {delay:?}", what());
+    patience.retries.count(failure);
+    if !patience.cancel.sleep(delay) {
+        return Err(StoreError::Interrupted { what: what() });
+    }
+    Ok(())
 }
 
 /// Exponential back-off with full jitter: the n-th wait is uniform in
@@ -332,6 +435,28 @@ mod tests {
         for (f, want) in table {
             assert_eq!(retriable(f), want, "{f:?}");
         }
+    }
+
+    #[test]
+    fn child_folders_are_named_from_their_prefixes() {
+        let prefixes: Vec<String> = ["a/t2/", "a/t1/", "a/", "b/x/"]
+            .iter()
+            .map(|p| p.to_string())
+            .collect();
+        assert_eq!(child_folders("a/", &prefixes), vec!["t1", "t2"]);
+        assert_eq!(
+            child_folders("", &prefixes),
+            vec!["a", "a/t1", "a/t2", "b/x"]
+        );
+    }
+
+    #[test]
+    fn crc32c_is_base64_of_big_endian_bytes() {
+        // The CRC32C of "hello world" is 0xc99465aa; GCS shows it as yZRlqg==.
+        assert_eq!(crc32c::crc32c(b"hello world"), 0xc994_65aa);
+        assert_eq!(crc32c_b64(0xc994_65aa), "yZRlqg==");
+        assert_eq!(parse_crc32c("yZRlqg=="), Some(0xc994_65aa));
+        assert_eq!(parse_crc32c("nope"), None);
     }
 
     #[test]

@@ -35,19 +35,14 @@ use crate::exit::Exit;
 use crate::format::names::TopicPartition;
 use crate::kafka::records::Compression;
 use crate::kafka::{Client, KafkaError};
-use crate::store::{self, Store};
+use crate::store::Store;
 
 /// Restores the selected records.
 pub fn run(args: &RestoreArgs) -> anyhow::Result<Exit> {
     let config = Config::load(&args.config)?;
     let compression = compression(args.compression.as_deref())?;
     let cancel = stop_on_signals()?;
-    let store = store::open(
-        &config.store.url,
-        &config.store.gcs,
-        &config.store.s3,
-        &cancel,
-    )?;
+    let store = config.store.open(&cancel)?;
     let partitions = source_partitions(store.as_ref(), args)?;
     let mut kafka = config.kafka.client.clone();
     if let Some(brokers) = &args.brokers {

@@ -10,7 +10,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use serde::Deserialize;
 use ureq::http;
 
@@ -18,18 +17,10 @@ use super::auth;
 use crate::cancel::Cancel;
 use crate::format::avro::{Skipped, Summary};
 use crate::format::names::{self, ObjectKey};
+pub(super) use crate::store::http::meta::*;
 use crate::store::http::{self as web, Backoff, Failure, HttpOptions, Transport, encode};
+pub(super) use crate::store::http::{crc32c_b64, not_archive, parse_crc32c, refused, unavailable};
 use crate::store::object::{ObjectInfo, StoreError};
-
-/// The object metadata keys (the contract in DESIGN.md).
-pub(super) const NEXT_OFFSET: &str = "next-offset";
-pub(super) const RECORD_COUNT: &str = "record-count";
-pub(super) const MIN_TIMESTAMP: &str = "min-timestamp";
-pub(super) const MAX_TIMESTAMP: &str = "max-timestamp";
-pub(super) const FORMAT_VERSION: &str = "format-version";
-pub(super) const TOPIC_ID: &str = "topic-id";
-pub(super) const LAST_EPOCH: &str = "last-epoch";
-pub(super) const SKIPPED: &str = "skipped";
 
 /// Largest answer read into memory (object resources, listings, errors).
 const MAX_REPLY_BYTES: u64 = 16 << 20;
@@ -188,37 +179,6 @@ pub(super) struct ObjectList {
     pub prefixes: Vec<String>,
     #[serde(rename = "nextPageToken")]
     next_page_token: Option<String>,
-}
-
-/// GCS spells CRC32C as base64 of its big-endian bytes.
-pub(super) fn crc32c_b64(crc: u32) -> String {
-    base64::engine::general_purpose::STANDARD.encode(crc.to_be_bytes())
-}
-
-fn parse_crc32c(b64: &str) -> Option<u32> {
-    let bytes = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
-    Some(u32::from_be_bytes(bytes.try_into().ok()?))
-}
-
-pub(super) fn unavailable(what: String, why: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable {
-        what,
-        why: why.to_string(),
-    }
-}
-
-pub(super) fn refused(what: String, why: impl std::fmt::Display) -> StoreError {
-    StoreError::Refused {
-        what,
-        why: why.to_string(),
-    }
-}
-
-fn not_archive(what: String, why: impl std::fmt::Display) -> StoreError {
-    StoreError::NotArchive {
-        what,
-        why: why.to_string(),
-    }
 }
 
 impl GcsStore {
@@ -385,22 +345,13 @@ impl GcsStore {
         failure: Failure,
         why: &str,
     ) -> Result<(), StoreError> {
-        let delay = backoff.next_delay();
-        if Instant::now() + delay >= deadline {
-            return Err(unavailable(
-                what(),
-                format!(
-                    "{why} (still failing after {}s: gcs.retry_timeout)",
-                    self.retry_timeout.as_secs()
-                ),
-            ));
-        }
-        log::debug!("{}: {failure:?} {why}; retrying in {delay:?}", what());
-        self.retries.count(failure);
-        if !self.cancel.sleep(delay) {
-            return Err(StoreError::Interrupted { what: what() });
-        }
-        Ok(())
+        let patience = web::Patience {
+            setting: "gcs.retry_timeout",
+            timeout: self.retry_timeout,
+            retries: &self.retries,
+            cancel: &self.cancel,
+        };
+        web::pause(what, backoff, deadline, failure, why, &patience)
     }
 
     /// [`call_streaming`](Self::call_streaming) with the answer read whole.
@@ -608,19 +559,5 @@ impl GcsStore {
             .collect();
         out.sort_by_key(|(first, _)| *first);
         Ok(out)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn crc32c_is_base64_of_big_endian_bytes() {
-        // The CRC32C of "hello world" is 0xc99465aa; GCS shows it as yZRlqg==.
-        assert_eq!(crc32c::crc32c(b"hello world"), 0xc994_65aa);
-        assert_eq!(crc32c_b64(0xc994_65aa), "yZRlqg==");
-        assert_eq!(parse_crc32c("yZRlqg=="), Some(0xc994_65aa));
-        assert_eq!(parse_crc32c("nope"), None);
     }
 }

@@ -20,6 +20,7 @@ mod upload;
 use std::io::Read;
 
 use crate::format::names::{self, ObjectKey};
+use crate::store::http::child_folders;
 use crate::store::object::{ObjectInfo, PutOutcome, Store, StoreError, Upload};
 
 pub use api::{GcsOptions, GcsStore};
@@ -60,27 +61,19 @@ impl Store for GcsStore {
 
     fn topics(&self) -> Result<Vec<String>, StoreError> {
         let folder = self.folder("");
-        let mut out: Vec<String> = self
-            .list_all(&folder, Some("/"))?
-            .prefixes
-            .iter()
-            .filter_map(|p| Some(p.strip_prefix(&folder)?.trim_end_matches('/').to_string()))
-            .filter(|t| !t.is_empty())
-            .collect();
-        out.sort();
-        Ok(out)
+        Ok(child_folders(
+            &folder,
+            &self.list_all(&folder, Some("/"))?.prefixes,
+        ))
     }
 
     fn partitions(&self, topic: &str) -> Result<Vec<i32>, StoreError> {
         let folder = self.folder(&format!("{topic}/"));
-        let mut out: Vec<i32> = self
-            .list_all(&folder, Some("/"))?
-            .prefixes
-            .iter()
-            .filter_map(|p| {
-                names::parse_partition_dir(p.strip_prefix(&folder)?.trim_end_matches('/'))
-            })
-            .collect();
+        let mut out: Vec<i32> =
+            child_folders(&folder, &self.list_all(&folder, Some("/"))?.prefixes)
+                .iter()
+                .filter_map(|name| names::parse_partition_dir(name))
+                .collect();
         out.sort_unstable();
         Ok(out)
     }

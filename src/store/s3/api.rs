@@ -10,7 +10,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use base64::Engine as _;
 use ureq::http;
 
 use super::creds::Provider;
@@ -18,20 +17,11 @@ use super::sign;
 use crate::cancel::Cancel;
 use crate::format::avro::{Skipped, Summary};
 use crate::format::names::{self, ObjectKey};
+/// The object metadata keys, sent as `x-amz-meta-*` (the GCS store's names).
+pub(super) use crate::store::http::meta::*;
 use crate::store::http::{self as web, Backoff, Failure, HttpOptions, Transport, encode};
+pub(super) use crate::store::http::{crc32c_b64, not_archive, parse_crc32c, refused, unavailable};
 use crate::store::object::{ObjectInfo, StoreError};
-
-/// The object metadata keys, sent as `x-amz-meta-*` (DESIGN.md's contract,
-/// the same names as the GCS store's), and our CRC32C of the whole object.
-pub(super) const NEXT_OFFSET: &str = "next-offset";
-pub(super) const RECORD_COUNT: &str = "record-count";
-pub(super) const MIN_TIMESTAMP: &str = "min-timestamp";
-pub(super) const MAX_TIMESTAMP: &str = "max-timestamp";
-pub(super) const FORMAT_VERSION: &str = "format-version";
-pub(super) const TOPIC_ID: &str = "topic-id";
-pub(super) const LAST_EPOCH: &str = "last-epoch";
-pub(super) const SKIPPED: &str = "skipped";
-pub(super) const CRC32C: &str = "crc32c";
 
 /// Largest answer read into memory (listings, errors).
 const MAX_REPLY_BYTES: u64 = 16 << 20;
@@ -238,37 +228,6 @@ fn unescape(s: &str) -> String {
         .replace("&quot;", "\"")
         .replace("&apos;", "'")
         .replace("&amp;", "&")
-}
-
-/// S3 spells CRC32C as base64 of its big-endian bytes.
-pub(super) fn crc32c_b64(crc: u32) -> String {
-    base64::engine::general_purpose::STANDARD.encode(crc.to_be_bytes())
-}
-
-fn parse_crc32c(b64: &str) -> Option<u32> {
-    let bytes = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
-    Some(u32::from_be_bytes(bytes.try_into().ok()?))
-}
-
-pub(super) fn unavailable(what: String, why: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable {
-        what,
-        why: why.to_string(),
-    }
-}
-
-pub(super) fn refused(what: String, why: impl std::fmt::Display) -> StoreError {
-    StoreError::Refused {
-        what,
-        why: why.to_string(),
-    }
-}
-
-fn not_archive(what: String, why: impl std::fmt::Display) -> StoreError {
-    StoreError::NotArchive {
-        what,
-        why: why.to_string(),
-    }
 }
 
 /// One page of a listing: keys, common prefixes, the continuation token.
@@ -515,22 +474,13 @@ impl S3Store {
         failure: Failure,
         why: &str,
     ) -> Result<(), StoreError> {
-        let delay = backoff.next_delay();
-        if Instant::now() + delay >= deadline {
-            return Err(unavailable(
-                what(),
-                format!(
-                    "{why} (still failing after {}s: s3.retry_timeout)",
-                    self.retry_timeout.as_secs()
-                ),
-            ));
-        }
-        log::debug!("{}: {failure:?} {why}; retrying in {delay:?}", what());
-        self.retries.count(failure);
-        if !self.cancel.sleep(delay) {
-            return Err(StoreError::Interrupted { what: what() });
-        }
-        Ok(())
+        let patience = web::Patience {
+            setting: "s3.retry_timeout",
+            timeout: self.retry_timeout,
+            retries: &self.retries,
+            cancel: &self.cancel,
+        };
+        web::pause(what, backoff, deadline, failure, why, &patience)
     }
 
     /// [`run`](Self::run) with the answer read whole.
@@ -822,11 +772,5 @@ mod tests {
             let want = want.map(|(s, h)| (s.to_string(), h.to_string()));
             assert_eq!(got, want, "{endpoint}");
         }
-    }
-
-    #[test]
-    fn crc32c_is_base64_of_big_endian_bytes() {
-        assert_eq!(crc32c_b64(0xc994_65aa), "yZRlqg==");
-        assert_eq!(parse_crc32c("yZRlqg=="), Some(0xc994_65aa));
     }
 }

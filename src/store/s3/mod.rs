@@ -22,6 +22,7 @@ mod upload;
 use std::io::Read;
 
 use crate::format::names::{self, ObjectKey};
+use crate::store::http::child_folders;
 use crate::store::object::{ObjectInfo, PutOutcome, Store, StoreError, Upload};
 
 pub use api::{MIN_PART_BYTES, S3Options, S3Store};
@@ -45,26 +46,17 @@ impl Store for S3Store {
 
     fn topics(&self) -> Result<Vec<String>, StoreError> {
         let folder = self.folder("");
-        let mut out: Vec<String> = self
-            .list_all(&folder, Some("/"))?
-            .1
-            .iter()
-            .filter_map(|p| Some(p.strip_prefix(&folder)?.trim_end_matches('/').to_string()))
-            .filter(|t| !t.is_empty())
-            .collect();
-        out.sort();
-        Ok(out)
+        Ok(child_folders(
+            &folder,
+            &self.list_all(&folder, Some("/"))?.1,
+        ))
     }
 
     fn partitions(&self, topic: &str) -> Result<Vec<i32>, StoreError> {
         let folder = self.folder(&format!("{topic}/"));
-        let mut out: Vec<i32> = self
-            .list_all(&folder, Some("/"))?
-            .1
+        let mut out: Vec<i32> = child_folders(&folder, &self.list_all(&folder, Some("/"))?.1)
             .iter()
-            .filter_map(|p| {
-                names::parse_partition_dir(p.strip_prefix(&folder)?.trim_end_matches('/'))
-            })
+            .filter_map(|name| names::parse_partition_dir(name))
             .collect();
         out.sort_unstable();
         Ok(out)
