@@ -421,11 +421,14 @@ fn builders_that_cut_differently_adopt_each_others_objects() {
     let bucket = support::s3_bucket();
     // Two processes on one bucket, each cutting files elsewhere: whoever
     // creates a name first wins (If-None-Match), the other adopts its end.
+    // Through the proxy, which makes s3s-fs's create-only check atomic as
+    // real S3's is (see fault_proxy.rs).
+    let proxy = FaultProxy::start(S3_ENDPOINT.strip_prefix("http://").unwrap());
     let a = Setup::s3(
         &[&topic],
         &support::unique("s"),
         &bucket,
-        S3_ENDPOINT,
+        &proxy.url(),
         "max_file_records = 700\n",
         "",
     );
@@ -433,7 +436,7 @@ fn builders_that_cut_differently_adopt_each_others_objects() {
         &[&topic],
         &support::unique("s"),
         &bucket,
-        S3_ENDPOINT,
+        &proxy.url(),
         "max_file_records = 1100\n",
         "",
     );

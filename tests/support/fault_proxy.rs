@@ -46,6 +46,12 @@
 //! - A status query on a session that has not stored a byte yet is answered
 //!   `308` without a `Range` header, as real GCS does; the emulator would send
 //!   `Range: bytes=0-0`, which claims one byte.
+//! - S3 create-only writes (a PUT or a POST carrying `If-None-Match`: a
+//!   PutObject or a CompleteMultipartUpload) are forwarded one at a time.
+//!   s3s-fs 0.14.1 checks that the object is absent, then writes a temporary
+//!   file and renames it over the name (`s3.rs`, `put_object`), so two racing
+//!   creators can both be told 200 and the later rename wins; real S3 decides
+//!   atomically. Serialised, its check holds.
 //! - `Location` headers are rewritten to point at the proxy (scheme, host and
 //!   port replaced; path and query kept), so clients never bypass it.
 //!
@@ -232,7 +238,8 @@ struct Shared {
     log: Mutex<Vec<(u64, LogEntry)>>,
     next_seq: AtomicU64,
     sessions: Mutex<Sessions>,
-    /// Held across "does the object exist?" and forwarding a final chunk.
+    /// Held across "does the object exist?" and forwarding a final chunk
+    /// (GCS), and while forwarding a create-only write (S3).
     finalize: Mutex<()>,
 }
 
@@ -459,6 +466,10 @@ fn process(shared: &Shared, req: &Request, body_delay: Duration) -> Outcome {
         && let Some(bucket) = upload_bucket(path)
     {
         return initiation(shared, req, query, bucket);
+    }
+    if is_write && header(&req.headers, "if-none-match").is_some() {
+        let _one_at_a_time = lock(&shared.finalize);
+        return forward(shared, req);
     }
     forward(shared, req)
 }
@@ -1896,5 +1907,58 @@ mod tests {
             );
         }
         assert!(log.iter().all(|e| !e.precondition_failed));
+    }
+
+    /// An upstream that answers every request 200 after `hold`, and reports
+    /// the most requests it ever had in hand at once.
+    fn counting_upstream(hold: Duration) -> (String, Arc<AtomicU32>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let (now, most) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
+        let peak = most.clone();
+        thread::spawn(move || {
+            for stream in listener.incoming() {
+                let (now, most) = (now.clone(), most.clone());
+                thread::spawn(move || {
+                    let stream = stream.unwrap();
+                    let mut r = BufReader::new(&stream);
+                    let (_, headers) = read_head(&mut r).unwrap().unwrap();
+                    read_body(&mut r, body_kind(&headers).unwrap()).unwrap();
+                    let n = now.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(n, Ordering::SeqCst);
+                    thread::sleep(hold);
+                    now.fetch_sub(1, Ordering::SeqCst);
+                    let _ = (&stream).write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    );
+                });
+            }
+        });
+        (addr, peak)
+    }
+
+    #[test]
+    fn s3_create_only_writes_reach_upstream_one_at_a_time() {
+        let most_at_once = |extra: &[(&'static str, &'static str)]| {
+            let (upstream, most) = counting_upstream(Duration::from_millis(150));
+            let proxy = FaultProxy::start(&upstream);
+            let addr = proxy_addr(&proxy);
+            let extra = extra.to_vec();
+            let clients: Vec<_> = (0..4)
+                .map(|i| {
+                    let (addr, extra) = (addr.clone(), extra.clone());
+                    thread::spawn(move || {
+                        let r = call(&addr, "PUT", &format!("/b/k{i}"), &extra, b"x").unwrap();
+                        assert_eq!(r.status, 200, "{}", r.text());
+                    })
+                })
+                .collect();
+            for c in clients {
+                c.join().unwrap();
+            }
+            most.load(Ordering::SeqCst)
+        };
+        assert_eq!(most_at_once(&[("If-None-Match", "*")]), 1);
+        assert!(most_at_once(&[]) > 1, "plain writes were serialised too");
     }
 }
