@@ -214,7 +214,7 @@ fn group(k: &RawKafka) -> Result<GroupConfig, ConfigError> {
 }
 
 fn client(k: &RawKafka) -> Result<ClientConfig, ConfigError> {
-    let fetch_max_bytes = bytes(k.fetch_max_bytes, 16 << 20);
+    let fetch_max_bytes = bytes(k.fetch_max_bytes, 8 << 20);
     let partition_fetch_bytes = bytes(k.partition_fetch_bytes, 1 << 20);
     if !(1024..=(1 << 30)).contains(&fetch_max_bytes) {
         return Err(invalid(

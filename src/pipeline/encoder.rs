@@ -25,6 +25,11 @@ use crate::kafka::records::{self, Event, RecordsError, TxnFilter};
 /// Decompression buffers larger than this are released after use.
 const SCRATCH_KEEP: usize = 8 << 20;
 
+/// The writers of an encoder's partitions. Boxed: with thousands of
+/// partitions the table holds pointers, not writers, so its spare buckets
+/// and the copy made while it grows stay small.
+type Writers = HashMap<TopicPartition, Box<PartitionWriter>>;
+
 /// What can go wrong while a chunk is written.
 enum ChunkError {
     Records(RecordsError),
@@ -58,7 +63,7 @@ impl Encoder<'_> {
         uploaders: Vec<Sender<Closed>>,
     ) -> anyhow::Result<()> {
         let mut desk = Desk::new(self.spool, self.files)?;
-        let mut writers: HashMap<TopicPartition, PartitionWriter> = HashMap::new();
+        let mut writers: Writers = HashMap::new();
         let mut scratch = Vec::new();
         let mut closed = Vec::new();
         while let Some(msg) = self.stop.recv(&rx) {
@@ -77,7 +82,7 @@ impl Encoder<'_> {
                     position,
                 } => {
                     let w = PartitionWriter::new(tp.clone(), topic_id, epoch, position);
-                    writers.insert(tp.clone(), w);
+                    writers.insert(tp.clone(), Box::new(w));
                     self.registry.metrics.open_file(&tp, None);
                     continue;
                 }
@@ -135,7 +140,7 @@ impl Encoder<'_> {
                     closed.extend(w.flush(&mut desk)?);
                 }
             }
-            let opened = writers.get(&tp).and_then(PartitionWriter::opened);
+            let opened = writers.get(&tp).and_then(|w| w.opened());
             self.registry.metrics.open_file(&tp, opened);
             for c in closed.drain(..) {
                 let i = worker_for(&c.key.tp(), uploaders.len());
@@ -153,12 +158,12 @@ impl Encoder<'_> {
     /// The writer of `tp` if `epoch` is still current (older work is dropped).
     fn current<'w>(
         &self,
-        writers: &'w mut HashMap<TopicPartition, PartitionWriter>,
+        writers: &'w mut Writers,
         tp: &TopicPartition,
         epoch: u64,
     ) -> Option<&'w mut PartitionWriter> {
         let w = writers.get_mut(tp)?;
-        (w.epoch() == epoch && self.registry.epoch(tp) == Some(epoch)).then_some(w)
+        (w.epoch() == epoch && self.registry.epoch(tp) == Some(epoch)).then_some(&mut **w)
     }
 
     /// Decodes one fetched chunk into the partition's files.
