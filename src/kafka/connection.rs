@@ -24,6 +24,7 @@ use kafka_protocol::protocol::{
 };
 
 use super::error::{KafkaError, code_name};
+use super::pool::{POOLED, Pool};
 use super::sasl::{Exchange, SaslConfig, Step};
 use super::tls::{self, Stream, TlsConfig};
 use crate::cancel::Cancel;
@@ -86,6 +87,8 @@ pub struct Connection {
     cancel: Cancel,
     /// The broker's supported range per API key.
     supported: HashMap<i16, (i16, i16)>,
+    /// Buffers for large responses, back when their last chunk is dropped.
+    pool: Pool,
 }
 
 impl Connection {
@@ -146,6 +149,7 @@ impl Connection {
             max_response_bytes: config.max_response_bytes,
             cancel: cancel.clone(),
             supported: HashMap::new(),
+            pool: Pool::default(),
         };
         conn.handshake()?;
         if let Some(sasl) = &config.security.sasl {
@@ -388,9 +392,18 @@ impl Connection {
                 limit: max_bytes,
             });
         }
-        let mut body = vec![0u8; size as usize];
+        let len = size as usize;
+        let mut body = if len >= POOLED {
+            self.pool.take(len)
+        } else {
+            vec![0u8; len]
+        };
         self.read_fully(&mut body, started, limit)?;
-        let mut body = Bytes::from(body);
+        let mut body = if len >= POOLED {
+            self.pool.share(body)
+        } else {
+            Bytes::from(body)
+        };
         let response_header_version = R::Response::header_version(version);
         let header = ResponseHeader::decode(&mut body, response_header_version)
             .map_err(|e| self.protocol(format!("undecodable response header: {e}")))?;

@@ -6,6 +6,7 @@
 //!
 //! - `connection`: one broker connection, framing, version negotiation,
 //!   TLS and SASL on every connection.
+//! - `pool`: large response buffers, back when their last chunk is dropped.
 //! - `tls`: rustls client settings, the handshake, the stream either way.
 //! - `sasl`: credentials and the PLAIN and SCRAM tokens; `scram`: SCRAM
 //!   itself (RFC 5802/7677) on `ring`.
@@ -15,7 +16,8 @@
 //! - `membership`: JoinGroup/SyncGroup/Heartbeat/LeaveGroup and the consumer
 //!   protocol's subscription and assignment encodings.
 //! - `assignor`: the range and sticky assignors the group leader runs.
-//! - `records`: record-batch decoding and transaction filtering.
+//! - `records`: record-batch decoding and transaction filtering; `lz4`: the
+//!   LZ4 frames of lz4 batches, straight into the caller's buffer.
 //! - `batch`: record-batch encoding for Produce.
 //! - `produce`: the idempotent producer (InitProducerId, sequences, acks=all).
 //! - `error`: typed errors and the retry classification.
@@ -31,7 +33,9 @@ mod connection;
 mod epochs;
 mod error;
 mod group;
+mod lz4;
 mod membership;
+mod pool;
 mod produce;
 pub mod records;
 mod sasl;

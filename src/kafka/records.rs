@@ -11,6 +11,7 @@
 use std::collections::HashSet;
 use std::io::Read;
 
+use super::lz4;
 use crate::format::record::{Header, Record, TimestampType};
 
 /// Bytes before a v2 batch's records: base offset (8), batch length (4),
@@ -307,7 +308,8 @@ impl<'a> Batch<'a> {
                 read(&mut flate2::read::MultiGzDecoder::new(self.body), scratch)?;
             }
             Compression::Lz4 => {
-                read(&mut lz4_flex::frame::FrameDecoder::new(self.body), scratch)?;
+                lz4::decompress(self.body, scratch, MAX_DECOMPRESSED_BATCH)
+                    .map_err(|e| corrupt(offset, format!("cannot decompress: {e}")))?;
             }
             Compression::Zstd => {
                 let mut d = zstd::stream::read::Decoder::with_buffer(self.body)
