@@ -24,7 +24,7 @@ use kafka_protocol::protocol::{
 };
 
 use super::error::{KafkaError, code_name};
-use super::pool::{POOLED, Pool};
+use super::pool::Pool;
 use super::sasl::{Exchange, SaslConfig, Step};
 use super::tls::{self, Stream, TlsConfig};
 use crate::cancel::Cancel;
@@ -392,18 +392,9 @@ impl Connection {
                 limit: max_bytes,
             });
         }
-        let len = size as usize;
-        let mut body = if len >= POOLED {
-            self.pool.take(len)
-        } else {
-            vec![0u8; len]
-        };
+        let mut body = self.pool.take(size as usize);
         self.read_fully(&mut body, started, limit)?;
-        let mut body = if len >= POOLED {
-            self.pool.share(body)
-        } else {
-            Bytes::from(body)
-        };
+        let mut body = self.pool.share(body);
         let response_header_version = R::Response::header_version(version);
         let header = ResponseHeader::decode(&mut body, response_header_version)
             .map_err(|e| self.protocol(format!("undecodable response header: {e}")))?;

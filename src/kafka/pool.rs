@@ -14,9 +14,10 @@ use bytes::Bytes;
 
 /// Bodies at least this large come from the pool (fetch responses); the
 /// small answers of other requests do not.
-pub const POOLED: usize = 1 << 20;
-/// Buffers the pool keeps while nobody uses them.
-const KEEP: usize = 2;
+const POOLED: usize = 1 << 20;
+/// Buffers the pool keeps while nobody uses them: one per connection, so
+/// idle memory stays one response per broker.
+const KEEP: usize = 1;
 /// A buffer larger than this (one response to an unusually large batch)
 /// goes back to the allocator.
 const KEEP_BYTES: usize = 32 << 20;
@@ -29,6 +30,9 @@ impl Pool {
     /// A buffer of exactly `len` bytes (a reused buffer's old bytes are
     /// left in it: the caller overwrites them all).
     pub fn take(&self, len: usize) -> Vec<u8> {
+        if len < POOLED {
+            return vec![0; len];
+        }
         let spare = self.0.lock().unwrap_or_else(PoisonError::into_inner).pop();
         let mut buf = spare.unwrap_or_default();
         // Only bytes past the old length are zeroed.
@@ -36,8 +40,11 @@ impl Pool {
         buf
     }
 
-    /// `buf` as `Bytes` whose last drop gives the buffer back.
+    /// `buf` as `Bytes`; for a large one, the last drop gives it back.
     pub fn share(&self, buf: Vec<u8>) -> Bytes {
+        if buf.len() < POOLED {
+            return Bytes::from(buf);
+        }
         Bytes::from_owner(Pooled {
             buf,
             pool: self.clone(),
@@ -105,6 +112,11 @@ mod tests {
         let pool = Pool::default();
         let bodies: Vec<_> = (0..4).map(|_| pool.share(pool.take(POOLED))).collect();
         drop(bodies);
+        assert_eq!(spare(&pool).len(), KEEP);
+        // Small answers neither come from nor go to the pool.
+        let small = pool.take(POOLED - 1);
+        assert_eq!(spare(&pool).len(), KEEP);
+        drop(pool.share(small));
         assert_eq!(spare(&pool).len(), KEEP);
         let pool = Pool::default();
         drop(pool.share(pool.take(KEEP_BYTES + 1)));
