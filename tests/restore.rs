@@ -168,7 +168,7 @@ fn a_restore_killed_at_any_moment_ends_with_every_record_once() {
     let mut rng = support::Rng::new(11);
     let mut mid_way = 0;
     for kill in 0..5 {
-        let mut child = restore_cmd(&s, &topic, &target, &["--rate", "1500000"])
+        let mut child = restore_cmd(&s, &topic, &target, &["--rate", "700000"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
