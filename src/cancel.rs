@@ -1,8 +1,10 @@
 //! The side of the one stop flag that waits watch. `pipeline::stop` owns the
 //! flag and sets it (a signal, a fatal error, a panicking thread); the Kafka
-//! client, the stores and the index receive a `Cancel` and look at it in
-//! every wait and retry loop, so that a stop is honoured within a fraction of
-//! a second even while a service is failing.
+//! client and the stores receive a `Cancel` and look at it in every wait and
+//! retry loop, so that a stop is honoured within a fraction of a second even
+//! while a service is failing. The MySQL index has no loop of its own: the
+//! committer retries it between its own checks of the flag, and one MySQL
+//! call is bounded by `mysql.connect_timeout` and `mysql.request_timeout`.
 //!
 //! Only a flag and a sliced sleep: it decides nothing.
 

@@ -188,52 +188,69 @@ pub fn replay(
         let reader = std::thread::Builder::new()
             .name("restore-reader".into())
             .spawn_scoped(scope, move || -> anyhow::Result<bool> {
-                for job in jobs {
-                    let mut builder = BatchBuilder::default();
-                    let mut done = Done::default();
-                    let mut seal = |builder: &mut BatchBuilder, done: &mut Done| {
-                        let sealed = producer.seal(&job.target, builder, compression);
-                        let last = done.last.expect("a batch has records");
-                        let chunk = Chunk::Batch {
-                            sealed,
-                            last,
-                            done: std::mem::take(done),
+                // A reader that fails or panics stops the producer's
+                // retries at once, not after `retry_timeout`.
+                let mut guard = AbortOnFailure {
+                    cancel,
+                    failed: true,
+                };
+                let read = (|| -> anyhow::Result<bool> {
+                    for job in jobs {
+                        let mut builder = BatchBuilder::default();
+                        let mut done = Done::default();
+                        let mut seal = |builder: &mut BatchBuilder, done: &mut Done| {
+                            let sealed = producer.seal(&job.target, builder, compression);
+                            let last = done.last.expect("a batch has records");
+                            let chunk = Chunk::Batch {
+                                sealed,
+                                last,
+                                done: std::mem::take(done),
+                            };
+                            tx.send(chunk).is_ok()
                         };
-                        tx.send(chunk).is_ok()
-                    };
-                    let complete = walk(store, job, selection, cancel, |r| {
-                        let mark = Mark {
-                            topic: job.source.topic.to_string(),
-                            partition: job.source.partition,
-                            offset: r.offset,
+                        let complete = walk(store, job, selection, cancel, |r| {
+                            let mark = Mark {
+                                topic: job.source.topic.to_string(),
+                                partition: job.source.partition,
+                                offset: r.offset,
+                            }
+                            .value();
+                            let extra = [Header {
+                                key: MARK_HEADER.as_bytes(),
+                                value: Some(mark.as_bytes()),
+                            }];
+                            let size = record_bytes(r);
+                            if !builder.is_empty() && builder.encoded_bytes() + size > batch_bytes {
+                                anyhow::ensure!(
+                                    seal(&mut builder, &mut done),
+                                    "the producer stopped"
+                                );
+                            }
+                            builder.add(&r.as_record(), &extra);
+                            done.add(r.offset, size);
+                            Ok(())
+                        })?;
+                        if !complete {
+                            return Ok(false);
                         }
-                        .value();
-                        let extra = [Header {
-                            key: MARK_HEADER.as_bytes(),
-                            value: Some(mark.as_bytes()),
-                        }];
-                        let size = record_bytes(r);
-                        if !builder.is_empty() && builder.encoded_bytes() + size > batch_bytes {
-                            anyhow::ensure!(seal(&mut builder, &mut done), "the producer stopped");
+                        if !builder.is_empty() && !seal(&mut builder, &mut done) {
+                            return Ok(false);
                         }
-                        builder.add(&r.as_record(), &extra);
-                        done.add(r.offset, size);
-                        Ok(())
-                    })?;
-                    if !complete {
-                        return Ok(false);
+                        if tx.send(Chunk::End(job.target.clone())).is_err() {
+                            return Ok(false);
+                        }
                     }
-                    if !builder.is_empty() && !seal(&mut builder, &mut done) {
-                        return Ok(false);
-                    }
-                    if tx.send(Chunk::End(job.target.clone())).is_err() {
-                        return Ok(false);
-                    }
-                }
-                Ok(true)
+                    Ok(true)
+                })();
+                guard.failed = read.is_err();
+                read
             })
             .context("cannot start the restore reader thread")?;
         let produced = produce_all(client, &rx, rate, cancel);
+        if produced.is_err() {
+            // A failed producer stops the reader's store retries too.
+            cancel.abort();
+        }
         // Whatever ended the producer ends the reader too.
         drop(rx);
         let read = reader
@@ -243,6 +260,21 @@ pub fn replay(
         let complete = read? && !stopped_early;
         Ok((totals, complete))
     })
+}
+
+/// Aborts the stop flag when dropped while `failed`, which it is until the
+/// thread owning it says otherwise: so a panic aborts too.
+struct AbortOnFailure<'a> {
+    cancel: &'a Cancel,
+    failed: bool,
+}
+
+impl Drop for AbortOnFailure<'_> {
+    fn drop(&mut self) {
+        if self.failed {
+            self.cancel.abort();
+        }
+    }
 }
 
 /// Produces every chunk as it comes, logging progress; returns the totals
@@ -317,5 +349,44 @@ fn produce_all(
             (logged_records, logged_bytes) = (records, bytes);
             last_log = Instant::now();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_thread_that_fails_or_panics_aborts_and_one_that_ends_well_does_not() {
+        let cancel = Cancel::default();
+        {
+            let mut guard = AbortOnFailure {
+                cancel: &cancel,
+                failed: true,
+            };
+            guard.failed = false;
+        }
+        assert!(!cancel.is_set(), "a thread that ended well aborted");
+        {
+            let _failed = AbortOnFailure {
+                cancel: &cancel.aborts_only(),
+                failed: true,
+            };
+        }
+        assert!(
+            cancel.aborts_only().is_set(),
+            "a failed thread did not abort"
+        );
+
+        let other = Cancel::default();
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _guard = AbortOnFailure {
+                cancel: &other,
+                failed: true,
+            };
+            panic!("the reader panics");
+        }));
+        assert!(panicked.is_err());
+        assert!(other.is_set(), "a panicking thread did not abort");
     }
 }
