@@ -111,10 +111,9 @@ impl IndexError {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn row() -> Row {
+impl Row {
+    /// A row of `t/1` offsets 10..20, for tests here and of its readers.
+    pub(crate) fn example() -> Row {
         Row {
             topic: "t".into(),
             partition: 1,
@@ -127,6 +126,15 @@ mod tests {
             crc32c: Some(7),
             object_url: "file:///a/t/000001/00000000000000000010.avro".into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row() -> Row {
+        Row::example()
     }
 
     #[test]
