@@ -451,3 +451,68 @@ fn the_cycle_check_sees_paths_and_groups() {
     assert!(lines[4].is_empty());
     assert_eq!(lines[6], "use y::z;");
 }
+
+/// The README's code map names every source file: a file at the top of
+/// `src/` in a row's first cell, a file in a folder (its stem, or its
+/// folder's name for a nested folder) somewhere in that folder's row.
+#[test]
+fn the_readme_code_map_names_every_source_file() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let map = readme
+        .split("Code map (`src/`):")
+        .nth(1)
+        .expect("README has a code map");
+    let rows: Vec<(&str, &str)> = map
+        .lines()
+        .skip_while(|l| !l.starts_with('|'))
+        .take_while(|l| l.starts_with('|'))
+        .filter_map(|l| {
+            let mut cells = l.trim_matches('|').splitn(2, '|');
+            Some((cells.next()?, cells.next()?))
+        })
+        .collect();
+    let src = root.join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut missing = Vec::new();
+    for file in &files {
+        let rel = file.strip_prefix(&src).unwrap();
+        let parts: Vec<String> = rel
+            .iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect();
+        let named = match parts.as_slice() {
+            [top] => rows
+                .iter()
+                .any(|(path, _)| path.contains(&format!("`{top}`"))),
+            [folder, rest @ ..] => {
+                let name = match rest {
+                    [file] => file.trim_end_matches(".rs").to_string(),
+                    [sub, ..] => sub.clone(),
+                    [] => unreachable!(),
+                };
+                let leaf = rest.last().unwrap();
+                let row = rows
+                    .iter()
+                    .find(|(path, _)| path.contains(&format!("`{folder}/`")));
+                // A folder's mod.rs and test-only files need no mention.
+                leaf == "mod.rs" && rest.len() == 1
+                    || leaf == "tests.rs"
+                    || row.is_some_and(|(_, text)| {
+                        text.contains(&format!("`{name}`"))
+                            || text.contains(&format!("`{name}.rs`"))
+                            || text.contains(&format!("`{name}/`"))
+                    })
+            }
+            [] => unreachable!(),
+        };
+        if !named {
+            missing.push(rel.display().to_string());
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "README.md's code map does not name: {missing:?}"
+    );
+}

@@ -8,5 +8,5 @@
 pub mod avro;
 pub mod names;
 pub mod record;
-pub mod rotation;
+pub(crate) mod rotation;
 pub mod timestamp;

@@ -26,7 +26,7 @@
 //! (`Cancel`), owns no threads and keeps no state beyond one `Client`'s
 //! caches; it never decides what to archive or commit.
 
-pub mod assignor;
+pub(crate) mod assignor;
 mod batch;
 mod client;
 mod connection;
@@ -42,12 +42,18 @@ mod sasl;
 mod scram;
 mod tls;
 
+// What the tests drive directly is public; the rest is for the crate.
 pub use batch::BatchBuilder;
-pub use client::{Client, ClientConfig, EpochEnd, Layout, OffsetSpec, PartitionData, Position};
-pub use connection::{ConnectionConfig, Security};
+pub use client::{Client, ClientConfig, OffsetSpec, PartitionData, Position};
+pub use connection::ConnectionConfig;
 pub use error::KafkaError;
-pub use group::{Committed, Generation};
-pub use membership::{JoinConfig, Joined, Subscription, encode_subscription};
+pub use group::Committed;
 pub use produce::{Producer, Sealed};
-pub use sasl::{Mechanism, Password, SaslConfig};
-pub use tls::{PemFile, TlsConfig, TlsSetupError};
+pub use sasl::Password;
+
+pub(crate) use client::{EpochEnd, Layout};
+pub(crate) use connection::Security;
+pub(crate) use group::Generation;
+pub(crate) use membership::{JoinConfig, Joined, Subscription, encode_subscription};
+pub(crate) use sasl::{Mechanism, SaslConfig};
+pub(crate) use tls::{PemFile, TlsConfig};
