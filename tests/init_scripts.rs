@@ -130,6 +130,42 @@ fn the_sysv_script_runs_the_service_as_its_user_and_stops_it_cleanly() {
     assert!(support::archive_is_complete(&s.archive, &topic, &produced));
     assert_eq!(script(&defaults, "status").status.code(), Some(3));
 
+    // `restart` of a stopped service starts it; of a running one, replaces it.
+    let restarted = script(&defaults, "restart");
+    assert!(restarted.status.success(), "{}", text(&restarted));
+    let first = std::fs::read_to_string(&pidfile).unwrap();
+    let restarted = script(&defaults, "restart");
+    assert!(restarted.status.success(), "{}", text(&restarted));
+    let second = std::fs::read_to_string(&pidfile).unwrap();
+    assert_ne!(first, second, "restart kept the old process");
+    assert!(
+        !Path::new(&format!("/proc/{}", first.trim())).exists(),
+        "the old process still runs"
+    );
+    assert_eq!(script(&defaults, "stop").status.code(), Some(0));
+    assert!(support::archive_is_complete(&s.archive, &topic, &produced));
+
+    // A configuration only root can read: start names the fix, starts nothing.
+    let chown = |owner: &str, mode: &str| {
+        for (cmd, arg) in [("chown", owner), ("chmod", mode)] {
+            let done = Command::new(cmd).arg(arg).arg(&s.config).status().unwrap();
+            assert!(done.success(), "{cmd} {arg}");
+        }
+    };
+    chown("root:root", "0600");
+    let unreadable = script(&defaults, "start");
+    assert_eq!(unreadable.status.code(), Some(6), "{}", text(&unreadable));
+    assert!(
+        text(&unreadable).contains(&format!(
+            "{USER} cannot read {}: chgrp {USER} {0} && chmod 0640 {0}",
+            s.config.display()
+        )),
+        "{}",
+        text(&unreadable)
+    );
+    assert!(!pidfile.exists(), "a pid file was written");
+    chown(&format!("{USER}:{USER}"), "0640");
+
     // A configuration the service refuses: start says so and fails.
     std::fs::write(&s.config, "[kafka]\n").unwrap();
     let refused = script(&defaults, "start");
