@@ -51,7 +51,10 @@
 //!   s3s-fs 0.14.1 checks that the object is absent, then writes a temporary
 //!   file and renames it over the name (`s3.rs`, `put_object`), so two racing
 //!   creators can both be told 200 and the later rename wins; real S3 decides
-//!   atomically. Serialised, its check holds.
+//!   atomically. Serialised, its check holds. It also saves the object's
+//!   metadata only after the rename, so a signed GET or HEAD waits while a
+//!   create-only write is in flight: a reader never sees an object without
+//!   its `x-amz-meta-*`, as on real S3 (reads still overlap each other).
 //! - `Location` headers are rewritten to point at the proxy (scheme, host and
 //!   port replaced; path and query kept), so clients never bypass it.
 //!
@@ -71,7 +74,7 @@ use std::collections::{HashMap, HashSet};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -160,6 +163,7 @@ impl FaultProxy {
             next_seq: AtomicU64::new(0),
             sessions: Mutex::new(Sessions::default()),
             finalize: Mutex::new(()),
+            s3_creating: RwLock::new(()),
         });
         let accept_shared = Arc::clone(&shared);
         let accept = thread::Builder::new()
@@ -239,8 +243,11 @@ struct Shared {
     next_seq: AtomicU64,
     sessions: Mutex<Sessions>,
     /// Held across "does the object exist?" and forwarding a final chunk
-    /// (GCS), and while forwarding a create-only write (S3).
+    /// (GCS).
     finalize: Mutex<()>,
+    /// S3: written while a create-only write is forwarded, read while a
+    /// signed GET or HEAD is.
+    s3_creating: RwLock<()>,
 }
 
 struct FaultState {
@@ -468,7 +475,15 @@ fn process(shared: &Shared, req: &Request, body_delay: Duration) -> Outcome {
         return initiation(shared, req, query, bucket);
     }
     if is_write && header(&req.headers, "if-none-match").is_some() {
-        let _one_at_a_time = lock(&shared.finalize);
+        let _alone = shared
+            .s3_creating
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        return forward(shared, req);
+    }
+    let signed = header(&req.headers, "authorization").is_some_and(|a| a.starts_with("AWS4-"));
+    if signed && (method == "GET" || method == "HEAD") {
+        let _not_while_creating = shared.s3_creating.read().unwrap_or_else(|e| e.into_inner());
         return forward(shared, req);
     }
     forward(shared, req)
@@ -1960,5 +1975,40 @@ mod tests {
         };
         assert_eq!(most_at_once(&[("If-None-Match", "*")]), 1);
         assert!(most_at_once(&[]) > 1, "plain writes were serialised too");
+    }
+
+    #[test]
+    fn s3_reads_wait_for_a_create_only_write_and_overlap_each_other() {
+        let signed = ("Authorization", "AWS4-HMAC-SHA256 Credential=k/x");
+        let most_at_once = |requests: &[(&'static str, bool)]| {
+            let (upstream, most) = counting_upstream(Duration::from_millis(150));
+            let proxy = FaultProxy::start(&upstream);
+            let addr = proxy_addr(&proxy);
+            let clients: Vec<_> = requests
+                .iter()
+                .enumerate()
+                .map(|(i, &(method, create))| {
+                    let addr = addr.clone();
+                    thread::spawn(move || {
+                        thread::sleep(Duration::from_millis(20 * i as u64));
+                        let mut extra = vec![signed];
+                        if create {
+                            extra.push(("If-None-Match", "*"));
+                        }
+                        let body: &[u8] = if method == "PUT" { b"x" } else { b"" };
+                        let r = call(&addr, method, "/b/k", &extra, body).unwrap();
+                        assert_eq!(r.status, 200, "{}", r.text());
+                    })
+                })
+                .collect();
+            for c in clients {
+                c.join().unwrap();
+            }
+            most.load(Ordering::SeqCst)
+        };
+        for read in ["HEAD", "GET"] {
+            assert_eq!(most_at_once(&[("PUT", true), (read, false)]), 1, "{read}");
+        }
+        assert_eq!(most_at_once(&[("HEAD", false), ("GET", false)]), 2);
     }
 }
