@@ -532,18 +532,7 @@ fn status_shows_where_the_archive_ends_and_the_lag() {
         "",
         "max_file_records = 20\n",
     );
-    let status = |s: &Setup| {
-        let out = s
-            .command(&["status", "--config", s.config.to_str().unwrap()])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let status = |s: &Setup| s.succeed("status", &[]);
     let before = status(&s);
     assert!(
         before.contains(&format!("{topic}/0\t-\t0\t50\t50\t-")),

@@ -393,59 +393,12 @@ fn gcs_misconfiguration_is_named_in_one_line_and_nothing_is_committed() {
     }
 }
 
-/// A minimal HTTP CONNECT proxy (what air-gapped sites put in front of
-/// GCS): counts the tunnels it opened, by target.
-struct ConnectProxy {
-    addr: std::net::SocketAddr,
-    tunnels: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-}
-
-impl ConnectProxy {
-    fn start() -> ConnectProxy {
-        use std::io::{BufRead, BufReader, Write};
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let tunnels = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let seen = tunnels.clone();
-        std::thread::spawn(move || {
-            for client in listener.incoming().flatten() {
-                let seen = seen.clone();
-                std::thread::spawn(move || {
-                    let mut reader = BufReader::new(client.try_clone().unwrap());
-                    let mut line = String::new();
-                    reader.read_line(&mut line).unwrap();
-                    let target = line.split_whitespace().nth(1).unwrap_or("").to_string();
-                    loop {
-                        let mut header = String::new();
-                        if reader.read_line(&mut header).unwrap() <= 2 {
-                            break;
-                        }
-                    }
-                    seen.lock().unwrap().push(target.clone());
-                    let upstream = std::net::TcpStream::connect(&target).unwrap();
-                    let mut client_w = client.try_clone().unwrap();
-                    client_w
-                        .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
-                        .unwrap();
-                    let mut up_r = upstream.try_clone().unwrap();
-                    let mut up_w = upstream;
-                    std::thread::spawn(move || {
-                        let _ = std::io::copy(&mut up_r, &mut client_w);
-                    });
-                    let _ = std::io::copy(&mut reader, &mut up_w);
-                });
-            }
-        });
-        ConnectProxy { addr, tunnels }
-    }
-}
-
 #[test]
 fn an_https_proxy_and_no_proxy_are_honoured() {
     let _broker = support::shared_broker();
     let (topic, produced) = support::topic_with_records("gcs-proxy", 1, 2_000, &["none"]);
     let bucket = support::gcs_bucket();
-    let proxy = ConnectProxy::start();
+    let proxy = support::ConnectProxy::start(None);
     let through = format!("proxy = \"http://{}\"\n", proxy.addr);
     let s = Setup::gcs(
         &[&topic],

@@ -3,13 +3,10 @@
 //! record; exactly once across `kill -9`; selections; refusals before
 //! anything is produced.
 
-use std::collections::BTreeMap;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{self, Consumed, Rec, Setup};
-
-const MARK: &[u8] = b"kafka-store.source";
+use crate::support::{self, Setup, assert_restored, partition_of};
 
 fn restore_cmd(s: &Setup, from: &str, to: &str, extra: &[&str]) -> Command {
     let mut args = vec![
@@ -37,50 +34,6 @@ fn restored(s: &Setup, from: &str, to: &str, extra: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
-}
-
-/// Checks that `got` holds exactly `want` (source offset → record) of one
-/// partition, in order, each once, with its mark naming the source.
-fn assert_restored(source: &str, partition: i32, got: &[Consumed], want: &[(i64, &Rec)]) {
-    let marks: Vec<String> = got
-        .iter()
-        .map(|c| {
-            let (k, v) = c.headers.last().expect("a mark header");
-            assert_eq!(k, MARK);
-            String::from_utf8(v.clone().unwrap()).unwrap()
-        })
-        .collect();
-    let want_marks: Vec<String> = want
-        .iter()
-        .map(|(o, _)| format!("{source}/{partition}/{o}"))
-        .collect();
-    assert_eq!(
-        marks.len(),
-        want_marks.len(),
-        "record count of partition {partition}"
-    );
-    assert_eq!(marks, want_marks, "marks of partition {partition}");
-    for (c, (offset, r)) in got.iter().zip(want) {
-        let what = format!("{source}/{partition} offset {offset}");
-        assert_eq!(c.timestamp, r.timestamp, "{what}: timestamp");
-        assert!(!c.log_append, "{what}: timestamp type");
-        assert_eq!(c.key, r.key, "{what}: key");
-        assert_eq!(c.value, r.value, "{what}: value");
-        assert_eq!(
-            &c.headers[..c.headers.len() - 1],
-            &r.headers[..],
-            "{what}: headers"
-        );
-    }
-}
-
-/// What was produced to one partition, by offset.
-fn partition_of(produced: &BTreeMap<(i32, i64), Rec>, p: i32) -> Vec<(i64, &Rec)> {
-    produced
-        .iter()
-        .filter(|((q, _), _)| *q == p)
-        .map(|((_, o), r)| (*o, r))
-        .collect()
 }
 
 #[test]
@@ -167,8 +120,9 @@ fn a_restore_killed_at_any_moment_ends_with_every_record_once() {
     // killed in the middle of its work.
     let mut rng = support::Rng::new(11);
     let mut mid_way = 0;
+    let args = ["--rate", "700000"];
     for kill in 0..5 {
-        let mut child = restore_cmd(&s, &topic, &target, &["--rate", "700000"])
+        let mut child = restore_cmd(&s, &topic, &target, &args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -185,7 +139,8 @@ fn a_restore_killed_at_any_moment_ends_with_every_record_once() {
         mid_way >= 3,
         "only {mid_way} of 5 kills hit a restore at work"
     );
-    restored(&s, &topic, &target, &[]);
+    // Run again with the same arguments, as a user would.
+    restored(&s, &topic, &target, &args);
     let back = support::consume(&target);
     for p in 0..2 {
         assert_restored(&topic, p, &back[&p], &partition_of(&produced, p));

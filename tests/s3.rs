@@ -1,8 +1,9 @@
 //! The `s3://` store against a real S3 server that checks SigV4 signatures
 //! and honours `If-None-Match` (s3s-fs, vendor-config/test-services.sh),
 //! with the fault-injecting proxy in front of it: exactly once with every
-//! metadata field read back, multipart uploads, faults survived; ls,
-//! verify and restore on s3://; the errors a user meets first.
+//! metadata field read back, multipart uploads, faults survived; ls, cat,
+//! status, locate, reindex, verify and restore on s3://; virtual-hosted
+//! addressing through a proxy; the errors a user meets first.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -103,8 +104,8 @@ fn s3_archive_is_exactly_once_with_multipart_uploads_through_faults() {
 }
 
 #[test]
-fn ls_cat_status_locate_verify_and_restore_work_on_s3() {
-    let _broker = support::shared_broker();
+fn ls_cat_status_locate_reindex_verify_and_restore_work_on_s3() {
+    let (_broker, _db) = (support::shared_broker(), support::shared_mariadb());
     let (topic, produced) = support::topic_with_records("s3-cmds", 2, 800, &["lz4"]);
     let bucket = support::s3_bucket();
     let s = Setup::s3(
@@ -115,8 +116,44 @@ fn ls_cat_status_locate_verify_and_restore_work_on_s3() {
         "max_file_bytes = \"32KiB\"\n",
         "",
     );
+    let db = support::mysql_db();
+    let text = std::fs::read_to_string(&s.config).unwrap();
+    std::fs::write(
+        &s.config,
+        format!("{text}\n[mysql]\nurl = \"{}/{db}\"\n", support::MYSQL),
+    )
+    .unwrap();
     s.run_to_end();
     let config = s.config.to_str().unwrap();
+
+    // One row per object, naming it by its s3:// URL; `reindex` rebuilds
+    // the same rows from the store alone.
+    let objects = support::s3_download(&bucket, "archive", &s.archive);
+    let rows = support::index_rows(&db, &topic);
+    assert_eq!(rows.len(), objects.len(), "{rows:?}");
+    for row in &rows {
+        let url = &row.8;
+        assert!(
+            url.starts_with(&format!("s3://{bucket}/archive/{topic}/")),
+            "{url}"
+        );
+    }
+    {
+        use mysql::prelude::Queryable;
+        support::mysql(Some(&db))
+            .exec_drop("DELETE FROM kafka_store_files WHERE topic = ?", (&topic,))
+            .unwrap();
+    }
+    let reindex = support::run_with_timeout(
+        s.command(&["reindex", "--config", config]),
+        Duration::from_secs(60),
+    );
+    assert!(
+        reindex.status.success(),
+        "{}",
+        String::from_utf8_lossy(&reindex.stderr)
+    );
+    assert_eq!(support::index_rows(&db, &topic), rows);
     let ls = support::run_with_timeout(
         s.command(&["ls", "--config", config]),
         Duration::from_secs(60),
@@ -202,15 +239,41 @@ fn ls_cat_status_locate_verify_and_restore_work_on_s3() {
     );
     let back = support::consume(&target);
     for p in 0..2 {
-        let want: Vec<&Rec> = produced
-            .iter()
-            .filter(|((q, _), _)| *q == p)
-            .map(|(_, r)| r)
-            .collect();
-        let got: Vec<_> = back[&p].iter().map(|c| (&c.key, &c.value)).collect();
-        let want: Vec<_> = want.iter().map(|r| (&r.key, &r.value)).collect();
-        assert_eq!(got, want, "partition {p}");
+        support::assert_restored(&topic, p, &back[&p], &support::partition_of(&produced, p));
     }
+}
+
+/// Virtual-hosted addressing (`path_style = false`: the bucket in the
+/// host name) through `s3.proxy`: the proxy stands in for the DNS that
+/// `BUCKET.s3.test` needs, and every tunnel names that host.
+#[test]
+fn virtual_hosted_addressing_through_a_proxy() {
+    let _broker = support::shared_broker();
+    let (topic, produced) = support::topic_with_records("s3-vhost", 2, 500, &["none"]);
+    let bucket = support::s3_bucket();
+    let proxy = support::ConnectProxy::start(Some("127.0.0.1:9024"));
+    let s = Setup::s3(
+        &[&topic],
+        &support::unique("s"),
+        &bucket,
+        "http://s3.test:9024",
+        "max_file_records = 100\n",
+        &format!("proxy = \"http://{}\"\n", proxy.addr),
+    );
+    let text = std::fs::read_to_string(&s.config).unwrap();
+    std::fs::write(
+        &s.config,
+        text.replace("path_style = true", "path_style = false"),
+    )
+    .unwrap();
+    s.run_to_end();
+    check_archive(&s, &bucket, &topic, &produced);
+    let tunnels = proxy.tunnels.lock().unwrap().clone();
+    let host = format!("{bucket}.s3.test:9024");
+    assert!(
+        !tunnels.is_empty() && tunnels.iter().all(|t| *t == host),
+        "{tunnels:?}"
+    );
 }
 
 #[test]

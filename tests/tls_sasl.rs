@@ -1,7 +1,7 @@
 //! TLS and SASL against `test-services.sh`'s kafka-secure broker: a topic
-//! archived through each listener (SSL, SASL_PLAINTEXT with PLAIN and
-//! SCRAM-SHA-256, SASL_SSL with SCRAM-SHA-512, mutual TLS), every record
-//! read back; a restore over SASL_SSL read back by an independent
+//! archived through each listener (SSL, mutual TLS, and SASL_PLAINTEXT and
+//! SASL_SSL with each of PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512, PLAIN over
+//! SASL_SSL as a group member), every record read back; a restore over SASL_SSL read back by an independent
 //! consumer; and the one-line errors of a wrong password, an unknown user,
 //! a wrong CA, a certificate for another host name, a missing client
 //! certificate and a plaintext client on a TLS listener, with the password
@@ -26,6 +26,15 @@ fn sasl(protocol: &str, mechanism: &str, user: &str) -> String {
     )
 }
 
+/// SASL over TLS, trusting the test CA.
+fn sasl_ssl(mechanism: &str, user: &str) -> String {
+    format!(
+        "{}ssl_ca_file = \"{}\"\n",
+        sasl("sasl_ssl", mechanism, user),
+        ca()
+    )
+}
+
 /// Archives a fresh topic of kafka-secure from `broker` with `security`
 /// and checks that every record came back, exactly once.
 fn archives_through(broker: &str, security: &str, password: &str) {
@@ -39,13 +48,14 @@ fn archives_through(broker: &str, security: &str, password: &str) {
             "the password is shown: {stderr}"
         );
     }
+    assert_archived(&s, &topic, &produced);
+}
+
+/// The archive of `s` holds every record of `topic` exactly once.
+fn assert_archived(s: &Setup, topic: &str, produced: &BTreeMap<(i32, i64), support::Rec>) {
     let archive = support::read_archive(&s.archive);
-    let read = support::check_tiling(
-        &archive,
-        &topic,
-        &support::from_zero_at(SECURE_ADMIN, &topic),
-    );
-    support::assert_same_records(&read, &produced);
+    let read = support::check_tiling(&archive, topic, &support::from_zero_at(SECURE_ADMIN, topic));
+    support::assert_same_records(&read, produced);
 }
 
 /// Runs `kafka-store run --until-caught-up`, which must fail; returns the
@@ -82,38 +92,85 @@ fn a_topic_is_archived_over_ssl() {
     );
 }
 
+/// Each mechanism over each SASL listener (PLAIN over SASL_SSL is the
+/// group member below).
 #[test]
-fn a_topic_is_archived_over_sasl_plaintext_with_plain() {
+fn a_topic_is_archived_with_each_sasl_mechanism_over_each_listener() {
+    for (listener, mechanism, (user, password)) in [
+        (SECURE_SASL_PLAINTEXT, "PLAIN", SECURE_PLAIN),
+        (SECURE_SASL_PLAINTEXT, "SCRAM-SHA-256", SECURE_SCRAM),
+        (SECURE_SASL_PLAINTEXT, "SCRAM-SHA-512", SECURE_SCRAM),
+        (SECURE_SASL_SSL, "SCRAM-SHA-256", SECURE_SCRAM),
+        (SECURE_SASL_SSL, "SCRAM-SHA-512", SECURE_SCRAM),
+    ] {
+        let security = if listener == SECURE_SASL_SSL {
+            sasl_ssl(mechanism, user)
+        } else {
+            sasl("sasl_plaintext", mechanism, user)
+        };
+        eprintln!("{mechanism} on {listener}");
+        archives_through(listener, &security, password);
+    }
+}
+
+/// Service mode over SASL_SSL with PLAIN: the group protocol (join, sync,
+/// heartbeats, offset commits, leave) goes over the same connections as
+/// the fetches, which `--until-caught-up` never shows.
+#[test]
+fn a_group_member_archives_commits_and_leaves_over_sasl_ssl_with_plain() {
     let (user, password) = SECURE_PLAIN;
-    archives_through(
-        SECURE_SASL_PLAINTEXT,
-        &sasl("sasl_plaintext", "PLAIN", user),
-        password,
+    let (topic, produced) = support::secure_topic("tls-member", 2, 300);
+    let security = sasl_ssl("PLAIN", user);
+    let s = support::secure_setup(&topic, SECURE_SASL_SSL, &security, password);
+    let text = std::fs::read_to_string(&s.config).unwrap();
+    std::fs::write(
+        &s.config,
+        text.replace("[files]\n", "[files]\nidle_flush = \"1s\"\n"),
+    )
+    .unwrap();
+    let mut member = support::Proc::start(&s.config);
+    support::wait_until("every record archived", Duration::from_secs(120), || {
+        support::read_archive(&s.archive)
+            .get(&topic)
+            .map_or(0, |ps| {
+                ps.values()
+                    .flatten()
+                    .map(|f| f.records.len())
+                    .sum::<usize>()
+            })
+            == produced.len()
+    });
+    // `status` reads the group's offsets over SASL_SSL too.
+    let committed = |text: &str| {
+        (0..2).all(|p| {
+            let n = produced.keys().filter(|(q, _)| *q == p).count();
+            text.contains(&format!("{topic}/{p}\t{n}\t0\t{n}\t0\t{n}\t"))
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let shown = s.succeed("status", &[]);
+        if committed(&shown) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the member did not commit its last offsets: {shown}\n{}",
+            member.log().join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    member.signal("-TERM");
+    let status = member.wait(Duration::from_secs(60));
+    let log = member.log().join("\n");
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert!(
+        log.contains(" generation "),
+        "never joined the group: {log}"
     );
-}
-
-#[test]
-fn a_topic_is_archived_over_sasl_plaintext_with_scram_sha_256() {
-    let (user, password) = SECURE_SCRAM;
-    archives_through(
-        SECURE_SASL_PLAINTEXT,
-        &sasl("sasl_plaintext", "SCRAM-SHA-256", user),
-        password,
-    );
-}
-
-#[test]
-fn a_topic_is_archived_over_sasl_ssl_with_scram_sha_512() {
-    let (user, password) = SECURE_SCRAM;
-    archives_through(
-        SECURE_SASL_SSL,
-        &format!(
-            "{}ssl_ca_file = \"{}\"\n",
-            sasl("sasl_ssl", "SCRAM-SHA-512", user),
-            ca()
-        ),
-        password,
-    );
+    assert!(log.contains("left group"), "did not leave the group: {log}");
+    assert!(!log.contains(password), "the password is shown: {log}");
+    assert_archived(&s, &topic, &produced);
 }
 
 #[test]
@@ -235,11 +292,7 @@ fn restore_with_brokers_works_over_sasl_ssl() {
     let s = support::secure_setup(
         &topic,
         SECURE_SASL_SSL,
-        &format!(
-            "{}ssl_ca_file = \"{}\"\n",
-            sasl("sasl_ssl", "SCRAM-SHA-512", user),
-            ca()
-        ),
+        &sasl_ssl("SCRAM-SHA-512", user),
         password,
     );
     s.run_to_end();

@@ -18,7 +18,8 @@
 #                 <state>/s3s-fs with cargo install), objects in <state>/s3/data:
 #                 an S3 API that checks SigV4 signatures and honours
 #                 If-None-Match on PUT and on multipart completion; its keys
-#                 are in <state>/s3/credentials (AWS credentials INI).
+#                 are in <state>/s3/credentials (AWS credentials INI);
+#                 virtual-hosted requests under the domain s3.test.
 #
 # Usage: vendor-config/test-services.sh COMMAND
 #   install      fetch the Kafka jars (Maven), the Python venv (PyPI) and the
@@ -59,6 +60,10 @@ readonly CONTROLLER_PORT=9093
 readonly GCS_PORT=9023
 readonly MARIADB_PORT=3306
 readonly S3_PORT=9024
+# Virtual-hosted requests name BUCKET.s3.test:9024 (tests reach it through a
+# proxy that stands in for its DNS); s3s-fs compares the Host header with
+# its port.
+readonly S3_DOMAIN=s3.test:$S3_PORT
 readonly S3S_VERSION=0.14.1
 # The test server's only user (any fixed pair: the tests read the file).
 readonly S3_ACCESS_KEY=AKIAKAFKASTORETEST01
@@ -537,7 +542,7 @@ launch_s3() {
 	printf '[default]\naws_access_key_id = %s\naws_secret_access_key = %s\n' \
 		"$S3_ACCESS_KEY" "$S3_SECRET_KEY" >"$STATE/s3/credentials"
 	launch s3 "$STATE/s3s-fs/bin/s3s-fs" --host "$HOST" --port "$S3_PORT" \
-		--access-key "$S3_ACCESS_KEY" --secret-key "$S3_SECRET_KEY" "$STATE/s3/data"
+		--access-key "$S3_ACCESS_KEY" --secret-key "$S3_SECRET_KEY" --domain "$S3_DOMAIN" "$STATE/s3/data"
 }
 
 wait_s3() { wait_ready s3 s3s-fs 30 s3_probe; }

@@ -52,6 +52,18 @@ pub fn committed(group: &str, topic: &str, partitions: i32) -> BTreeMap<i32, i64
         .collect()
 }
 
+/// The topic's id as the single-node broker's metadata says.
+pub fn topic_id(topic: &str) -> String {
+    let mut client =
+        kafka_store::kafka::Client::connect(client_config(&[BOOTSTRAP]), Default::default())
+            .unwrap();
+    client.partitions(topic).unwrap();
+    client
+        .topic_id(topic)
+        .expect("the broker has topic ids")
+        .to_string()
+}
+
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -645,6 +657,20 @@ impl Setup {
         let mut cmd = Command::new(binary());
         cmd.args(args).env("KAFKA_STORE_LOG", "info");
         cmd
+    }
+
+    /// `kafka-store COMMAND --config CONFIG ARGS…`, which must succeed
+    /// within a minute; its stdout.
+    pub fn succeed(&self, command: &str, args: &[&str]) -> String {
+        let mut all = vec![command, "--config", self.config.to_str().unwrap()];
+        all.extend_from_slice(args);
+        let out = run_with_timeout(self.command(&all), Duration::from_secs(60));
+        assert!(
+            out.status.success(),
+            "kafka-store {command} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
     }
 
     /// `kafka-store run --until-caught-up`, which must succeed.
@@ -1355,6 +1381,55 @@ pub fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
     }
 }
 
+// ---- restore ------------------------------------------------------------------------
+
+/// The header `kafka-store restore` puts on every record it replays.
+pub const RESTORE_MARK: &[u8] = b"kafka-store.source";
+
+/// Checks that `got` holds exactly `want` (source offset → record) of one
+/// partition, in order, each once, with its mark naming the source.
+pub fn assert_restored(source: &str, partition: i32, got: &[Consumed], want: &[(i64, &Rec)]) {
+    let marks: Vec<String> = got
+        .iter()
+        .map(|c| {
+            let (k, v) = c.headers.last().expect("a mark header");
+            assert_eq!(k, RESTORE_MARK);
+            String::from_utf8(v.clone().unwrap()).unwrap()
+        })
+        .collect();
+    let want_marks: Vec<String> = want
+        .iter()
+        .map(|(o, _)| format!("{source}/{partition}/{o}"))
+        .collect();
+    assert_eq!(
+        marks.len(),
+        want_marks.len(),
+        "record count of partition {partition}"
+    );
+    assert_eq!(marks, want_marks, "marks of partition {partition}");
+    for (c, (offset, r)) in got.iter().zip(want) {
+        let what = format!("{source}/{partition} offset {offset}");
+        assert_eq!(c.timestamp, r.timestamp, "{what}: timestamp");
+        assert!(!c.log_append, "{what}: timestamp type");
+        assert_eq!(c.key, r.key, "{what}: key");
+        assert_eq!(c.value, r.value, "{what}: value");
+        assert_eq!(
+            &c.headers[..c.headers.len() - 1],
+            &r.headers[..],
+            "{what}: headers"
+        );
+    }
+}
+
+/// What was produced to one partition, by offset.
+pub fn partition_of(produced: &BTreeMap<(i32, i64), Rec>, p: i32) -> Vec<(i64, &Rec)> {
+    produced
+        .iter()
+        .filter(|((q, _), _)| *q == p)
+        .map(|((_, o), r)| (*o, r))
+        .collect()
+}
+
 // ---- MariaDB ---------------------------------------------------------------------
 
 pub const MYSQL: &str = "mysql://root@127.0.0.1:3306";
@@ -1793,6 +1868,59 @@ impl Setup {
         )
         .unwrap();
         s
+    }
+}
+
+// ---- an HTTP CONNECT proxy ------------------------------------------------------
+
+/// A minimal HTTP CONNECT proxy (what air-gapped sites put in front of an
+/// object store): records the target of every tunnel it opens, and opens
+/// it to that target, or to `to` whatever the target (standing in for the
+/// DNS of a host name that only the proxy can resolve).
+pub struct ConnectProxy {
+    pub addr: std::net::SocketAddr,
+    pub tunnels: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl ConnectProxy {
+    pub fn start(to: Option<&str>) -> ConnectProxy {
+        use std::io::{BufRead, BufReader};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let tunnels = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = tunnels.clone();
+        let to = to.map(str::to_string);
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let (seen, to) = (seen.clone(), to.clone());
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(client.try_clone().unwrap());
+                    let mut line = String::new();
+                    reader.read_line(&mut line).unwrap();
+                    let target = line.split_whitespace().nth(1).unwrap_or("").to_string();
+                    loop {
+                        let mut header = String::new();
+                        if reader.read_line(&mut header).unwrap() <= 2 {
+                            break;
+                        }
+                    }
+                    seen.lock().unwrap().push(target.clone());
+                    let upstream =
+                        std::net::TcpStream::connect(to.as_deref().unwrap_or(&target)).unwrap();
+                    let mut client_w = client.try_clone().unwrap();
+                    client_w
+                        .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                        .unwrap();
+                    let mut up_r = upstream.try_clone().unwrap();
+                    let mut up_w = upstream;
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut up_r, &mut client_w);
+                    });
+                    let _ = std::io::copy(&mut reader, &mut up_w);
+                });
+            }
+        });
+        ConnectProxy { addr, tunnels }
     }
 }
 
