@@ -147,6 +147,45 @@ fn a_restore_killed_at_any_moment_ends_with_every_record_once() {
     }
 }
 
+/// `--rate` bounds the record bytes (keys, values, headers) produced per
+/// second: a restore of about four seconds' worth takes at least that long.
+#[test]
+fn a_rate_bounds_the_bytes_restored_per_second() {
+    let _broker = support::shared_broker();
+    let (topic, produced) = support::topic_with_records("restore-rate", 1, 3_000, &["none"]);
+    let s = Setup::new(&[&topic], &support::unique("g"), "", "");
+    s.run_to_end();
+    let bytes: usize = produced
+        .values()
+        .map(|r| {
+            let headers: usize = r
+                .headers
+                .iter()
+                .map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len))
+                .sum();
+            r.key.as_ref().map_or(0, Vec::len) + r.value.as_ref().map_or(0, Vec::len) + headers
+        })
+        .sum();
+    let rate = (bytes / 4).to_string();
+    let target = support::unique("restored-rate");
+    support::create_topic(&target, 1, &[]);
+    let started = Instant::now();
+    restored(&s, &topic, &target, &["--rate", &rate]);
+    let took = started.elapsed();
+    // Paced in batches of a twentieth of a second's bytes: the last one
+    // may go early.
+    assert!(
+        took >= Duration::from_millis(3_800),
+        "{bytes} bytes at {rate} B/s took only {took:?}"
+    );
+    assert_restored(
+        &topic,
+        0,
+        &support::consume(&target)[&0],
+        &partition_of(&produced, 0),
+    );
+}
+
 #[test]
 fn offsets_and_times_select_exactly_their_records() {
     let _broker = support::shared_broker();

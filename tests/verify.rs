@@ -115,6 +115,24 @@ fn a_good_archive_passes_and_a_disagreeing_index_row_is_named() {
         text.contains(&format!("partition {topic}/1: ")) && text.contains("1 problem(s): FAILED"),
         "{text}"
     );
+
+    // --topic and --partition choose what is proven: partition 0 alone
+    // passes, partition 1 alone fails.
+    let only = |p: &str| verify(&s, &["--topic", &topic, "--partition", p]);
+    let zero = only("0");
+    assert_ok(&zero, 1);
+    assert!(
+        !stdout(&zero).contains(&format!("partition {topic}/1:")),
+        "{}",
+        stdout(&zero)
+    );
+    let one = only("1");
+    assert_eq!(one.status.code(), Some(3), "{}", stdout(&one));
+    assert!(
+        !stdout(&one).contains(&format!("partition {topic}/0:")),
+        "{}",
+        stdout(&one)
+    );
 }
 
 #[test]
