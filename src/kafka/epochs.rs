@@ -61,47 +61,31 @@ impl Client {
                     .with_topics(topics);
                 conn.send(&request, version)
             });
-            let response = match response {
-                Ok(r) => r,
-                Err(e) => {
-                    self.note_failure(&e);
-                    out.extend(parts.into_iter().map(|(tp, _)| (tp, Err(e.clone()))));
-                    continue;
+            let answered = response.map(|response| {
+                let mut answered = HashMap::new();
+                for t in &response.topics {
+                    for p in &t.partitions {
+                        let tp = TopicPartition::new(t.topic.0.as_str(), p.partition);
+                        let result = match ResponseError::try_from_code(p.error_code) {
+                            None if p.leader_epoch < 0 || p.end_offset < 0 => Ok(None),
+                            None => Ok(Some(EpochEnd {
+                                epoch: p.leader_epoch,
+                                end_offset: p.end_offset,
+                            })),
+                            Some(code) => Err(KafkaError::Broker {
+                                what: format!(
+                                    "leader epoch {} of {tp}",
+                                    asked.get(&tp).copied().unwrap_or(-1)
+                                ),
+                                code,
+                            }),
+                        };
+                        answered.insert(tp, result);
+                    }
                 }
-            };
-            let mut answered = HashMap::new();
-            for t in &response.topics {
-                for p in &t.partitions {
-                    let tp = TopicPartition::new(t.topic.0.as_str(), p.partition);
-                    let result = match ResponseError::try_from_code(p.error_code) {
-                        None if p.leader_epoch < 0 || p.end_offset < 0 => Ok(None),
-                        None => Ok(Some(EpochEnd {
-                            epoch: p.leader_epoch,
-                            end_offset: p.end_offset,
-                        })),
-                        Some(code) => Err(KafkaError::Broker {
-                            what: format!(
-                                "leader epoch {} of {tp}",
-                                asked.get(&tp).copied().unwrap_or(-1)
-                            ),
-                            code,
-                        }),
-                    };
-                    answered.insert(tp, result);
-                }
-            }
-            for (tp, _) in parts {
-                let result = answered.remove(&tp).unwrap_or_else(|| {
-                    Err(KafkaError::Broker {
-                        what: format!("leader epochs of {tp}"),
-                        code: ResponseError::NotLeaderOrFollower,
-                    })
-                });
-                if let Err(e) = &result {
-                    self.note_failure(e);
-                }
-                out.push((tp, result));
-            }
+                answered
+            });
+            self.settle(parts, answered, "leader epochs", &mut out);
         }
         out
     }

@@ -498,22 +498,7 @@ mod tests {
         let (addr, counts) = coordinator_that_moves(1);
         let quick = Duration::from_secs(2);
         let mut client = Client::connect(
-            crate::kafka::client::ClientConfig {
-                brokers: vec![addr],
-                connection: crate::kafka::connection::ConnectionConfig {
-                    client_id: "test".into(),
-                    connect_timeout: quick,
-                    request_timeout: quick,
-                    max_response_bytes: 1 << 20,
-                    security: Default::default(),
-                },
-                retry_timeout: quick,
-                retry_backoff: Duration::from_millis(10),
-                retry_backoff_max: Duration::from_millis(10),
-                fetch_max_wait: Duration::from_millis(100),
-                fetch_max_bytes: 1 << 20,
-                partition_fetch_bytes: 1 << 20,
-            },
+            crate::kafka::client::ClientConfig::for_tests(vec![addr], quick),
             crate::cancel::Cancel::default(),
         )
         .unwrap();

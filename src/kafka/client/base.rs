@@ -12,10 +12,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use kafka_protocol::ResponseError;
 use kafka_protocol::protocol::{Request, VersionRange};
 use uuid::Uuid;
 
 use crate::cancel::Cancel;
+use crate::format::names::TopicPartition;
 use crate::kafka::connection::{Connection, ConnectionConfig};
 use crate::kafka::error::{Action, KafkaError};
 
@@ -71,6 +73,30 @@ pub struct Client {
     pub(crate) coordinators: HashMap<String, String>,
 }
 
+#[cfg(test)]
+impl ClientConfig {
+    /// Options for unit tests: `brokers`, every timeout `quick`, short
+    /// back-offs, 1 MiB limits.
+    pub(crate) fn for_tests(brokers: Vec<String>, quick: Duration) -> ClientConfig {
+        ClientConfig {
+            brokers,
+            connection: ConnectionConfig {
+                client_id: "test".into(),
+                connect_timeout: quick,
+                request_timeout: quick,
+                max_response_bytes: 1 << 20,
+                security: Default::default(),
+            },
+            retry_timeout: quick,
+            retry_backoff: Duration::from_millis(10),
+            retry_backoff_max: Duration::from_millis(10),
+            fetch_max_wait: Duration::from_millis(100),
+            fetch_max_bytes: 1 << 20,
+            partition_fetch_bytes: 1 << 20,
+        }
+    }
+}
+
 impl Client {
     /// A client that knows only its bootstrap brokers: no connection, no
     /// metadata yet.
@@ -113,6 +139,40 @@ impl Client {
     }
 
     /// Records what a failure means for cached state.
+    /// Puts one request's answers on `out`, one per partition asked, in the
+    /// order asked: the request's failure for each, or each one's answer. A
+    /// partition the broker left out of its answer gets
+    /// NOT_LEADER_OR_FOLLOWER (`what` of it), so that it is asked again
+    /// after a metadata refresh; every failure marks the cache stale.
+    pub(crate) fn settle<T, X>(
+        &mut self,
+        asked: Vec<(TopicPartition, X)>,
+        answered: Result<HashMap<TopicPartition, Result<T, KafkaError>>, KafkaError>,
+        what: &str,
+        out: &mut Vec<(TopicPartition, Result<T, KafkaError>)>,
+    ) {
+        let mut answered = match answered {
+            Ok(answered) => answered,
+            Err(e) => {
+                self.note_failure(&e);
+                out.extend(asked.into_iter().map(|(tp, _)| (tp, Err(e.clone()))));
+                return;
+            }
+        };
+        for (tp, _) in asked {
+            let result = answered.remove(&tp).unwrap_or_else(|| {
+                Err(KafkaError::Broker {
+                    what: format!("{what} of {tp}"),
+                    code: ResponseError::NotLeaderOrFollower,
+                })
+            });
+            if let Err(e) = &result {
+                self.note_failure(e);
+            }
+            out.push((tp, result));
+        }
+    }
+
     pub(crate) fn note_failure(&mut self, e: &KafkaError) {
         match e.action() {
             Action::RefreshMetadata => self.metadata_stale = true,
@@ -199,5 +259,47 @@ impl Client {
 
     pub(crate) fn set_broker(&mut self, id: i32, addr: String) {
         self.brokers.insert(id, addr);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_partition_asked_gets_an_answer_in_the_order_asked() {
+        let tp = |p| TopicPartition::new("t", p);
+        let not_leader = |p| {
+            Err::<i64, _>(KafkaError::Broker {
+                what: format!("list offsets of t/{p}"),
+                code: ResponseError::NotLeaderOrFollower,
+            })
+        };
+        let asked = || vec![(tp(0), ()), (tp(1), ()), (tp(2), ())];
+        let config = ClientConfig::for_tests(vec!["b:9092".into()], Duration::from_secs(1));
+        let mut client = Client::unconnected(config, Cancel::default());
+
+        // Answered, failed, and left out (asked again after a refresh).
+        client.metadata_stale = false;
+        let answered = HashMap::from([(tp(0), Ok(7)), (tp(1), not_leader(1))]);
+        let mut out = Vec::new();
+        client.settle(asked(), Ok(answered), "list offsets", &mut out);
+        let want = vec![
+            (tp(0), Ok(7)),
+            (tp(1), not_leader(1)),
+            (tp(2), not_leader(2)),
+        ];
+        assert_eq!(format!("{out:?}"), format!("{want:?}"));
+        assert!(client.metadata_stale, "a failure did not mark the cache");
+
+        // The request failed: every partition gets its failure.
+        client.metadata_stale = false;
+        let failed = not_leader(9).unwrap_err();
+        let mut out: Vec<(TopicPartition, Result<i64, KafkaError>)> = Vec::new();
+        client.settle(asked(), Err(failed.clone()), "list offsets", &mut out);
+        let want: Vec<(TopicPartition, Result<i64, _>)> =
+            (0..3).map(|p| (tp(p), Err(failed.clone()))).collect();
+        assert_eq!(format!("{out:?}"), format!("{want:?}"));
+        assert!(client.metadata_stale);
     }
 }

@@ -287,29 +287,10 @@ mod tests {
     use super::*;
     use crate::cancel::Cancel;
     use crate::kafka::client::ClientConfig;
-    use crate::kafka::connection::ConnectionConfig;
 
     fn client() -> Client {
-        let quick = Duration::from_secs(1);
-        Client::unconnected(
-            ClientConfig {
-                brokers: vec!["bootstrap:9092".into()],
-                connection: ConnectionConfig {
-                    client_id: "test".into(),
-                    connect_timeout: quick,
-                    request_timeout: quick,
-                    max_response_bytes: 1 << 20,
-                    security: Default::default(),
-                },
-                retry_timeout: quick,
-                retry_backoff: quick,
-                retry_backoff_max: quick,
-                fetch_max_wait: quick,
-                fetch_max_bytes: 1 << 20,
-                partition_fetch_bytes: 1 << 20,
-            },
-            Cancel::default(),
-        )
+        let config = ClientConfig::for_tests(vec!["bootstrap:9092".into()], Duration::from_secs(1));
+        Client::unconnected(config, Cancel::default())
     }
 
     /// A partition's error code, leader and leader epoch.

@@ -113,41 +113,24 @@ impl Client {
                     );
                 conn.send(&request, version)
             });
-            let response = match response {
-                Ok(r) => r,
-                Err(e) => {
-                    self.note_failure(&e);
-                    out.extend(parts.into_iter().map(|(tp, _)| (tp, Err(e.clone()))));
-                    continue;
+            let answered = response.map(|response| {
+                let mut answered = HashMap::new();
+                for t in &response.topics {
+                    for p in &t.partitions {
+                        let tp = TopicPartition::new(t.name.0.as_str(), p.partition_index);
+                        let result = match ResponseError::try_from_code(p.error_code) {
+                            None => Ok(p.offset),
+                            Some(code) => Err(KafkaError::Broker {
+                                what: format!("list offsets of {tp}"),
+                                code,
+                            }),
+                        };
+                        answered.insert(tp, result);
+                    }
                 }
-            };
-            let mut answered = HashMap::new();
-            for t in &response.topics {
-                for p in &t.partitions {
-                    let tp = TopicPartition::new(t.name.0.as_str(), p.partition_index);
-                    let result = match ResponseError::try_from_code(p.error_code) {
-                        None => Ok(p.offset),
-                        Some(code) => Err(KafkaError::Broker {
-                            what: format!("list offsets of {tp}"),
-                            code,
-                        }),
-                    };
-                    answered.insert(tp, result);
-                }
-            }
-            for (tp, _) in parts {
-                // A partition left out of the answer is asked again.
-                let result = answered.remove(&tp).unwrap_or_else(|| {
-                    Err(KafkaError::Broker {
-                        what: format!("list offsets of {tp}"),
-                        code: ResponseError::NotLeaderOrFollower,
-                    })
-                });
-                if let Err(e) = &result {
-                    self.note_failure(e);
-                }
-                out.push((tp, result));
-            }
+                answered
+            });
+            self.settle(parts, answered, "list offsets", &mut out);
         }
         out
     }
