@@ -106,7 +106,7 @@ fn stored_files(root: &std::path::Path) -> usize {
 fn kill_9_at_random_moments_rebuilds_an_identical_archive() {
     let _broker = support::shared_broker();
     let (topic, produced) =
-        support::topic_with_records("kill9", 4, 30_000, &["lz4", "zstd", "gzip"]);
+        support::topic_with_records("kill9", 4, 60_000, &["lz4", "zstd", "gzip"]);
     let files = "max_file_bytes = \"64KiB\"\nblock_bytes = \"16KiB\"\n";
     let reference = Setup::new(&[&topic], &support::unique("ref"), "", files);
     let started = Instant::now();
