@@ -27,7 +27,7 @@ use crate::format::avro::Spooled;
 pub const DESCRIPTORS: usize = 8;
 
 /// What an encoder thread may keep staged, in bytes of tail capacity.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy)]
 pub struct Budget {
     /// All tails together.
     pub all: usize,
@@ -44,8 +44,8 @@ const QUIET_TAIL: usize = 64 << 10;
 /// chunk rarely ends where a block does), in a tail that grew to about a
 /// block and a half: room for five or six of them, so that the partitions
 /// of one encoder, written in turn, do not push each other's blocks to disk
-/// and read them back (measured: a fifth more bytes written with room for
-/// four). Quiet tails share one block.
+/// and read them back (measured with room for four: twice the archive's
+/// bytes written to the spool). Quiet tails share one block.
 pub fn budget(block_bytes: usize) -> Budget {
     let block = block_bytes.max(1 << 20);
     Budget {
@@ -205,7 +205,8 @@ impl Staging {
     }
 
     /// The tail to write out next while the budget is overspent: the least
-    /// recently written, or of the quiet ones.
+    /// recently written, or of the quiet ones (the search passes at most
+    /// `all / QUIET_TAIL` busy tails).
     fn over_budget(&self) -> Option<FileId> {
         if self.room > self.budget.all {
             return self.order.values().next().copied();
