@@ -4,7 +4,9 @@
 //! A frame decoder object allocates its block buffers for every batch
 //! (64 KiB each for the usual producers, so with musl's allocator each
 //! batch cost an `mmap`/`munmap` pair) and copies every byte once more;
-//! here the only buffer is the caller's, reused from batch to batch. The
+//! here the only buffer is the caller's, reused from batch to batch, and
+//! its bytes are not zeroed again for every batch (a block is decoded into
+//! room of its maximum size, as large as the whole of a usual batch). The
 //! header and content checksums are skipped, not checked: the batch's
 //! CRC32C, verified before, covers every byte of the frame.
 //!
@@ -17,11 +19,13 @@ const SKIPPABLE: u32 = 0x184D_2A50;
 /// A linked block may refer to this much of the output before it.
 const WINDOW: usize = 64 << 10;
 
-/// Appends the decompressed content of the frames in `input` to `out`;
-/// fails if it would exceed `limit` bytes or the frames are malformed.
-pub fn decompress(input: &[u8], out: &mut Vec<u8>, limit: usize) -> Result<(), String> {
+/// Writes the decompressed content of the frames in `input` to the front
+/// of `out` and returns its length; fails if it would exceed `limit` bytes
+/// or the frames are malformed. `out` is grown, never shrunk: what lies
+/// beyond the returned length is scratch room for the next call.
+pub fn decompress(input: &[u8], out: &mut Vec<u8>, limit: usize) -> Result<usize, String> {
     let mut r = Reader { input, pos: 0 };
-    let mut used = out.len();
+    let mut used = 0;
     while r.pos < input.len() {
         let magic = r.u32()?;
         if magic & 0xFFFF_FFF0 == SKIPPABLE {
@@ -95,8 +99,7 @@ pub fn decompress(input: &[u8], out: &mut Vec<u8>, limit: usize) -> Result<(), S
             return Err(format!("decompresses to more than {limit} bytes"));
         }
     }
-    out.truncate(used);
-    Ok(())
+    Ok(used)
 }
 
 struct Reader<'a> {
@@ -181,14 +184,13 @@ mod tests {
             },
             |_| FrameInfo::new().block_size(BlockSize::Max4MB),
         ];
+        // One buffer for all, holding what the call before left in it.
+        let mut out = vec![0xA5; 1000];
         for (i, info) in layouts.into_iter().enumerate() {
             for content in [&content[..], &noise[..], &[][..], b"x"] {
                 let compressed = frame(info(content.len() as u64), content);
-                // Appended after what the buffer held, which stays.
-                let mut out = b"kept".to_vec();
-                decompress(&compressed, &mut out, 1 << 30).unwrap();
-                assert_eq!(&out[..4], b"kept", "layout {i}");
-                assert!(out[4..] == *content, "layout {i}, {} bytes", content.len());
+                let n = decompress(&compressed, &mut out, 1 << 30).unwrap();
+                assert!(out[..n] == *content, "layout {i}, {} bytes", content.len());
             }
         }
     }
@@ -213,8 +215,8 @@ mod tests {
             .sum();
         assert!(input.len() < alone, "the blocks do not refer back");
         let mut out = Vec::new();
-        decompress(&input, &mut out, 1 << 30).unwrap();
-        assert!(out == content);
+        let n = decompress(&input, &mut out, 1 << 30).unwrap();
+        assert!(out[..n] == content);
     }
 
     #[test]
@@ -226,8 +228,8 @@ mod tests {
         input.extend_from_slice(b"12345");
         input.extend(frame(FrameInfo::new(), &b));
         let mut out = Vec::new();
-        decompress(&input, &mut out, 1 << 30).unwrap();
-        assert!(out == [a, b].concat());
+        let n = decompress(&input, &mut out, 1 << 30).unwrap();
+        assert!(out[..n] == [a, b].concat());
     }
 
     #[test]

@@ -296,35 +296,36 @@ impl<'a> Batch<'a> {
     fn records_bytes<'s>(&'s self, scratch: &'s mut Vec<u8>) -> Result<&'s [u8], RecordsError> {
         let offset = self.header.base_offset;
         let limit = MAX_DECOMPRESSED_BATCH as u64 + 1;
-        scratch.clear();
         let read = |r: &mut dyn Read, scratch: &mut Vec<u8>| {
+            scratch.clear();
             r.take(limit)
                 .read_to_end(scratch)
                 .map_err(|e| corrupt(offset, format!("cannot decompress: {e}")))
         };
-        match self.header.compression()? {
+        let len = match self.header.compression()? {
             Compression::None => return Ok(self.body),
-            Compression::Gzip => {
-                read(&mut flate2::read::MultiGzDecoder::new(self.body), scratch)?;
-            }
-            Compression::Lz4 => {
-                lz4::decompress(self.body, scratch, MAX_DECOMPRESSED_BATCH)
-                    .map_err(|e| corrupt(offset, format!("cannot decompress: {e}")))?;
-            }
+            Compression::Gzip => read(&mut flate2::read::MultiGzDecoder::new(self.body), scratch)?,
+            // Into the front of `scratch`, reusing its bytes unzeroed.
+            Compression::Lz4 => lz4::decompress(self.body, scratch, MAX_DECOMPRESSED_BATCH)
+                .map_err(|e| corrupt(offset, format!("cannot decompress: {e}")))?,
             Compression::Zstd => {
                 let mut d = zstd::stream::read::Decoder::with_buffer(self.body)
                     .map_err(|e| corrupt(offset, format!("cannot start zstd: {e}")))?;
-                read(&mut d, scratch)?;
+                read(&mut d, scratch)?
             }
-            Compression::Snappy => snappy_decompress(self.body, scratch, offset)?,
-        }
-        if scratch.len() > MAX_DECOMPRESSED_BATCH {
+            Compression::Snappy => {
+                scratch.clear();
+                snappy_decompress(self.body, scratch, offset)?;
+                scratch.len()
+            }
+        };
+        if len > MAX_DECOMPRESSED_BATCH {
             return Err(corrupt(
                 offset,
                 format!("decompresses to more than {MAX_DECOMPRESSED_BATCH} bytes"),
             ));
         }
-        Ok(scratch)
+        Ok(&scratch[..len])
     }
 
     /// Walks the batch's records (decompressing into `scratch` if needed).
