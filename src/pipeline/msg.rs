@@ -65,8 +65,9 @@ pub enum ToEncoder {
     Revoke { tp: TopicPartition },
 }
 
-/// A finished, fsynced file in the spool, ready for the store (encoder →
-/// uploader). Dropping it removes the spool file.
+/// A finished file in the spool, written whole, ready for the store
+/// (encoder → uploader; the uploader fsyncs it first). Dropping it removes
+/// the spool file.
 #[derive(Debug)]
 pub struct Closed {
     pub key: ObjectKey,

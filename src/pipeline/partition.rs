@@ -3,8 +3,8 @@
 //! partitions of one encoder thread share.
 //!
 //! Applies the pure rotation rule record by record and closes a file at an
-//! idle flush, a gap or the end of a run. A closed file is fsynced before it
-//! is handed on. An open file holds counters only: its bytes are in the
+//! idle flush, a gap or the end of a run. A closed file is written whole
+//! before it is handed on (the uploader fsyncs it). An open file holds counters only: its bytes are in the
 //! spool (or staged by the desk), its compressor is the desk's. Never talks
 //! to Kafka or the store, and never reads the clock to decide a cut.
 
@@ -252,7 +252,7 @@ impl PartitionWriter {
         }
     }
 
-    /// Finishes the open file with `next` as its end and fsyncs it.
+    /// Finishes the open file with `next` as its end.
     fn close(&mut self, next: i64, desk: &mut Desk) -> Result<Closed, WriteError> {
         let open = self.open.take().expect("close needs an open file");
         let path = open.file.path();
@@ -265,7 +265,7 @@ impl PartitionWriter {
                 &mut desk.staging.file(open.id, path),
             )
             .map_err(avro_io)
-            .and_then(|finished| desk.staging.sync(open.id, path).map(|()| finished));
+            .and_then(|finished| desk.staging.finish(open.id).map(|()| finished));
         let finished = match finished {
             Ok(finished) => finished,
             Err(source) => {

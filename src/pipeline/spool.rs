@@ -131,6 +131,12 @@ impl SpoolFile {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// Makes the file's bytes durable (fsync through a descriptor of its
+    /// own: the writer's is closed by then).
+    pub fn sync(&self) -> io::Result<()> {
+        File::open(&self.path)?.sync_all()
+    }
 }
 
 impl Drop for SpoolFile {

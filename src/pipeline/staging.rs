@@ -58,7 +58,7 @@ pub fn budget(block_bytes: usize) -> Budget {
 /// few records.
 const FIRST_ROOM: usize = 4 << 10;
 
-/// A file the staging knows, from `adopt` to `sync` or `forget`.
+/// A file the staging knows, from `adopt` to `finish` or `forget`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct FileId(u64);
 
@@ -175,11 +175,11 @@ impl Staging {
         }
     }
 
-    /// Writes what is staged for file `id`, fsyncs it and closes its
-    /// descriptor: the file is finished.
-    pub fn sync(&mut self, id: FileId, path: &Path) -> io::Result<()> {
+    /// Writes what is staged for file `id` and closes its descriptor: the
+    /// file is finished. Not fsynced here: the uploader does that, so that
+    /// the encoder goes on compressing while the disk writes.
+    pub fn finish(&mut self, id: FileId) -> io::Result<()> {
         self.flush(id)?;
-        self.fds.get(id, path)?.sync_all()?;
         self.fds.close(id);
         Ok(())
     }
@@ -395,9 +395,9 @@ mod tests {
         st.file(a, &pa).write_at(6, b"#").unwrap();
         st.file(a, &pa).truncate(7).unwrap();
         st.file(a, &pa).write_at(0, b"HEADER").unwrap();
-        st.sync(a, &pa).unwrap();
+        st.finish(a).unwrap();
         assert_eq!(std::fs::read(&pa).unwrap(), b"HEADER#");
-        st.sync(b, &pb).unwrap();
+        st.finish(b).unwrap();
         assert_eq!(std::fs::read(&pb).unwrap(), b"B");
         assert!(empty(&st));
     }
@@ -426,7 +426,7 @@ mod tests {
             st.file(a, &pa).read_at(12, 8, &mut buf).is_err(),
             "past the end"
         );
-        st.sync(a, &pa).unwrap();
+        st.finish(a).unwrap();
         assert_eq!(std::fs::read(&pa).unwrap(), b"header+blockrecords");
         assert!(empty(&st));
     }
@@ -464,8 +464,8 @@ mod tests {
         let big = vec![b'x'; FIRST_ROOM + 1];
         st.file(b, &pb).write_at(4, &big).unwrap();
         assert_eq!(std::fs::read(&pb).unwrap().len(), 4 + big.len());
-        for (id, p) in [(a, &pa), (b, &pb), (c, &pc)] {
-            st.sync(id, p).unwrap();
+        for id in [a, b, c] {
+            st.finish(id).unwrap();
         }
         assert_eq!(std::fs::read(&pa).unwrap(), b"AAAA-tail");
         assert_eq!(std::fs::read(&pc).unwrap(), b"cccc");
@@ -500,8 +500,8 @@ mod tests {
             assert_eq!(std::fs::read(p).unwrap(), b"", "within the quiet share");
         }
         assert!(st.quiet_room <= budget.quiet && st.room <= budget.all);
-        for (id, p) in quiet.iter().chain([&(busy, pbusy.clone())]) {
-            st.sync(*id, p).unwrap();
+        for id in quiet.iter().map(|q| q.0).chain([busy]) {
+            st.finish(id).unwrap();
         }
         assert_eq!(std::fs::read(&pbusy).unwrap().len(), QUIET_TAIL);
         assert!(empty(&st) && st.quiet_room == 0);
@@ -522,7 +522,7 @@ mod tests {
             assert!(st.fds.open.len() <= 2);
         }
         for (i, (id, p)) in files.iter().enumerate() {
-            st.sync(*id, p).unwrap();
+            st.finish(*id).unwrap();
             assert_eq!(
                 std::fs::read(p).unwrap(),
                 format!("file number {i}").as_bytes()

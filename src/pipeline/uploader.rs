@@ -1,5 +1,6 @@
-//! An uploader thread: step 3 of the commit protocol. Stores its
-//! partitions' finished files in order with a create-only put.
+//! An uploader thread: the end of step 2 of the commit protocol (the
+//! fsync) and step 3. Stores its partitions' finished files in order with
+//! a create-only put.
 //!
 //! `Created` or `Identical` moves the partition on; `Conflict` (another
 //! builder's cut won) adopts the stored object's `next-offset`, follows the
@@ -9,6 +10,7 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use crossbeam_channel::{Receiver, Sender};
 
 use super::halt::Halt;
@@ -53,6 +55,14 @@ impl Uploader<'_> {
     /// stops that partition alone.
     fn upload(&self, file: Closed) -> anyhow::Result<bool> {
         let tp = file.key.tp();
+        // Durable before the store is asked for it (step 2 of the
+        // protocol), here rather than on the encoder, which goes on
+        // compressing while the disk writes. A failed fsync is not retried
+        // (the kernel may have dropped the pages): the process stops and
+        // the file is rebuilt from Kafka.
+        file.file
+            .sync()
+            .with_context(|| format!("cannot fsync spool file {}", file.file.path().display()))?;
         match self.store_file(file) {
             Err(StoreError::NotArchive { what, why }) => {
                 self.registry
