@@ -47,6 +47,13 @@ fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
         .unwrap_or(default)
 }
 
+/// Each benchmark measures the whole machine: the test harness runs tests
+/// in parallel, so they take turns.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static MACHINE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    MACHINE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// A JSON-like event of about `size` bytes (compresses like real events).
 fn event(rng: &mut Rng, seq: u64, size: usize) -> Vec<u8> {
     const WORDS: [&str; 16] = [
@@ -131,6 +138,7 @@ fn ceiling(data: &[u8], threads: usize, encoder: &str, level: i32) -> (f64, u64)
 #[test]
 #[ignore = "a benchmark: run with --release --ignored --nocapture"]
 fn archive_throughput_and_memory() {
+    let _machine = one_at_a_time();
     let _broker = support::shared_broker();
     let mb: usize = env_or("KAFKA_STORE_BENCH_MB", 1024);
     let partitions: i32 = env_or("KAFKA_STORE_BENCH_PARTITIONS", 8);
@@ -448,6 +456,7 @@ fn measure_child(mut child: std::process::Child) -> Measured {
 #[test]
 #[ignore = "a benchmark: run with --release --ignored --nocapture"]
 fn many_partitions() {
+    let _machine = one_at_a_time();
     let _broker = support::shared_broker();
     let partitions: i32 = env_or("KAFKA_STORE_BENCH_PARTITIONS", 10_000);
     let codecs: String = env_or(
