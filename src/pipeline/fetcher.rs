@@ -157,7 +157,9 @@ impl Fetcher<'_> {
                 if self.finished(&mut parts) {
                     break;
                 }
-                self.stop.sleep(next_retry.saturating_duration_since(now));
+                // At most a poll: the loop looks at the stop flag.
+                self.registry
+                    .wait_stored(next_retry.saturating_duration_since(now));
                 continue;
             }
             // Each partition's data is handed on as soon as its broker

@@ -3,7 +3,8 @@
 //! far the store covers it, and whether it stopped; the partitions that
 //! could not start; the current group generation; and which worker thread
 //! handles a partition. It hands the process's `Metrics` to the stages,
-//! and tells them when a partition starts, stops or leaves.
+//! and tells them when a partition starts, stops or leaves, and the
+//! fetcher when the store covers more.
 //!
 //! Shared state behind locks and atomics, nothing else: it decides nothing.
 
@@ -12,6 +13,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender, bounded};
 
 use super::halt::{Halt, Halted};
 use crate::format::names::TopicPartition;
@@ -44,6 +48,22 @@ pub struct Registry {
     epochs: AtomicU64,
     /// What the stages report for `/metrics` and the progress line.
     pub metrics: Arc<Metrics>,
+    stored_wake: StoredWake,
+}
+
+/// Rings when the store covers more of a partition: at the end of a
+/// one-shot run the fetcher waits for that, and wakes at once instead of at
+/// its next poll. One pending ring is enough, so the channel holds one.
+struct StoredWake {
+    tx: Sender<()>,
+    rx: Receiver<()>,
+}
+
+impl Default for StoredWake {
+    fn default() -> Self {
+        let (tx, rx) = bounded(1);
+        StoredWake { tx, rx }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -57,6 +77,18 @@ impl Registry {
             metrics,
             ..Registry::default()
         }
+    }
+
+    /// The store now covers `ctl`'s partition up to `next`.
+    pub fn stored(&self, ctl: &PartitionCtl, next: i64) {
+        ctl.stored.fetch_max(next, Ordering::SeqCst);
+        let _ = self.stored_wake.tx.try_send(());
+    }
+
+    /// Waits at most `d` for the store to cover more of some partition
+    /// (returns at once if it did since the last wait).
+    pub fn wait_stored(&self, d: Duration) {
+        let _ = self.stored_wake.rx.recv_timeout(d);
     }
 
     fn new_epoch(&self) -> u64 {
@@ -200,6 +232,27 @@ pub fn worker_for(tp: &TopicPartition, n: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_store_wakes_the_waiter_once_and_moves_the_partition_on() {
+        let registry = Registry::default();
+        let ctl = registry.insert(&TopicPartition::new("t", 0), 10);
+        let started = std::time::Instant::now();
+        registry.wait_stored(Duration::from_millis(30));
+        assert!(
+            started.elapsed() >= Duration::from_millis(30),
+            "no ring yet"
+        );
+        registry.stored(&ctl, 20);
+        registry.stored(&ctl, 15);
+        assert_eq!(ctl.stored.load(Ordering::SeqCst), 20, "never backwards");
+        let started = std::time::Instant::now();
+        registry.wait_stored(Duration::from_secs(10));
+        assert!(started.elapsed() < Duration::from_secs(5), "woken at once");
+        let started = std::time::Instant::now();
+        registry.wait_stored(Duration::from_millis(30));
+        assert!(started.elapsed() >= Duration::from_millis(30), "rung once");
+    }
 
     #[test]
     fn an_epoch_moves_only_for_the_assignment_that_took_it() {

@@ -116,7 +116,7 @@ impl Uploader<'_> {
                         ""
                     },
                 );
-                ctl.stored.fetch_max(next, Ordering::SeqCst);
+                self.registry.stored(&ctl, next);
                 self.registry.metrics.committed(
                     &tp,
                     next,
@@ -156,7 +156,7 @@ impl Uploader<'_> {
                 let Some(epoch) = self.registry.bump(&tp, &ctl) else {
                     return Ok(true);
                 };
-                ctl.stored.fetch_max(end.position, Ordering::SeqCst);
+                self.registry.stored(&ctl, end.position);
                 self.registry.metrics.archived(&tp, end.position);
                 let _ = self.seeks.send(Seek {
                     tp: tp.clone(),
