@@ -4,9 +4,10 @@
 //!
 //! Applies the pure rotation rule record by record and closes a file at an
 //! idle flush, a gap or the end of a run. A closed file is written whole
-//! before it is handed on (the uploader fsyncs it). An open file holds counters only: its bytes are in the
-//! spool (or staged by the desk), its compressor is the desk's. Never talks
-//! to Kafka or the store, and never reads the clock to decide a cut.
+//! before it is handed on (the uploader fsyncs it). An open file holds
+//! counters only: its bytes are in the spool (or staged by the desk), its
+//! compressor is the desk's. Never talks to Kafka or the store, and never
+//! reads the clock to decide a cut.
 
 use std::io;
 use std::path::{Path, PathBuf};

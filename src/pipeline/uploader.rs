@@ -7,6 +7,7 @@
 //! chain and sends the fetcher there. The committer learns what the store
 //! now covers. Never overwrites an object and never commits offsets.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -15,7 +16,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use super::halt::Halt;
 use super::msg::{Closed, Seek, Stored};
-use super::registry::Registry;
+use super::registry::{PartitionCtl, Registry};
 use super::resume::follow;
 use super::rows::row_of;
 use super::spool::Spool;
@@ -55,26 +56,6 @@ impl Uploader<'_> {
     /// stops that partition alone.
     fn upload(&self, file: Closed) -> anyhow::Result<bool> {
         let tp = file.key.tp();
-        // Durable before the store is asked for it (step 2 of the
-        // protocol), here rather than on the encoder, which goes on
-        // compressing while the disk writes. A failed fsync is not retried
-        // (the kernel may have dropped the pages): the process stops and
-        // the file is rebuilt from Kafka.
-        file.file
-            .sync()
-            .with_context(|| format!("cannot fsync spool file {}", file.file.path().display()))?;
-        match self.store_file(file) {
-            Err(StoreError::NotArchive { what, why }) => {
-                self.registry
-                    .halt(&tp, Halt::BadObject { object: what, why });
-                Ok(true)
-            }
-            other => Ok(other?),
-        }
-    }
-
-    fn store_file(&self, file: Closed) -> Result<bool, StoreError> {
-        let tp = file.key.tp();
         // Files of a halted partition are still stored: they hold records
         // from before the problem, which Kafka may no longer have. Files of
         // an older epoch, or of a partition that moved away, are dropped.
@@ -84,6 +65,26 @@ impl Uploader<'_> {
         if ctl.epoch.load(Ordering::SeqCst) != file.epoch {
             return Ok(true);
         }
+        // Durable before the store is asked for it (step 2 of the
+        // protocol), here rather than on the encoder, which goes on
+        // compressing while the disk writes. A failed fsync is not retried
+        // (the kernel may have dropped the pages): the process stops and
+        // the file is rebuilt from Kafka.
+        file.file
+            .sync()
+            .with_context(|| format!("cannot fsync spool file {}", file.file.path().display()))?;
+        match self.store_file(file, &ctl) {
+            Err(StoreError::NotArchive { what, why }) => {
+                self.registry
+                    .halt(&tp, Halt::BadObject { object: what, why });
+                Ok(true)
+            }
+            other => Ok(other?),
+        }
+    }
+
+    fn store_file(&self, file: Closed, ctl: &Arc<PartitionCtl>) -> Result<bool, StoreError> {
+        let tp = file.key.tp();
         let started = Instant::now();
         let session_note = self.spool.session_note(&file.key);
         let upload = Upload {
@@ -116,7 +117,7 @@ impl Uploader<'_> {
                         ""
                     },
                 );
-                self.registry.stored(&ctl, next);
+                self.registry.stored(ctl, next);
                 self.registry.metrics.committed(
                     &tp,
                     next,
@@ -153,10 +154,10 @@ impl Uploader<'_> {
                 };
                 // Revoked, or revoked and assigned again, while the put ran:
                 // that new start followed the chain itself.
-                let Some(epoch) = self.registry.bump(&tp, &ctl) else {
+                let Some(epoch) = self.registry.bump(&tp, ctl) else {
                     return Ok(true);
                 };
-                self.registry.stored(&ctl, end.position);
+                self.registry.stored(ctl, end.position);
                 self.registry.metrics.archived(&tp, end.position);
                 let _ = self.seeks.send(Seek {
                     tp: tp.clone(),
