@@ -269,4 +269,32 @@ mod tests {
             assert!(err.contains(want), "{err:?} lacks {want:?}");
         }
     }
+
+    #[test]
+    fn damaged_blocks_are_errors_or_bytes_never_a_crash() {
+        // A producer's batch whose CRC32C is right (it is computed over
+        // whatever the producer compressed) but whose lz4 is not: a byte of
+        // a compressed block damaged anywhere, in independent and linked
+        // blocks, must give an error or some bytes within the limit.
+        let content = data(150 << 10);
+        for info in [
+            FrameInfo::new().block_mode(BlockMode::Independent),
+            FrameInfo::new().block_mode(BlockMode::Linked),
+        ] {
+            let good = frame(info, &content);
+            let mut out = Vec::new();
+            let mut errors = 0;
+            for at in (7..good.len()).step_by(193) {
+                for value in [0x00, 0xFF, good[at] ^ 0x40] {
+                    let mut bad = good.clone();
+                    bad[at] = value;
+                    match decompress(&bad, &mut out, 256 << 10) {
+                        Ok(n) => assert!(n <= 256 << 10, "byte {at}: {n} bytes"),
+                        Err(_) => errors += 1,
+                    }
+                }
+            }
+            assert!(errors > 0, "no damage was noticed");
+        }
+    }
 }
