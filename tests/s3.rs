@@ -358,9 +358,10 @@ struct KilledUpload {
     stored: Vec<u32>,
 }
 
-/// Archives a topic through a slow proxy and kills the process once a
-/// multipart upload has stored two parts and is not completed.
-fn kill_mid_multipart(prefix: &str) -> KilledUpload {
+/// Archives a topic through a slow proxy (playing a store whose ETags are
+/// not MD5s if `opaque_etags`) and kills the process once a multipart
+/// upload has stored two parts and is not completed.
+fn kill_mid_multipart(prefix: &str, opaque_etags: bool) -> KilledUpload {
     let topic = support::unique(prefix);
     support::create_topic(&topic, 1, &[]);
     let produced = support::produce(
@@ -373,6 +374,7 @@ fn kill_mid_multipart(prefix: &str) -> KilledUpload {
     // Slow uploads, so that the process dies between parts.
     proxy.set_faults(Faults {
         body_delay: Duration::from_millis(700),
+        opaque_etags,
         ..Faults::default()
     });
     let s = Setup::s3(
@@ -414,7 +416,10 @@ fn kill_mid_multipart(prefix: &str) -> KilledUpload {
     };
     support::signal(&child, "-KILL");
     let _ = child.wait();
-    proxy.set_faults(Faults::default());
+    proxy.set_faults(Faults {
+        opaque_etags,
+        ..Faults::default()
+    });
 
     KilledUpload {
         s,
@@ -430,6 +435,63 @@ fn kill_mid_multipart(prefix: &str) -> KilledUpload {
 #[test]
 fn a_process_killed_mid_multipart_upload_resends_no_stored_part() {
     let _broker = support::shared_broker();
+    resume_after_kill("s3-resume", false);
+}
+
+/// SSE-KMS and SSE-C give ETags that are not MD5s: every part is still
+/// sent once, the upload completed with the ETags the store gave, and a
+/// killed upload resumed from what the store lists.
+#[test]
+fn a_store_whose_etags_are_not_md5s_gets_every_file_once() {
+    let _broker = support::shared_broker();
+    let (topic, produced) = support::topic_with_records("s3-kms", 1, 90_000, &["lz4"]);
+    let bucket = support::s3_bucket();
+    let proxy = FaultProxy::start(S3_ENDPOINT.strip_prefix("http://").unwrap());
+    proxy.set_faults(Faults {
+        opaque_etags: true,
+        ..Faults::default()
+    });
+    let s = Setup::s3(
+        &[&topic],
+        &support::unique("s"),
+        &bucket,
+        &proxy.url(),
+        "codec = \"null\"\nmax_file_bytes = \"6MiB\"\n",
+        "part_bytes = \"5MiB\"\nretry_timeout = \"20s\"\n",
+    );
+    s.run_to_end();
+    let log = proxy.log();
+    let puts = |part: bool| {
+        log.iter()
+            .filter(|e| e.method == "PUT" && e.target.contains("partNumber=") == part)
+            .count()
+    };
+    let completions = log
+        .iter()
+        .filter(|e| e.method == "POST" && e.target.contains("uploadId="));
+    assert!(
+        puts(true) >= 4,
+        "{} parts: too few multipart uploads",
+        puts(true)
+    );
+    assert!(puts(false) >= 1, "no single PUT");
+    for c in completions {
+        assert_eq!(c.status, Some(200), "{c:?}");
+    }
+    let parts: Vec<_> = log
+        .iter()
+        .filter_map(|e| part_of(&e.target).filter(|_| e.method == "PUT"))
+        .collect();
+    let once: std::collections::BTreeSet<_> = parts.iter().collect();
+    assert_eq!(once.len(), parts.len(), "a part was sent twice: {parts:?}");
+    check_archive(&s, &bucket, &topic, &produced);
+
+    resume_after_kill("s3-kms-resume", true);
+}
+
+/// Kills a process mid multipart upload, runs again, and checks that the
+/// stored parts were not sent again and the archive is whole.
+fn resume_after_kill(prefix: &str, opaque_etags: bool) {
     let KilledUpload {
         s,
         proxy,
@@ -438,7 +500,7 @@ fn a_process_killed_mid_multipart_upload_resends_no_stored_part() {
         produced,
         upload,
         stored,
-    } = kill_mid_multipart("s3-resume");
+    } = kill_mid_multipart(prefix, opaque_etags);
     let before = proxy.log().len();
     s.run_to_end();
     let after = &proxy.log()[before..];
@@ -639,7 +701,7 @@ fn keys_from_the_environment_and_from_the_instance_metadata_service() {
 #[test]
 fn an_upload_noted_for_other_bytes_is_aborted() {
     let _broker = support::shared_broker();
-    let k = kill_mid_multipart("s3-abandon");
+    let k = kill_mid_multipart("s3-abandon", false);
     // Cut elsewhere now: the object at the killed upload's name holds other
     // bytes, so its noted upload cannot be resumed and is aborted.
     let text = std::fs::read_to_string(&k.s.config).unwrap();

@@ -104,6 +104,9 @@ pub struct Faults {
     /// Fault only requests to an upload session (`upload_id=` in the
     /// query: chunks and status queries), never initiations or reads.
     pub sessions_only: bool,
+    /// Play an S3 store whose ETags are not MD5s (SSE-KMS, SSE-C): see
+    /// [`opaque_etags`].
+    pub opaque_etags: bool,
 }
 
 impl Default for Faults {
@@ -115,6 +118,7 @@ impl Default for Faults {
             stall: Duration::from_secs(10),
             body_delay: Duration::ZERO,
             sessions_only: false,
+            opaque_etags: false,
         }
     }
 }
@@ -164,6 +168,7 @@ impl FaultProxy {
             sessions: Mutex::new(Sessions::default()),
             finalize: Mutex::new(()),
             s3_creating: RwLock::new(()),
+            etags: Mutex::new(HashMap::new()),
         });
         let accept_shared = Arc::clone(&shared);
         let accept = thread::Builder::new()
@@ -248,6 +253,8 @@ struct Shared {
     /// S3: written while a create-only write is forwarded, read while a
     /// signed GET or HEAD is.
     s3_creating: RwLock<()>,
+    /// (upload id, part number) → the opaque ETag the part was given.
+    etags: Mutex<HashMap<(String, u32), String>>,
 }
 
 struct FaultState {
@@ -456,9 +463,145 @@ fn handle_connection(shared: &Shared, stream: TcpStream) {
     }
 }
 
+/// [`process_plain`], through [`opaque_etags`] when they are on.
+fn process(shared: &Shared, req: &Request, body_delay: Duration) -> Outcome {
+    let opaque = lock(&shared.faults).faults.opaque_etags;
+    let signed = header(&req.headers, "authorization").is_some_and(|a| a.starts_with("AWS4-"));
+    if opaque && signed {
+        opaque_etags(shared, req, || process_plain(shared, req, body_delay))
+    } else {
+        process_plain(shared, req, body_delay)
+    }
+}
+
+/// S3 stores that encrypt with SSE-KMS or SSE-C give objects and parts
+/// ETags that are not MD5s, and CompleteMultipartUpload must name each part
+/// by the ETag the store gave it. Played in front of s3s-fs: every ETag
+/// relayed (headers and XML) has its 32 hex digits reversed; the ETag each
+/// part was given is remembered and listed by ListParts (s3s-fs lists
+/// none); a CompleteMultipartUpload naming a part by any other ETag is
+/// answered `400 InvalidPart` and not forwarded.
+fn opaque_etags(shared: &Shared, req: &Request, forward: impl FnOnce() -> Outcome) -> Outcome {
+    let query = req.target.split_once('?').map_or("", |(_, q)| q);
+    let upload = query_param(query, "uploadId");
+    let part: Option<u32> = query_param(query, "partNumber").and_then(|n| n.parse().ok());
+    let method = req.method.to_ascii_uppercase();
+    if method == "POST"
+        && let Some(id) = &upload
+    {
+        let body = String::from_utf8_lossy(&req.body);
+        let given = lock(&shared.etags);
+        for p in xml_inside(&body, "Part") {
+            let n: u32 = xml_inside(p, "PartNumber")
+                .first()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            let named = xml_inside(p, "ETag").first().map(|e| unquote_etag(e));
+            let want = given.get(&(id.clone(), n));
+            if named.as_deref() != want.map(String::as_str) {
+                let message = format!("part {n} is named {named:?}, the store gave it {want:?}");
+                let body = format!(
+                    "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>InvalidPart</Code><Message>{message}</Message></Error>"
+                );
+                let mut response = json_response(400, "Bad Request", body.into_bytes());
+                response.headers = vec![("Content-Type".into(), "application/xml".into())];
+                return Outcome {
+                    response,
+                    forwarded: 0,
+                    precondition_failed: false,
+                };
+            }
+        }
+    }
+    let mut outcome = forward();
+    let r = &mut outcome.response;
+    for (k, v) in &mut r.headers {
+        if k.eq_ignore_ascii_case("etag") {
+            *v = reverse_md5s(v);
+        }
+    }
+    if r.status != 200 {
+        return outcome;
+    }
+    if method == "PUT"
+        && let (Some(id), Some(n)) = (&upload, part)
+        && let Some(etag) = header(&r.headers, "etag")
+    {
+        lock(&shared.etags).insert((id.clone(), n), unquote_etag(etag));
+    }
+    let body = String::from_utf8_lossy(&r.body).into_owned();
+    if method == "GET"
+        && let Some(id) = &upload
+    {
+        // ListParts: each part with the ETag it was given.
+        let given = lock(&shared.etags);
+        let reversed = reverse_md5s(&body);
+        let mut listed = reversed.clone();
+        for p in xml_inside(&reversed, "Part") {
+            let n: Option<u32> = xml_inside(p, "PartNumber")
+                .first()
+                .and_then(|n| n.parse().ok());
+            if let Some(etag) = n.and_then(|n| given.get(&(id.clone(), n)))
+                && !p.contains("<ETag>")
+            {
+                listed = listed.replacen(p, &format!("{p}<ETag>&quot;{etag}&quot;</ETag>"), 1);
+            }
+        }
+        r.body = listed.into_bytes();
+    } else if body.contains("<ETag>") {
+        r.body = reverse_md5s(&body).into_bytes();
+    }
+    outcome
+}
+
+/// `s` with every run of exactly 32 hex digits reversed.
+fn reverse_md5s(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut run = String::new();
+    let flush = |run: &mut String, out: &mut String| {
+        if run.len() == 32 {
+            out.extend(run.chars().rev());
+        } else {
+            out.push_str(run);
+        }
+        run.clear();
+    };
+    for c in s.chars() {
+        if c.is_ascii_hexdigit() {
+            run.push(c);
+        } else {
+            flush(&mut run, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut run, &mut out);
+    out
+}
+
+fn unquote_etag(e: &str) -> String {
+    e.replace("&quot;", "\"")
+        .trim()
+        .trim_matches('"')
+        .to_string()
+}
+
+/// The insides of every `<name>…</name>` of `xml`.
+fn xml_inside<'a>(xml: &'a str, name: &str) -> Vec<&'a str> {
+    let (open, close) = (format!("<{name}>"), format!("</{name}>"));
+    let mut out = Vec::new();
+    let mut rest = xml;
+    while let Some(start) = rest.find(&open) {
+        let after = &rest[start + open.len()..];
+        let Some(end) = after.find(&close) else { break };
+        out.push(&after[..end]);
+        rest = &after[end + close.len()..];
+    }
+    out
+}
+
 /// Decides between answering locally (preconditions, completed sessions) and
 /// forwarding upstream.
-fn process(shared: &Shared, req: &Request, body_delay: Duration) -> Outcome {
+fn process_plain(shared: &Shared, req: &Request, body_delay: Duration) -> Outcome {
     if !req.body.is_empty() && !body_delay.is_zero() {
         shared.sleep(body_delay);
     }

@@ -3,10 +3,15 @@
 //! 1. The spool file is cut into parts of `part_bytes` (`plan`) and read
 //!    once for each part's MD5 and SHA-256 (signed payload, `Content-MD5`).
 //! 2. A file of one part is one `PUT` with `If-None-Match: *`, its MD5 and
-//!    CRC32C; the answer's ETag must be our MD5.
-//! 3. A larger file is a multipart upload streamed part by part from disk;
-//!    each part's ETag must be its MD5; `CompleteMultipartUpload` carries
-//!    `If-None-Match: *` and its ETag must be the MD5 of the parts' MD5s.
+//!    CRC32C; the store checks both. An answer whose ETag is not our MD5
+//!    (SSE-KMS and SSE-C objects have other ETags) is confirmed by a HEAD:
+//!    the store's CRC32C of what it holds.
+//! 3. A larger file is a multipart upload streamed part by part from disk,
+//!    each part checked by the store against its `Content-MD5`;
+//!    `CompleteMultipartUpload` carries `If-None-Match: *` and names each
+//!    part by the ETag the store gave it (an MD5 on most stores, not under
+//!    SSE-KMS or SSE-C); an answer whose ETag is not the MD5 of the parts'
+//!    MD5s is confirmed by a HEAD.
 //! 4. The upload id is noted beside the spool file: a restarted process
 //!    that rebuilt the same bytes asks ListParts what the store holds and
 //!    sends only the rest; a note for other bytes is aborted.
@@ -15,7 +20,6 @@
 
 use std::io::Read;
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use md5::Digest as _;
@@ -27,7 +31,6 @@ use super::api::{
     unavailable,
 };
 use super::sign::hex;
-use crate::store::http::{Backoff, Failure};
 use crate::store::object::{PutOutcome, StoreError, Upload};
 
 /// How many times a vanished multipart upload is replaced before giving up.
@@ -36,13 +39,17 @@ const MAX_NEW_UPLOADS: u32 = 3;
 /// A part the store holds: number, ETag (when the listing gives one), size.
 type StoredPart = (u32, Option<String>, u64);
 
-/// Whether a listed part is the local one. A store that lists parts
-/// without ETags (s3s-fs) leaves size as the check: the upload's note says
-/// it is for these very bytes, and each part was checked against its
-/// Content-MD5 when it was sent.
-fn holds(stored: &StoredPart, number: u32, len: u64, md5: &str) -> bool {
-    let (n, etag, size) = stored;
-    *n == number && *size == len && etag.as_deref().is_none_or(|e| e == md5)
+/// The ETag to complete the upload with, if the store holds the local part
+/// `number` of `len` bytes whose MD5 is `md5`. Number and size decide: the
+/// upload's note says it is for these very bytes, and the store checked
+/// each part against its Content-MD5 when it was sent. The listed ETag is
+/// not compared with the MD5, since under SSE-KMS or SSE-C it is not one;
+/// a store that lists no ETags (s3s-fs) gave the MD5.
+fn held(stored: &[StoredPart], number: u32, len: u64, md5: &str) -> Option<String> {
+    stored
+        .iter()
+        .find(|(n, _, size)| *n == number && *size == len)
+        .map(|(_, etag, _)| etag.clone().unwrap_or_else(|| md5.to_string()))
 }
 
 /// Where the parts of a file of `size` bytes start and how long they are.
@@ -230,18 +237,21 @@ impl Put<'_> {
                 if etag == hex(&part.md5) {
                     Ok(PutOutcome::Created)
                 } else {
-                    Err(unavailable(
-                        self.what(),
-                        format!(
-                            "the store kept other bytes (ETag {etag}, ours {})",
-                            hex(&part.md5)
-                        ),
-                    ))
+                    self.confirm()
                 }
             }
             412 | 409 => self.compare(),
             _ => Err(self.store.refusal(self.what(), &reply)),
         }
+    }
+
+    /// The store said it created the object, with an ETag that does not
+    /// show which bytes it holds: its checksum does.
+    fn confirm(&self) -> Result<PutOutcome, StoreError> {
+        Ok(match self.compare()? {
+            PutOutcome::Identical => PutOutcome::Created,
+            other => other,
+        })
     }
 
     /// The object exists: ours (identical bytes) or another builder's.
@@ -309,21 +319,22 @@ impl Put<'_> {
                     (self.create()?, Vec::new())
                 }
             };
+            let mut etags = Vec::with_capacity(self.parts.len());
             for part in &self.parts {
-                let md5 = hex(&part.md5);
-                let have = stored.iter().any(|p| holds(p, part.number, part.len, &md5));
-                if have {
+                if let Some(etag) = held(&stored, part.number, part.len, &hex(&part.md5)) {
+                    etags.push(etag);
                     continue;
                 }
                 if self.store.cancel.is_set() {
                     // The upload is noted: a later run resumes it.
                     return Err(StoreError::Interrupted { what: self.what() });
                 }
-                if !self.upload_part(&upload_id, part)? {
-                    break;
+                match self.upload_part(&upload_id, part)? {
+                    Some(etag) => etags.push(etag),
+                    None => break,
                 }
             }
-            match self.complete(&upload_id)? {
+            match self.complete(&upload_id, &etags)? {
                 Some(outcome) => return Ok(outcome),
                 None => {
                     let _ = std::fs::remove_file(note_path);
@@ -404,9 +415,9 @@ impl Put<'_> {
         }
     }
 
-    /// UploadPart; false when the upload no longer exists. A part whose
-    /// ETag is not its MD5 is sent again.
-    fn upload_part(&self, upload_id: &str, part: &Part) -> Result<bool, StoreError> {
+    /// UploadPart, checked by the store against the part's Content-MD5: the
+    /// ETag it gives the part, None when the upload no longer exists.
+    fn upload_part(&self, upload_id: &str, part: &Part) -> Result<Option<String>, StoreError> {
         let mut query = Self::upload_query(upload_id);
         query.push(("partNumber".into(), part.number.to_string()));
         let req = Request {
@@ -416,43 +427,33 @@ impl Put<'_> {
             headers: vec![("content-md5".into(), b64(&part.md5))],
             body: self.part_payload(part),
         };
-        let deadline = Instant::now() + self.store.retry_timeout;
-        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
-        loop {
-            let reply = self.call(&req)?;
-            match reply.status {
-                200 => {}
-                404 => return Ok(false),
-                _ => return Err(self.store.refusal(self.what(), &reply)),
-            }
-            let etag = reply.header("etag").map(unquote).unwrap_or("");
-            if etag == hex(&part.md5) {
-                return Ok(true);
-            }
-            let what = self.what();
-            let why = format!(
-                "part {} stored with ETag {etag:?}, not its MD5",
-                part.number
-            );
-            self.store.pause(
-                &|| what.clone(),
-                &mut backoff,
-                deadline,
-                Failure::Status(500),
-                &why,
-            )?;
+        let reply = self.call(&req)?;
+        match reply.status {
+            200 => Ok(Some(
+                reply
+                    .header("etag")
+                    .map(unquote)
+                    .filter(|e| !e.is_empty())
+                    .map_or_else(|| hex(&part.md5), str::to_string),
+            )),
+            404 => Ok(None),
+            _ => Err(self.store.refusal(self.what(), &reply)),
         }
     }
 
-    /// CompleteMultipartUpload, create-only; None when the upload vanished
-    /// without creating the object (start over).
-    fn complete(&self, upload_id: &str) -> Result<Option<PutOutcome>, StoreError> {
+    /// CompleteMultipartUpload of the parts named by `etags`, create-only;
+    /// None when the upload vanished without creating the object (start
+    /// over).
+    fn complete(
+        &self,
+        upload_id: &str,
+        etags: &[String],
+    ) -> Result<Option<PutOutcome>, StoreError> {
         let mut body = String::from("<CompleteMultipartUpload>");
-        for p in &self.parts {
+        for (p, etag) in self.parts.iter().zip(etags) {
             body.push_str(&format!(
-                "<Part><PartNumber>{}</PartNumber><ETag>\"{}\"</ETag></Part>",
+                "<Part><PartNumber>{}</PartNumber><ETag>\"{etag}\"</ETag></Part>",
                 p.number,
-                hex(&p.md5)
             ));
         }
         body.push_str("</CompleteMultipartUpload>");
@@ -473,7 +474,7 @@ impl Put<'_> {
                 if unquote(&etag) == multipart_etag(&self.parts) {
                     Ok(Some(PutOutcome::Created))
                 } else {
-                    self.compare().map(Some)
+                    self.confirm().map(Some)
                 }
             }
             (412 | 409, _) => {
@@ -540,16 +541,21 @@ mod tests {
     }
 
     #[test]
-    fn a_listed_part_is_ours_when_number_size_and_etag_agree() {
+    fn a_listed_part_of_the_right_number_and_size_is_ours_by_the_etag_it_was_given() {
         let md5 = "0123456789abcdef0123456789abcdef";
-        for (stored, want) in [
-            ((2, Some(md5.to_string()), 100), true),
-            ((2, None, 100), true),
-            ((2, Some("ffff".to_string()), 100), false),
-            ((3, Some(md5.to_string()), 100), false),
-            ((2, None, 99), false),
-        ] {
-            assert_eq!(holds(&stored, 2, 100, md5), want, "{stored:?}");
+        let kms = "7c2ba0a1e3f9d8c5b4a3928170f6e5d4";
+        let table: [(StoredPart, Option<&str>); 5] = [
+            ((2, Some(md5.to_string()), 100), Some(md5)),
+            // s3s-fs lists no ETags: the part was given its MD5.
+            ((2, None, 100), Some(md5)),
+            // SSE-KMS: the store's own ETag, which completion must name.
+            ((2, Some(kms.to_string()), 100), Some(kms)),
+            ((3, Some(md5.to_string()), 100), None),
+            ((2, None, 99), None),
+        ];
+        for (stored, want) in table {
+            let got = held(std::slice::from_ref(&stored), 2, 100, md5);
+            assert_eq!(got.as_deref(), want, "{stored:?}");
         }
     }
 
