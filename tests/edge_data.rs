@@ -1,7 +1,8 @@
 //! Everything Kafka accepts is archived, and what is not ours stops only
 //! its partition: a 70 MB record among small ones, header keys that are
 //! not UTF-8, topics named with a leading dot; a junk and a truncated
-//! object at a chain's next name; temporary copies a crash left behind.
+//! object at a chain's next name, at start or met while running (no later
+//! file is stored after it); temporary copies a crash left behind.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -238,6 +239,51 @@ fn a_junk_or_truncated_object_at_the_next_name_stops_only_its_partition() {
     let end2 = support::extents(&topic)[&2].1;
     let read = support::check_tiling(&archive, &topic, &BTreeMap::from([(2, (0, end2))]));
     assert!(p2.keys().all(|k| read.contains_key(k)));
+}
+
+#[test]
+fn a_junk_object_met_while_running_stops_the_chain_there() {
+    let _broker = support::shared_broker();
+    let topic = support::unique("bad-later");
+    support::create_topic(&topic, 1, &[]);
+    let records = |seed, n| support::gen_records(seed, n, 1, 1_700_000_000_000);
+    support::produce(&topic, &records(12, 100), "none");
+    let group = support::unique("g");
+    let s = Setup::new(&[&topic], &group, "", "max_file_records = 100\n");
+    let folder = partition_dir(&s.archive, &topic, 0);
+    let name = |first: i64| format!("{first:020}.avro");
+    let mut p = support::Proc::start(&s.config);
+    support::wait_until("the first file", Duration::from_secs(60), || {
+        folder.join(name(0)).exists()
+    });
+    // Junk at the second file's name, found only when that file is put;
+    // the files after it are built meanwhile.
+    std::fs::write(folder.join(name(100)), b"junk").unwrap();
+    support::produce(&topic, &records(13, 2_000), "none");
+    support::wait_until("the halt", Duration::from_secs(60), || {
+        p.log()
+            .iter()
+            .any(|l| l.contains("is not a kafka-store file"))
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    p.signal("-TERM");
+    p.wait(Duration::from_secs(30));
+    let mut names: Vec<String> = std::fs::read_dir(&folder)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [name(0), name(100)],
+        "files were stored after the junk"
+    );
+    let committed = support::committed(&group, &topic, 1);
+    assert!(
+        committed.get(&0).is_none_or(|&c| c <= 100),
+        "committed past the junk: {committed:?}"
+    );
 }
 
 #[test]

@@ -53,12 +53,13 @@ impl Uploader<'_> {
 
     /// Stores one file; false when the pipeline stopped meanwhile. An
     /// object at its name that is not a kafka-store file of the partition
-    /// stops that partition alone.
+    /// stops that partition alone, and no later file of it is stored.
     fn upload(&self, file: Closed) -> anyhow::Result<bool> {
         let tp = file.key.tp();
-        // Files of a halted partition are still stored: they hold records
-        // from before the problem, which Kafka may no longer have. Files of
-        // an older epoch, or of a partition that moved away, are dropped.
+        // Files of a partition halted by the fetcher or an encoder are still
+        // stored: they hold records from before the problem, which Kafka
+        // may no longer have. Files of an older epoch, or of a partition
+        // that moved away, are dropped.
         let Some(ctl) = self.registry.get(&tp) else {
             return Ok(true);
         };
@@ -77,6 +78,10 @@ impl Uploader<'_> {
             Err(StoreError::NotArchive { what, why }) => {
                 self.registry
                     .halt(&tp, Halt::BadObject { object: what, why });
+                // The chain breaks at this name: a later file stored after
+                // it would let the committer move past records the archive
+                // does not have. A new epoch drops them.
+                self.registry.bump(&tp, &ctl);
                 Ok(true)
             }
             other => Ok(other?),
