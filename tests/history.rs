@@ -1,8 +1,9 @@
 //! One history per chain, explicit skips, partitions that start alone:
 //! a re-created topic and an unclean leader election stop their partition
 //! without a record of the new history in the old chain; two builders
-//! starting at `latest` meet at one skipped range; a partition whose only
-//! broker is down does not hold the others up.
+//! starting at `latest` meet at one skipped range; adopting another
+//! builder's chain that ends in a later leader epoch is no divergence; a
+//! partition whose only broker is down does not hold the others up.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -110,21 +111,28 @@ impl Drop for Restart {
     }
 }
 
-/// A config for the pair, with `kafka.retry_timeout` as given. The group
-/// coordinator is asked for once (`status`), so that the offsets topic
-/// exists with both replicas before a test stops a broker.
-fn pair_setup(topics: &[&str], retry_timeout: &str, files_extra: &str) -> Setup {
-    let s = Setup::new(topics, &support::unique("g"), "", files_extra);
+/// `s` pointed at the pair, with extra `[kafka]` keys.
+fn to_pair(s: &Setup, kafka_extra: &str) {
     let text = std::fs::read_to_string(&s.config)
         .unwrap()
         .replace(
             &format!("brokers = [\"{}\"]", support::BOOTSTRAP),
             "brokers = [\"127.0.0.1:9292\", \"127.0.0.1:9392\"]",
         )
-        .replace(
-            "retry_timeout = \"20s\"",
-            &format!("retry_timeout = \"{retry_timeout}\""),
-        );
+        .replace("[kafka]\n", &format!("[kafka]\n{kafka_extra}"));
+    std::fs::write(&s.config, text).unwrap();
+}
+
+/// A config for the pair, with `kafka.retry_timeout` as given. The group
+/// coordinator is asked for once (`status`), so that the offsets topic
+/// exists with both replicas before a test stops a broker.
+fn pair_setup(topics: &[&str], retry_timeout: &str, files_extra: &str) -> Setup {
+    let s = Setup::new(topics, &support::unique("g"), "", files_extra);
+    to_pair(&s, "");
+    let text = std::fs::read_to_string(&s.config).unwrap().replace(
+        "retry_timeout = \"20s\"",
+        &format!("retry_timeout = \"{retry_timeout}\""),
+    );
     std::fs::write(&s.config, text).unwrap();
     s.succeed("status", &[]);
     s
@@ -215,6 +223,93 @@ fn an_unclean_leader_election_stops_the_partition_at_the_divergence() {
         files(&s, &topic),
         archived,
         "nothing of the new history is archived"
+    );
+}
+
+#[test]
+fn adopting_a_chain_that_ends_in_a_later_leader_epoch_is_no_divergence() {
+    let _pair = support::exclusive_pair();
+    let topic = support::unique("adopt-epoch");
+    pair_topic(&topic, 1, "11,12", &["min.insync.replicas=1"]);
+    support::produce_at(PAIR, &topic, &records(20, 3000, 1), "none", &[]);
+    let bucket = support::gcs_bucket();
+    // A: small chunks, small files and slow uploads, so that its fetcher
+    // stands still in leader epoch 0, held back by full queues. Its first
+    // upload asks to create the name only after B has (B takes a broker
+    // stop and a run: about 10 s).
+    let slow = FaultProxy::start("127.0.0.1:9023");
+    slow.set_faults(Faults {
+        body_delay: Duration::from_secs(45),
+        ..Faults::default()
+    });
+    let a = Setup::gcs(
+        &[&topic],
+        &support::unique("g"),
+        &bucket,
+        &slow.url(),
+        "max_file_records = 10\nidle_flush = \"1s\"\n",
+        "",
+    );
+    to_pair(
+        &a,
+        "fetch_max_bytes = \"4KiB\"\npartition_fetch_bytes = \"1KiB\"\n",
+    );
+    a.succeed("status", &[]);
+    let p = Proc::start(&a.config);
+    support::wait_until("A uploading a file", Duration::from_secs(60), || {
+        slow.log()
+            .iter()
+            .any(|e| e.target.contains("uploadType=resumable"))
+    });
+    // A new leader (epoch 1) takes the next records; B archives all of it
+    // with other cuts while A's first upload crawls.
+    support::test_services("stop-pair-11");
+    let _back = Restart("start-pair-11");
+    support::produce_at(PAIR, &topic, &records(21, 100, 1), "none", &[]);
+    let fast = FaultProxy::start("127.0.0.1:9023");
+    let b = Setup::gcs(
+        &[&topic],
+        &support::unique("g"),
+        &bucket,
+        &fast.url(),
+        "max_file_records = 1000\n",
+        "",
+    );
+    to_pair(&b, "");
+    let b_started = std::time::Instant::now();
+    b.run_to_end();
+    assert!(
+        b_started.elapsed() < Duration::from_secs(30),
+        "B took {:?}: A may have created the name first",
+        b_started.elapsed()
+    );
+    // A's put meets B's object, adopts B's chain to 3100 and fetches on
+    // there: the log continues it in epoch 1.
+    let adopted = format!("{topic}/0 continues at offset 3100");
+    let waiting = std::time::Instant::now();
+    while !p.log().iter().any(|l| l.contains(&adopted)) {
+        assert!(
+            waiting.elapsed() < Duration::from_secs(90),
+            "A did not adopt B's chain: {:#?}",
+            p.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    slow.set_faults(Faults::default());
+    support::produce_at(PAIR, &topic, &records(22, 10, 1), "none", &[]);
+    let stored = format!("stored {topic}/0 offsets 3100..3110");
+    support::wait_until(
+        "A storing after the adopted chain",
+        Duration::from_secs(90),
+        || {
+            let log = p.log();
+            assert!(
+                !log.iter()
+                    .any(|l| l.contains("does not continue the archive")),
+                "a false divergence: {log:#?}"
+            );
+            log.iter().any(|l| l.contains(&stored))
+        },
     );
 }
 

@@ -410,6 +410,10 @@ impl Fetcher<'_> {
                 seek.epoch
             );
             st.position = seek.position;
+            // Not the epoch this process fetched last: the adopted chain
+            // may end in a later one, and the broker would take the older
+            // epoch's end before `position` for a truncation.
+            st.last_epoch = seek.last_epoch;
             st.epoch = seek.epoch;
             st.phase = Phase::FRESH;
             let msg = ToEncoder::Assign {

@@ -86,11 +86,14 @@ pub struct Closed {
 
 /// Sent back to the fetcher when the store holds a different file than
 /// ours (uploader → fetcher): continue the partition at `position` in the
-/// new `epoch`.
+/// new `epoch`, after a batch of leader epoch `last_epoch` (what the
+/// adopted chain records: the next fetch names it, and the broker checks
+/// that the log continues it).
 pub struct Seek {
     pub tp: TopicPartition,
     pub epoch: u64,
     pub position: i64,
+    pub last_epoch: Option<i32>,
 }
 
 /// A position the store now covers (fetcher or uploader → committer).

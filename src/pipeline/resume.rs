@@ -265,15 +265,20 @@ fn follow_from(
     })
 }
 
-/// Follows the chain of `tp` in the store from `from`; `prev` is the
-/// object known to end at `from`, if any.
+/// Follows the chain of `tp` in the store from the object `first` that
+/// `info` describes (another builder's, at a name this process wanted).
 pub fn follow(
     store: &dyn Store,
     tp: &TopicPartition,
-    from: i64,
-    prev: Option<i64>,
-) -> Result<ChainPos, StoreError> {
-    follow_from(store, tp, from, prev.map(|p| (p, None))).map(|e| e.at)
+    first: i64,
+    info: &ObjectInfo,
+) -> Result<ChainEnd, StoreError> {
+    follow_from(
+        store,
+        tp,
+        info.summary.next_offset,
+        Some((first, Some(info.clone()))),
+    )
 }
 
 /// The end of the archive of `tp`, found from the last object of its

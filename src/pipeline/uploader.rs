@@ -152,8 +152,7 @@ impl Uploader<'_> {
                 log::warn!(
                     "{url} already exists with another cut (next offset {theirs}, ours {next}); adopting it"
                 );
-                let Some(end) =
-                    self.retrying(|| follow(self.store, &tp, theirs, Some(file.key.first)))?
+                let Some(end) = self.retrying(|| follow(self.store, &tp, file.key.first, &info))?
                 else {
                     return Ok(false);
                 };
@@ -162,14 +161,15 @@ impl Uploader<'_> {
                 let Some(epoch) = self.registry.bump(&tp, ctl) else {
                     return Ok(true);
                 };
-                self.registry.stored(ctl, end.position);
-                self.registry.metrics.archived(&tp, end.position);
+                self.registry.stored(ctl, end.at.position);
+                self.registry.metrics.archived(&tp, end.at.position);
                 let _ = self.seeks.send(Seek {
                     tp: tp.clone(),
                     epoch,
-                    position: end.position,
+                    position: end.at.position,
+                    last_epoch: end.last_epoch,
                 });
-                let _ = self.stored.send(Stored::Adopted { tp, at: end });
+                let _ = self.stored.send(Stored::Adopted { tp, at: end.at });
             }
         }
         Ok(true)
