@@ -192,6 +192,20 @@ impl KafkaError {
         self.action() != Action::Fatal
     }
 
+    /// `UNKNOWN_SERVER_ERROR`: an exception in the broker (for a fetch, a
+    /// tiered-storage read that failed or a full remote-read queue). Not
+    /// retriable in general, but a reader fetches again, as Kafka's own
+    /// consumer does.
+    pub fn is_broker_exception(&self) -> bool {
+        matches!(
+            self,
+            KafkaError::Broker {
+                code: ResponseError::UnknownServerError,
+                ..
+            }
+        )
+    }
+
     /// Maps an I/O error on an established connection: timeouts are their own kind.
     pub(crate) fn from_io(broker: &str, phase: &'static str, millis: u128, e: io::Error) -> Self {
         match e.kind() {
@@ -285,6 +299,24 @@ mod tests {
         for e in fatal {
             assert!(!e.is_retriable(), "{e}");
         }
+    }
+
+    #[test]
+    fn only_unknown_server_error_is_a_broker_exception() {
+        let broker = |code| KafkaError::Broker {
+            what: "fetch".into(),
+            code,
+        };
+        let table = [
+            (broker(ResponseError::UnknownServerError), true),
+            (broker(ResponseError::CorruptMessage), false),
+            (broker(ResponseError::TopicAuthorizationFailed), false),
+            (broker(ResponseError::NotLeaderOrFollower), false),
+        ];
+        for (e, want) in table {
+            assert_eq!(e.is_broker_exception(), want, "{e}");
+        }
+        assert!(!broker(ResponseError::UnknownServerError).is_retriable());
     }
 
     #[test]

@@ -542,7 +542,10 @@ impl Fetcher<'_> {
         // A topic missing from metadata may be a passing state; after
         // retry_timeout it is taken as deleted.
         let missing = matches!(e, KafkaError::UnknownTopic { .. });
-        if !e.is_retriable() && !missing {
+        // An exception in the broker's read path (a tiered-storage fetch
+        // that failed, a full remote-read queue): Kafka's own consumer
+        // fetches again, and so does this one, warning after retry_timeout.
+        if !e.is_retriable() && !missing && !e.is_broker_exception() {
             self.halt(tp, st, Halt::Kafka(e));
             return;
         }
