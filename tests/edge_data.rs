@@ -1,6 +1,7 @@
 //! Everything Kafka accepts is archived, and what is not ours stops only
 //! its partition: a 70 MB record among small ones, header keys that are
-//! not UTF-8, topics named with a leading dot; a junk and a truncated
+//! not UTF-8, topics named with a leading dot (and `lost+found`, which no
+//! topic can be named, is no topic); a junk and a truncated
 //! object at a chain's next name, at start or met while running (no later
 //! file is stored after it); temporary copies a crash left behind.
 
@@ -154,15 +155,19 @@ fn a_topic_named_with_a_leading_dot_is_archived_and_listed() {
         &support::from_zero(&topic),
     );
     support::assert_same_records(&read, &produced);
+    // The archive at the root of a filesystem: `lost+found` is no topic.
+    std::fs::create_dir_all(s.archive.join("lost+found").join("000000")).unwrap();
     let ls = s
         .command(&["ls", "--config", s.config.to_str().unwrap()])
         .output()
         .unwrap();
     let listing = String::from_utf8_lossy(&ls.stdout);
+    assert!(ls.status.success(), "{ls:?}");
     assert!(
         listing.contains(&format!("# {topic}/0: 1 file(s), offsets 0..50")),
         "{listing}"
     );
+    assert!(!listing.contains("lost+found"), "{listing}");
     let status = s
         .command(&["status", "--config", s.config.to_str().unwrap()])
         .output()

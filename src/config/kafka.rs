@@ -404,13 +404,7 @@ fn tls_config(k: &RawKafka) -> Result<TlsConfig, ConfigError> {
 
 /// Kafka's topic name rule; the name also becomes a folder in the store.
 fn validate_topic(t: &str) -> Result<(), ConfigError> {
-    let ok = !t.is_empty()
-        && t.len() <= 249
-        && t != "."
-        && t != ".."
-        && t.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if ok {
+    if crate::format::names::is_topic_name(t) {
         Ok(())
     } else {
         Err(invalid(

@@ -38,6 +38,16 @@ impl fmt::Display for TopicPartition {
 /// The file-name suffix of archive objects.
 pub const SUFFIX: &str = ".avro";
 
+/// Kafka's rule for topic names (the name is also a folder in the store).
+pub fn is_topic_name(t: &str) -> bool {
+    !t.is_empty()
+        && t.len() <= 249
+        && t != "."
+        && t != ".."
+        && t.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
 /// The name of one archive object.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ObjectKey {
@@ -280,6 +290,25 @@ mod tests {
         assert_eq!(parse_partition_dir("12"), None);
         // Lexical order is numeric order.
         assert!(file_name(9) < file_name(10));
+    }
+
+    #[test]
+    fn topic_names_follow_kafka() {
+        let long = "t".repeat(249);
+        for (name, ok) in [
+            ("events", true),
+            (".internal-ish_v1.2", true),
+            (long.as_str(), true),
+            ("lost+found", false),
+            ("", false),
+            (".", false),
+            ("..", false),
+            ("a b", false),
+            ("ünicode", false),
+        ] {
+            assert_eq!(is_topic_name(name), ok, "{name:?}");
+        }
+        assert!(!is_topic_name(&"t".repeat(250)));
     }
 
     #[test]

@@ -349,9 +349,10 @@ impl Store for FileStore {
         let mut out: Vec<String> = read_names(&self.root)
             .map_err(|e| io_error(format!("cannot list {}", self.root.display()), e))?
             .into_iter()
-            // Topic names may start with '.'; a folder is a topic's when it
-            // holds partition folders.
-            .filter(|n| self.root.join(n).is_dir())
+            // Topic names may start with '.'; a folder whose name no topic
+            // can have (`lost+found` at the root of a filesystem) is not
+            // one.
+            .filter(|n| names::is_topic_name(n) && self.root.join(n).is_dir())
             .collect();
         out.sort();
         Ok(out)
