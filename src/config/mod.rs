@@ -217,6 +217,19 @@ spool_dir = "/var/lib/kafka-store/spool"
             &MINIMAL.replace("\"events\"", "\"bad/topic\""),
             "kafka.topics",
         );
+        if cfg!(feature = "mysql-index") {
+            check_err(
+                &format!("{MINIMAL}\n[mysql]\nurl = \"mysql://u:secret@db:3306\"\n"),
+                "mysql.url: names no database",
+            );
+            let e = Config::parse(&format!(
+                "{MINIMAL}\n[mysql]\nurl = \"mysql://u:secret@db:3306\"\n"
+            ))
+            .err()
+            .unwrap()
+            .to_string();
+            assert!(!e.contains("secret"), "{e}");
+        }
     }
 
     #[test]

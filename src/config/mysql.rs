@@ -21,6 +21,15 @@ fn yes() -> bool {
     true
 }
 
+/// The database a `mysql://` URL names (its path), if any.
+fn database(url: &str) -> Option<&str> {
+    let rest = url.strip_prefix("mysql://")?;
+    let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    let (_, path) = host.split_once('/')?;
+    let db = path.split(['?', '#']).next().unwrap_or("");
+    (!db.is_empty()).then_some(db)
+}
+
 /// Validates `[mysql]`.
 pub fn validate(m: RawMysql) -> Result<MysqlOptions, ConfigError> {
     if !cfg!(feature = "mysql-index") {
@@ -33,6 +42,13 @@ pub fn validate(m: RawMysql) -> Result<MysqlOptions, ConfigError> {
         return Err(invalid(
             "mysql.url",
             "must look like mysql://user:password@host:3306/database",
+        ));
+    }
+    // The URL holds the password: the message never quotes it.
+    if database(&m.url).is_none() {
+        return Err(invalid(
+            "mysql.url",
+            "names no database: add it after the host, mysql://user:password@host:3306/DATABASE",
         ));
     }
     let table = m.table.unwrap_or_else(|| "kafka_store_files".into());
@@ -54,4 +70,25 @@ pub fn validate(m: RawMysql) -> Result<MysqlOptions, ConfigError> {
         connect_timeout: positive("mysql.connect_timeout", m.connect_timeout, "10s")?,
         request_timeout: positive("mysql.request_timeout", m.request_timeout, "30s")?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_url_must_name_a_database() {
+        for (url, want) in [
+            ("mysql://u:p@db:3306/archive", Some("archive")),
+            ("mysql://u:p@db/archive?ssl-mode=REQUIRED", Some("archive")),
+            ("mysql://u:p/w@db:3306/archive", Some("archive")),
+            ("mysql://db:3306/archive", Some("archive")),
+            ("mysql://u:p@db:3306", None),
+            ("mysql://u:p@db:3306/", None),
+            ("mysql://u:p@db:3306/?ssl-mode=REQUIRED", None),
+            ("postgres://u:p@db/archive", None),
+        ] {
+            assert_eq!(database(url), want, "{url}");
+        }
+    }
 }
