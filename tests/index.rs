@@ -1,7 +1,8 @@
 //! The MySQL index against a real MariaDB: one row per stored file, equal
 //! to the object; back-filled after MySQL was down or a process died
-//! between store and row; `locate` agrees with a brute-force scan; and the
-//! errors a misconfigured index gives.
+//! between store and row; `locate` agrees with a brute-force scan; topics
+//! that differ only in case keep rows of their own; and the errors a
+//! misconfigured index gives.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -552,17 +553,7 @@ fn a_table_of_kafka_store_0_1_is_named_and_upgraded_by_the_migration() {
             && stderr.contains("vendor-config/mysql-migrate-store.sql"),
         "{stderr}"
     );
-    let migration =
-        std::fs::read_to_string(support::repo().join("vendor-config/mysql-migrate-store.sql"))
-            .unwrap();
-    let statements: String = migration
-        .lines()
-        .filter(|l| !l.trim_start().starts_with("--"))
-        .collect::<Vec<_>>()
-        .join("\n");
-    for statement in statements.split(';').filter(|s| !s.trim().is_empty()) {
-        conn.query_drop(statement).unwrap();
-    }
+    migrate(&mut conn, "mysql-migrate-store.sql");
     let store: Option<String> = conn
         .exec_first(
             "SELECT store FROM kafka_store_files WHERE topic = ?",
@@ -572,4 +563,92 @@ fn a_table_of_kafka_store_0_1_is_named_and_upgraded_by_the_migration() {
     assert_eq!(store, Some(format!("file://{}", s.archive.display())));
     s.run_to_end();
     check_rows(&s, &db, &topic, false);
+}
+
+/// Runs the statements of a migration script from vendor-config.
+fn migrate(conn: &mut mysql::Conn, script: &str) {
+    let text = std::fs::read_to_string(support::repo().join("vendor-config").join(script)).unwrap();
+    let statements: String = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("--"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    for statement in statements.split(';').filter(|s| !s.trim().is_empty()) {
+        conn.query_drop(statement).unwrap();
+    }
+}
+
+#[test]
+fn topics_that_differ_only_in_case_have_rows_of_their_own() {
+    let (_broker, _db) = (support::shared_broker(), support::shared_mariadb());
+    let base = support::unique("idx-case");
+    let (upper, lower) = (format!("Case-{base}"), format!("case-{base}"));
+    for (topic, n) in [(&upper, 100), (&lower, 150)] {
+        support::create_topic(topic, 1, &[]);
+        support::produce(
+            topic,
+            &support::gen_records(30, n, 1, 1_700_000_000_000),
+            "none",
+        );
+    }
+    // A table made by an older schema, which compares ignoring case (the
+    // server's default collation): named at start, fixed by the migration.
+    let db = support::mysql_db();
+    let mut conn = support::mysql(Some(&db));
+    conn.query_drop(
+        "CREATE TABLE kafka_store_files (store VARCHAR(500) NOT NULL, topic VARCHAR(249) NOT NULL, `partition` INT NOT NULL, first_offset BIGINT NOT NULL, next_offset BIGINT NOT NULL, record_count BIGINT NOT NULL, min_timestamp BIGINT NULL, max_timestamp BIGINT NULL, bytes BIGINT NOT NULL, crc32c INT UNSIGNED NULL, object_url VARCHAR(2048) NOT NULL, created_at TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3), PRIMARY KEY (store, topic, `partition`, first_offset), KEY by_time (store, topic, `partition`, max_timestamp)) ENGINE = InnoDB",
+    )
+    .unwrap();
+    let s = Setup::new(
+        &[&upper, &lower],
+        &support::unique("g"),
+        "",
+        "max_file_records = 50\n",
+    );
+    let text = std::fs::read_to_string(&s.config).unwrap();
+    std::fs::write(&s.config, format!("{text}{}", with_index(&db))).unwrap();
+    let warning = "compares store and topic ignoring case";
+    let run = |s: &Setup| {
+        let out = s
+            .command(&[
+                "run",
+                "--config",
+                s.config.to_str().unwrap(),
+                "--until-caught-up",
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let first = run(&s);
+    assert!(first.contains(warning), "{first}");
+    migrate(&mut conn, "mysql-migrate-binary.sql");
+    conn.query_drop("DELETE FROM kafka_store_files").unwrap();
+    let out = s
+        .command(&["reindex", "--config", s.config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let second = run(&s);
+    assert!(!second.contains(warning), "{second}");
+    check_rows(&s, &db, &upper, false);
+    check_rows(&s, &db, &lower, false);
+    assert_eq!(support::index_rows(&db, &upper).len(), 2);
+    assert_eq!(support::index_rows(&db, &lower).len(), 3);
+
+    // A table kafka-store creates compares byte for byte from the start.
+    let db = support::mysql_db();
+    let fresh = Setup::new(
+        &[&upper, &lower],
+        &support::unique("g"),
+        "",
+        "max_file_records = 50\n",
+    );
+    let text = std::fs::read_to_string(&fresh.config).unwrap();
+    std::fs::write(&fresh.config, format!("{text}{}", with_index(&db))).unwrap();
+    let log = run(&fresh);
+    assert!(!log.contains(warning), "{log}");
+    check_rows(&fresh, &db, &upper, true);
+    check_rows(&fresh, &db, &lower, true);
 }

@@ -8,7 +8,9 @@
 --
 -- The store of an existing row is read from its object URL, which is the
 -- store's URL followed by TOPIC/PARTITION/FIRST.avro.
-ALTER TABLE `kafka_store_files` ADD COLUMN store VARCHAR(500) NOT NULL DEFAULT '' FIRST;
+ALTER TABLE `kafka_store_files`
+  ADD COLUMN store VARCHAR(500) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL DEFAULT '' FIRST,
+  MODIFY topic VARCHAR(249) CHARACTER SET ascii COLLATE ascii_bin NOT NULL;
 UPDATE `kafka_store_files`
   SET store = LEFT(object_url, CHAR_LENGTH(object_url) - CHAR_LENGTH(SUBSTRING_INDEX(object_url, '/', -3)) - 1);
 ALTER TABLE `kafka_store_files`

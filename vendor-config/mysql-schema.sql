@@ -4,12 +4,15 @@
 -- One row per archive object: the object holds the records of one
 -- partition from first_offset up to (not including) next_offset. Several
 -- stores may share the table: rows are keyed by the store's URL too.
+-- Store and topic compare byte for byte (Kafka topic names are case
+-- sensitive: `Orders` and `orders` are two topics).
 -- (A table of kafka-store 0.1, without `store`, is upgraded in place with
--- vendor-config/mysql-migrate-store.sql.)
+-- vendor-config/mysql-migrate-store.sql; one whose store and topic compare
+-- ignoring case, with vendor-config/mysql-migrate-binary.sql.)
 CREATE TABLE IF NOT EXISTS `kafka_store_files` (
   -- The store's URL as kafka-store names it (file://DIR, gs://BUCKET/PREFIX).
-  store         VARCHAR(500)  NOT NULL,
-  topic         VARCHAR(249)  NOT NULL,
+  store         VARCHAR(500)  CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,
+  topic         VARCHAR(249)  CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
   `partition`   INT           NOT NULL,
   first_offset  BIGINT        NOT NULL,
   next_offset   BIGINT        NOT NULL,

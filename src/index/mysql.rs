@@ -109,6 +109,19 @@ impl Index {
                 missing.join(", ")
             )));
         }
+        let folded: Vec<String> = self
+            .conn
+            .exec(
+                "SELECT column_name FROM information_schema.columns WHERE table_schema = DATABASE() AND table_name = ? AND column_name IN ('store', 'topic') AND collation_name NOT LIKE '%\\_bin'",
+                (table.as_str(),),
+            )
+            .map_err(|e| classify(e, "cannot read the index table's columns"))?;
+        if !folded.is_empty() {
+            log::warn!(
+                "mysql index table {table} compares {} ignoring case: topics that differ only in case share rows; run vendor-config/mysql-migrate-binary.sql",
+                folded.join(" and ")
+            );
+        }
         Ok(())
     }
 
