@@ -133,6 +133,30 @@ fn a_good_archive_passes_and_a_disagreeing_index_row_is_named() {
         "{}",
         stdout(&one)
     );
+
+    // A selection the archive does not hold is a usage error (a mistyped
+    // name must not verify as an empty archive), with nothing verified.
+    let archive = url(&s.archive);
+    for (args, want) in [
+        (
+            vec!["--topic", "evnets"],
+            format!("--topic: {archive} holds no archive of topic \"evnets\""),
+        ),
+        (
+            vec!["--topic", &topic, "--partition", "99"],
+            format!("--partition: {archive} holds no archive of {topic}/99"),
+        ),
+        (
+            vec!["--partition", "99"],
+            format!("--partition: {archive} holds no archive of a partition 99"),
+        ),
+    ] {
+        let out = verify(&s, &args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(&want), "{args:?}: {stderr}");
+        assert!(stdout(&out).is_empty(), "{args:?}: {}", stdout(&out));
+    }
 }
 
 #[test]

@@ -23,13 +23,12 @@ mod plan;
 mod replay;
 mod tail;
 
-use anyhow::Context as _;
-
 use self::plan::{Selection, start_offset};
 use self::replay::{Done, Job, Plan, replay, walk};
 use self::tail::Tail;
 use crate::cli::{RestoreArgs, usage};
 use crate::commands::signals::stop_on_signals;
+use crate::commands::source::archived_partitions;
 use crate::config::Config;
 use crate::exit::Exit;
 use crate::format::names::TopicPartition;
@@ -43,7 +42,7 @@ pub fn run(args: &RestoreArgs) -> anyhow::Result<Exit> {
     let compression = compression(args.compression.as_deref())?;
     let cancel = stop_on_signals()?;
     let store = config.store.open(&cancel)?;
-    let partitions = source_partitions(store.as_ref(), args)?;
+    let partitions = archived_partitions(store.as_ref(), &args.topic, args.partition)?;
     let mut kafka = config.kafka.client.clone();
     if let Some(brokers) = &args.brokers {
         kafka.brokers = brokers.clone();
@@ -133,31 +132,6 @@ fn compression(name: Option<&str>) -> anyhow::Result<Compression> {
             .into());
         }
     })
-}
-
-/// The archived partitions to restore.
-fn source_partitions(store: &dyn Store, args: &RestoreArgs) -> anyhow::Result<Vec<i32>> {
-    let archived = store
-        .partitions(&args.topic)
-        .with_context(|| format!("cannot list the archive of {}", args.topic))?;
-    if archived.is_empty() {
-        return Err(usage(format!(
-            "--topic: {} holds no archive of topic {:?}",
-            store.url(),
-            args.topic
-        ))
-        .into());
-    }
-    match args.partition {
-        None => Ok(archived),
-        Some(p) if archived.contains(&p) => Ok(vec![p]),
-        Some(p) => Err(usage(format!(
-            "--partition: {} holds no archive of {}/{p}",
-            store.url(),
-            args.topic
-        ))
-        .into()),
-    }
 }
 
 /// The target topic must exist with a partition for each source partition.

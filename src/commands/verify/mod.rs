@@ -44,7 +44,7 @@ use self::kafka::{Against, Kafka};
 use self::object::{Ctx, check_object};
 use self::report::{Facts, Finding, Progress, Report, Totals};
 use self::rows::check_rows;
-use super::source::open_store;
+use super::source::{archived_partitions, open_store};
 use crate::cancel::Cancel;
 use crate::cli::{Source, VerifyArgs, usage};
 use crate::config::Config;
@@ -117,17 +117,36 @@ fn verify(
     topic: Option<&str>,
     partition: Option<i32>,
 ) -> anyhow::Result<Totals> {
-    let topics = match topic {
-        Some(t) => vec![t.to_string()],
-        None => ctx.store.topics()?,
+    // A selection the archive does not hold is a mistake, not an empty
+    // archive that verifies.
+    let selected: Vec<(String, Vec<i32>)> = match topic {
+        Some(t) => vec![(t.to_string(), archived_partitions(ctx.store, t, partition)?)],
+        None => {
+            let mut all = Vec::new();
+            for t in ctx.store.topics()? {
+                let ps: Vec<i32> = ctx
+                    .store
+                    .partitions(&t)?
+                    .into_iter()
+                    .filter(|p| partition.is_none_or(|want| *p == want))
+                    .collect();
+                if !ps.is_empty() {
+                    all.push((t, ps));
+                }
+            }
+            if let (Some(p), true) = (partition, all.is_empty()) {
+                return Err(usage(format!(
+                    "--partition: {} holds no archive of a partition {p}",
+                    ctx.store.url()
+                ))
+                .into());
+            }
+            all
+        }
     };
     let mut totals = Totals::default();
-    for topic in &topics {
-        let partitions = match partition {
-            Some(p) => vec![p],
-            None => ctx.store.partitions(topic)?,
-        };
-        for p in partitions {
+    for (topic, partitions) in &selected {
+        for &p in partitions {
             let tp = TopicPartition::new(topic, p);
             let facts = verify_partition(ctx, &mut sources, report, &tp)?;
             totals.add(&facts);
