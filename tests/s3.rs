@@ -329,6 +329,29 @@ fn wrong_keys_unknown_buckets_dead_endpoints_and_missing_credentials_are_one_lin
     let s = with_credentials(&topic, &bucket, "/nonexistent/credentials");
     fails(&s, &["s3.credentials"]);
     assert!(support::s3_download(&bucket, "archive", &s.dir.path().join("dl2")).is_empty());
+    // A store that does not implement what is asked (501) is not waited
+    // for: it will not implement it a minute later.
+    let proxy = FaultProxy::start(S3_ENDPOINT.strip_prefix("http://").unwrap());
+    proxy.set_faults(Faults {
+        rate: 1.0,
+        kinds: vec![FaultKind::Status(501)],
+        ..Faults::default()
+    });
+    let s = Setup::s3(
+        &[&topic],
+        &support::unique("s"),
+        &bucket,
+        &proxy.url(),
+        "",
+        "retry_timeout = \"60s\"\n",
+    );
+    let started = std::time::Instant::now();
+    fails(&s, &["HTTP 501", "If-None-Match"]);
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "a 501 was retried for {:?}",
+        started.elapsed()
+    );
 }
 
 /// The multipart upload id and part number of an UploadPart request.

@@ -65,10 +65,12 @@ pub enum Transport {
     Other,
 }
 
-/// Should the exchange be tried again?
+/// Should the exchange be tried again? Not a `501 Not Implemented`: the
+/// server lacks what the request needs (S3-compatible stores without
+/// conditional writes answer so), and will lack it next time.
 pub fn retriable(f: Failure) -> bool {
     match f {
-        Failure::Status(s) => s == 408 || s == 429 || (500..=599).contains(&s),
+        Failure::Status(s) => s == 408 || s == 429 || ((500..=599).contains(&s) && s != 501),
         Failure::Transport(Transport::Tls) => false,
         Failure::Transport(_) => true,
     }
@@ -417,6 +419,7 @@ mod tests {
             (Failure::Status(429), true),
             (Failure::Status(500), true),
             (Failure::Status(502), true),
+            (Failure::Status(501), false),
             (Failure::Status(503), true),
             (Failure::Status(504), true),
             (Failure::Status(400), false),

@@ -516,6 +516,12 @@ impl S3Store {
                     self.bucket
                 ),
             ),
+            (501, _) => refused(
+                what,
+                format!(
+                    "HTTP 501: this store does not implement a request kafka-store makes (create-only commits need If-None-Match on PUT and on CompleteMultipartUpload): {message}"
+                ),
+            ),
             (s, _) => refused(what, format!("HTTP {s}: {message}")),
         }
     }
