@@ -108,6 +108,16 @@ fn http_url(key: &str, url: &str) -> Result<(), ConfigError> {
     }
 }
 
+/// Whether the host of `scheme://host[:port]` is an IP address.
+fn is_ip_endpoint(endpoint: &str) -> bool {
+    let rest = endpoint.split_once("://").map_or(endpoint, |(_, r)| r);
+    let host = match rest.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => rest.split(':').next().unwrap_or(""),
+    };
+    host.parse::<std::net::IpAddr>().is_ok()
+}
+
 fn validate_s3(s: RawS3) -> Result<S3Options, ConfigError> {
     let d = S3Options::default();
     let endpoint = s.endpoint.map(|e| e.trim_end_matches('/').to_string());
@@ -121,6 +131,18 @@ fn validate_s3(s: RawS3) -> Result<S3Options, ConfigError> {
                 format!("{e:?} has a path: give scheme, host and port only"),
             ));
         }
+    }
+    let path_style = s.path_style.unwrap_or(d.path_style);
+    if let Some(e) = &endpoint
+        && !path_style
+        && is_ip_endpoint(e)
+    {
+        return Err(invalid(
+            "s3.endpoint",
+            format!(
+                "{e:?} is an IP address, which takes no bucket name in front of it: set s3.path_style = true"
+            ),
+        ));
     }
     let region = s.region.unwrap_or(d.region);
     if region.is_empty()
@@ -155,7 +177,7 @@ fn validate_s3(s: RawS3) -> Result<S3Options, ConfigError> {
     Ok(S3Options {
         endpoint,
         region,
-        path_style: s.path_style.unwrap_or(d.path_style),
+        path_style,
         credentials,
         part_bytes,
         http: HttpOptions {
@@ -240,6 +262,12 @@ mod tests {
         );
         assert_eq!(s.credentials, "/etc/kafka-store/aws");
         assert_eq!(s.retry_timeout.as_secs(), 30);
+        // A host name takes the bucket in front of it.
+        assert!(
+            !parse("endpoint = \"http://minio.internal:9000\"")
+                .unwrap()
+                .path_style
+        );
     }
 
     #[test]
@@ -249,6 +277,14 @@ mod tests {
             ("part_bytes = \"6GiB\"", "s3.part_bytes"),
             ("endpoint = \"s3.example\"", "s3.endpoint"),
             ("endpoint = \"https://h/p\"", "s3.endpoint"),
+            (
+                "endpoint = \"http://10.0.0.5:9000\"",
+                "set s3.path_style = true",
+            ),
+            (
+                "endpoint = \"http://[::1]:9000\"",
+                "set s3.path_style = true",
+            ),
             ("region = \"EU West\"", "s3.region"),
             ("credentials = \"\"", "s3.credentials"),
             ("proxy = \"socks://u:pw@p\"", "s3.proxy"),
