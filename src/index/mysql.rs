@@ -72,13 +72,15 @@ impl Index {
 
     fn check_table(&mut self, create: bool) -> Result<(), IndexError> {
         let table = self.table.clone();
-        let have: Vec<String> = self
+        // Each column with its collation (NULL for numbers).
+        let columns: Vec<(String, Option<String>)> = self
             .conn
             .exec(
-                "SELECT column_name FROM information_schema.columns WHERE table_schema = DATABASE() AND table_name = ?",
+                "SELECT column_name, collation_name FROM information_schema.columns WHERE table_schema = DATABASE() AND table_name = ? ORDER BY ordinal_position",
                 (table.as_str(),),
             )
             .map_err(|e| classify(e, "cannot read the index table's columns"))?;
+        let have: Vec<&str> = columns.iter().map(|(name, _)| name.as_str()).collect();
         if have.is_empty() {
             if !create {
                 return Err(IndexError::Table(format!(
@@ -109,13 +111,16 @@ impl Index {
                 missing.join(", ")
             )));
         }
-        let folded: Vec<String> = self
-            .conn
-            .exec(
-                "SELECT column_name FROM information_schema.columns WHERE table_schema = DATABASE() AND table_name = ? AND column_name IN ('store', 'topic') AND collation_name NOT LIKE '%\\_bin'",
-                (table.as_str(),),
-            )
-            .map_err(|e| classify(e, "cannot read the index table's columns"))?;
+        let folded: Vec<&str> = columns
+            .iter()
+            .filter(|(name, collation)| {
+                ["store", "topic"]
+                    .iter()
+                    .any(|c| name.eq_ignore_ascii_case(c))
+                    && collation.as_deref().is_some_and(|c| !c.ends_with("_bin"))
+            })
+            .map(|(name, _)| name.as_str())
+            .collect();
         if !folded.is_empty() {
             log::warn!(
                 "mysql index table {table} compares {} ignoring case: topics that differ only in case share rows; run vendor-config/mysql-migrate-binary.sql",
