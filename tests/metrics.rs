@@ -285,3 +285,85 @@ fn metrics_partition_labels_are_capped() {
         files as f64
     );
 }
+
+/// A client quota (`consumer_byte_rate`) is waited out, not taken for a
+/// moved leader: every record is archived, the waits are counted and said,
+/// and a quiet partition on the throttled broker still closes its file
+/// after `idle_flush` while the busy one is held back.
+#[test]
+fn metrics_a_fetch_quota_is_waited_out_and_counted() {
+    let _broker = support::shared_broker();
+    let topic = support::unique("metrics-quota");
+    support::create_topic(&topic, 2, &[]);
+    let mut recs = support::gen_records(41, 24_000, 1, 1_700_000_000_000);
+    let quiet = support::gen_records(42, 40, 1, 1_700_000_000_000);
+    recs.extend(
+        quiet
+            .into_iter()
+            .map(|r| support::Rec { partition: 1, ..r }),
+    );
+    let produced = support::produce(&topic, &recs, "none");
+    let busy = produced.keys().filter(|(p, _)| *p == 0).count() as f64;
+    let client_id = support::unique("ks-quota");
+    support::client_quota(&client_id, "consumer_byte_rate=204800");
+    let s = Setup::new(
+        &[&topic],
+        &support::unique("m"),
+        &format!(
+            "client_id = \"{client_id}\"\nfetch_max_bytes = \"128KiB\"\npartition_fetch_bytes = \"64KiB\""
+        ),
+        "idle_flush = \"2s\"\n",
+    );
+    support::with_metrics(&s.config, "");
+    let mut p = Proc::start_logging(&s.config, "debug");
+    let addr = support::metrics_addr(&p);
+
+    let records = |samples: &[PromSample], partition: &str| {
+        let labels = [("topic", topic.as_str()), ("partition", partition)];
+        prom_value(
+            samples,
+            "kafka_store_partition_committed_records_total",
+            &labels,
+        )
+        .unwrap_or(0.0)
+    };
+    let mut quiet_done_while_busy = None;
+    let mut last = Vec::new();
+    support::wait_until(
+        "every record stored under the quota",
+        Duration::from_secs(120),
+        || {
+            last = scrape(&addr);
+            let (busy_now, quiet_now) = (records(&last, "0"), records(&last, "1"));
+            if quiet_now == 40.0 && busy_now < busy && quiet_done_while_busy.is_none() {
+                quiet_done_while_busy = Some(busy_now);
+            }
+            busy_now == busy && quiet_now == 40.0
+        },
+    );
+    p.signal("-TERM");
+    assert!(p.wait(Duration::from_secs(30)).success());
+
+    let throttled = total(&last, "kafka_store_kafka_throttle_seconds_total");
+    assert!(throttled > 1.0, "throttled for {throttled}s in all");
+    let log = p.log();
+    assert!(
+        log.iter()
+            .any(|l| l.contains(&format!("throttles client id \"{client_id}\" by a quota"))),
+        "no line says the broker throttles"
+    );
+    let misread: Vec<&String> = log
+        .iter()
+        .filter(|l| l.contains("NOT_LEADER_OR_FOLLOWER"))
+        .collect();
+    assert!(
+        misread.is_empty(),
+        "a throttled fetch taken for a moved leader: {misread:?}"
+    );
+    let busy_then = quiet_done_while_busy
+        .expect("the quiet partition's file closes only once the busy one is done");
+    eprintln!(
+        "quiet partition stored at {busy_then} of {busy} busy records, {throttled}s throttled"
+    );
+    assert!(support::archive_is_complete(&s.archive, &topic, &produced));
+}

@@ -42,6 +42,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<Exit> {
         let (metrics, reported) = (&metrics, &reported);
         let spool = &config.store.spool_dir;
         let retries = &config.store.gcs.http.retries;
+        let throttling = &config.kafka.client.throttling;
         let spawned = thread::Builder::new()
             .name("progress".into())
             .spawn_scoped(s, move || log_progress(metrics, reported));
@@ -49,7 +50,8 @@ pub fn run(args: &RunArgs) -> anyhow::Result<Exit> {
             log::warn!("no progress line: cannot start its thread: {e}");
         }
         if let Some(r) = responder {
-            let render = move || metrics.render(&retries.read(), spool_bytes(spool));
+            let render =
+                move || metrics.render(&retries.read(), spool_bytes(spool), throttling.total());
             thread::Builder::new()
                 .name("metrics".into())
                 .spawn_scoped(s, move || r.run(render, reported))?;

@@ -243,6 +243,7 @@ fn client(k: &RawKafka) -> Result<ClientConfig, ConfigError> {
         fetch_max_wait: dur(k.fetch_max_wait, "500ms"),
         fetch_max_bytes: fetch_max_bytes as i32,
         partition_fetch_bytes: partition_fetch_bytes as i32,
+        throttling: Default::default(),
     };
     if client.fetch_max_wait >= client.connection.request_timeout {
         return Err(invalid(

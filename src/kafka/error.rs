@@ -151,6 +151,13 @@ pub enum KafkaError {
         user: String,
         why: String,
     },
+    /// The broker holds this client back for `wait` (a client quota): not
+    /// a failure, the request is sent again once the wait is over.
+    #[error("kafka broker {broker} throttles this client for {} ms (a client quota)", .wait.as_millis())]
+    Throttled {
+        broker: String,
+        wait: std::time::Duration,
+    },
     /// A retry loop stopped because shutdown was requested.
     #[error("interrupted by a stop request")]
     Interrupted,
@@ -173,7 +180,7 @@ impl KafkaError {
             KafkaError::Connect { .. } | KafkaError::Io { .. } | KafkaError::Timeout { .. } => {
                 Action::RefreshMetadata
             }
-            KafkaError::ResponseTooLarge { .. } => Action::Retry,
+            KafkaError::ResponseTooLarge { .. } | KafkaError::Throttled { .. } => Action::Retry,
             KafkaError::Broker { code, .. } => classify(*code),
             KafkaError::OffsetOutOfRange { .. }
             | KafkaError::Refused { .. }

@@ -44,7 +44,7 @@ mod tls;
 
 // What the tests drive directly is public; the rest is for the crate.
 pub use batch::BatchBuilder;
-pub use client::{Client, ClientConfig, OffsetSpec, PartitionData, Position};
+pub use client::{Client, ClientConfig, OffsetSpec, PartitionData, Position, Throttling};
 pub use connection::ConnectionConfig;
 pub use error::KafkaError;
 pub use group::Committed;

@@ -185,8 +185,14 @@ impl Metrics {
     }
 
     /// The exposition text: every family, with the store's retries by
-    /// reason and the spool's bytes on disk, which their owners count.
-    pub fn render(&self, store_retries: &[(&'static str, u64)], spool_bytes: u64) -> String {
+    /// reason, the spool's bytes on disk and the brokers' quota waits,
+    /// which their owners count.
+    pub fn render(
+        &self,
+        store_retries: &[(&'static str, u64)],
+        spool_bytes: u64,
+        kafka_throttle: Duration,
+    ) -> String {
         let mut families = self.families();
         let mut retries = Family::new(
             "kafka_store_store_retries_total",
@@ -206,6 +212,12 @@ impl Metrics {
             "Bytes on disk of the spool files being built or waiting for the store.",
             Kind::Gauge,
             spool_bytes as f64,
+        ));
+        families.push(Family::single(
+            "kafka_store_kafka_throttle_seconds_total",
+            "How long Kafka brokers held this process's fetches back by a client quota (their throttle_time_ms, summed).",
+            Kind::Counter,
+            kafka_throttle.as_secs_f64(),
         ));
         encode(&families)
     }
@@ -539,12 +551,17 @@ mod tests {
             family(&fs, "kafka_store_skipped_ranges_total").samples[0].value,
             1.0
         );
-        let text = m.render(&[("503", 4), ("timeout", 0)], 1234);
+        let text = m.render(
+            &[("503", 4), ("timeout", 0)],
+            1234,
+            Duration::from_millis(1500),
+        );
         for line in [
             "# TYPE kafka_store_store_retries_total counter",
             "kafka_store_store_retries_total{reason=\"503\"} 4",
             "kafka_store_store_retries_total{reason=\"timeout\"} 0",
             "kafka_store_spool_bytes 1234",
+            "kafka_store_kafka_throttle_seconds_total 1.5",
             "kafka_store_open_files 1",
             "kafka_store_halted_partitions 1",
             "kafka_store_partition_committed_bytes_total{topic=\"t\",partition=\"3\"} 90",

@@ -98,6 +98,10 @@ struct State {
     backoff: Duration,
     /// `--until-caught-up`: where this run ends.
     target: Option<i64>,
+    /// Not fetched before this instant: its leader throttles this client by
+    /// a quota. Not a failure: the phase (and when the partition caught up,
+    /// for the idle flush) stays what it was.
+    held_until: Option<Instant>,
 }
 
 /// An assigned partition that has not started yet.
@@ -139,6 +143,10 @@ impl Fetcher<'_> {
             let mut wanted = Vec::new();
             let mut next_retry = now + POLL;
             for (tp, st) in states.iter() {
+                if let Some(until) = st.held_until.filter(|t| *t > now) {
+                    next_retry = next_retry.min(until);
+                    continue;
+                }
                 match st.phase {
                     Phase::Finished { .. } | Phase::Parked => {}
                     Phase::Failing { retry_at, .. } if retry_at > now => {
@@ -393,6 +401,7 @@ impl Fetcher<'_> {
                 phase: Phase::FRESH,
                 backoff: self.config.client.retry_backoff,
                 target: target.map(|t| t.max(position)),
+                held_until: None,
             },
         );
     }
@@ -538,6 +547,10 @@ impl Fetcher<'_> {
         }
         if matches!(e, KafkaError::Interrupted) {
             return; // stopping
+        }
+        if let KafkaError::Throttled { wait, .. } = e {
+            st.held_until = Some(Instant::now() + wait);
+            return;
         }
         // A topic missing from metadata may be a passing state; after
         // retry_timeout it is taken as deleted.

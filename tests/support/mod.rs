@@ -35,6 +35,7 @@ pub fn client_config(brokers: &[&str]) -> kafka_store::kafka::ClientConfig {
         fetch_max_wait: Duration::from_millis(200),
         fetch_max_bytes: 4 << 20,
         partition_fetch_bytes: 256 << 10,
+        throttling: Default::default(),
     }
 }
 
@@ -176,6 +177,30 @@ pub fn kafka_tool_at(bootstrap: &str, args: &[&str], stdin: Option<&[u8]>) -> St
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
+}
+
+/// Sets a client quota on the test broker for `client_id` (e.g.
+/// `consumer_byte_rate=524288`), with Kafka's own ConfigCommand.
+pub fn client_quota(client_id: &str, quota: &str) {
+    let out = Command::new("java")
+        .arg("-cp")
+        .arg(state_dir().join("kafka/libs/*"))
+        .arg("kafka.admin.ConfigCommand")
+        .args(["--bootstrap-server", BOOTSTRAP, "--alter", "--add-config"])
+        .args([
+            quota,
+            "--entity-type",
+            "clients",
+            "--entity-name",
+            client_id,
+        ])
+        .output()
+        .expect("run java kafka.admin.ConfigCommand");
+    assert!(
+        out.status.success(),
+        "setting the quota {quota} for {client_id} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 pub fn create_topic(topic: &str, partitions: i32, configs: &[&str]) {

@@ -10,6 +10,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use kafka_protocol::ResponseError;
@@ -38,7 +39,31 @@ pub struct ClientConfig {
     pub fetch_max_bytes: i32,
     /// Upper bound of one partition's data in a fetch response.
     pub partition_fetch_bytes: i32,
+    /// Where the brokers' quota waits are summed (clones share the sum).
+    pub throttling: Arc<Throttling>,
 }
+
+/// How long brokers held this process back by a client quota: the
+/// `throttle_time_ms` of their fetch responses (KIP-219), summed.
+#[derive(Debug, Default)]
+pub struct Throttling {
+    millis: AtomicU64,
+}
+
+impl Throttling {
+    fn add(&self, wait: Duration) {
+        self.millis
+            .fetch_add(wait.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// The waits so far.
+    pub fn total(&self) -> Duration {
+        Duration::from_millis(self.millis.load(Ordering::Relaxed))
+    }
+}
+
+/// How often a throttled client says so at info level.
+const THROTTLE_LOG_EVERY: Duration = Duration::from_secs(60);
 
 /// `read_committed`: only committed transactional data, up to the LSO.
 pub(super) const READ_COMMITTED: i8 = 1;
@@ -71,6 +96,10 @@ pub struct Client {
     pub(super) fetch_round: usize,
     /// Group id → coordinator `host:port`.
     pub(crate) coordinators: HashMap<String, String>,
+    /// `host:port` → when its quota lets this client send again.
+    pub(super) throttled_until: HashMap<String, Instant>,
+    /// When a quota was last logged at info level.
+    pub(super) throttle_logged: Option<Instant>,
 }
 
 #[cfg(test)]
@@ -93,6 +122,7 @@ impl ClientConfig {
             fetch_max_wait: Duration::from_millis(100),
             fetch_max_bytes: 1 << 20,
             partition_fetch_bytes: 1 << 20,
+            throttling: Default::default(),
         }
     }
 }
@@ -111,6 +141,8 @@ impl Client {
             last_refresh: None,
             fetch_round: 0,
             coordinators: HashMap::new(),
+            throttled_until: HashMap::new(),
+            throttle_logged: None,
         }
     }
 
@@ -120,11 +152,18 @@ impl Client {
         &mut self,
         mut op: impl FnMut(&mut Self) -> Result<T, KafkaError>,
     ) -> Result<T, KafkaError> {
-        let deadline = Instant::now() + self.config.retry_timeout;
+        let mut deadline = Instant::now() + self.config.retry_timeout;
         let mut backoff = self.config.retry_backoff;
         loop {
             match op(self) {
                 Ok(v) => return Ok(v),
+                // A quota's wait is no failure: it uses none of the patience.
+                Err(KafkaError::Throttled { wait, .. }) => {
+                    deadline += wait;
+                    if !self.cancel.sleep(wait) {
+                        return Err(KafkaError::Interrupted);
+                    }
+                }
                 Err(e) if e.is_retriable() && Instant::now() + backoff < deadline => {
                     log::debug!("retrying in {backoff:?}: {e}");
                     self.note_failure(&e);
@@ -173,6 +212,41 @@ impl Client {
         }
     }
 
+    /// `addr` answered with a quota's `throttle_time_ms`: it mutes this
+    /// client's connection that long, and this client sends it nothing
+    /// before then either (as Kafka's own clients do).
+    pub(super) fn note_throttle(&mut self, addr: &str, throttle_time_ms: i32) {
+        if throttle_time_ms <= 0 {
+            return;
+        }
+        let wait = Duration::from_millis(throttle_time_ms as u64);
+        let now = Instant::now();
+        self.throttled_until.insert(addr.to_string(), now + wait);
+        self.config.throttling.add(wait);
+        let said = self
+            .throttle_logged
+            .is_some_and(|t| now.duration_since(t) < THROTTLE_LOG_EVERY);
+        let line = format!(
+            "kafka broker {addr} throttles client id {:?} by a quota: {} ms now, {:.1}s in all (kafka_store_kafka_throttle_seconds_total)",
+            self.config.connection.client_id,
+            wait.as_millis(),
+            self.config.throttling.total().as_secs_f64()
+        );
+        if said {
+            log::debug!("{line}");
+        } else {
+            log::info!("{line}");
+            self.throttle_logged = Some(now);
+        }
+    }
+
+    /// How long `addr` still throttles this client, if it does.
+    pub(super) fn throttled(&self, addr: &str) -> Option<Duration> {
+        let until = self.throttled_until.get(addr)?;
+        Some(until.saturating_duration_since(Instant::now())).filter(|d| !d.is_zero())
+    }
+
+    /// Records what a failure means for cached state.
     pub(crate) fn note_failure(&mut self, e: &KafkaError) {
         match e.action() {
             Action::RefreshMetadata => self.metadata_stale = true,
@@ -301,5 +375,39 @@ mod tests {
             (0..3).map(|p| (tp(p), Err(failed.clone()))).collect();
         assert_eq!(format!("{out:?}"), format!("{want:?}"));
         assert!(client.metadata_stale);
+    }
+
+    #[test]
+    fn a_quota_wait_holds_one_broker_back_and_uses_none_of_the_patience() {
+        let config = ClientConfig::for_tests(vec!["a:9092".into()], Duration::from_millis(50));
+        let throttling = config.throttling.clone();
+        let mut client = Client::unconnected(config, Cancel::default());
+        for ms in [0, -1] {
+            client.note_throttle("a:9092", ms);
+        }
+        assert_eq!(client.throttled("a:9092"), None, "no wait asked");
+        client.note_throttle("a:9092", 200);
+        let wait = client.throttled("a:9092").expect("a wait");
+        assert!(wait > Duration::from_millis(150) && wait <= Duration::from_millis(200));
+        assert_eq!(client.throttled("b:9092"), None, "another broker");
+        assert_eq!(throttling.total(), Duration::from_millis(200));
+
+        // Three waits of 40 ms outlast a retry_timeout of 50 ms: still
+        // retried, and the fourth answer is the result.
+        let mut calls = 0;
+        let started = Instant::now();
+        let got = client.retrying(|_| {
+            calls += 1;
+            if calls <= 3 {
+                Err(KafkaError::Throttled {
+                    broker: "a:9092".into(),
+                    wait: Duration::from_millis(40),
+                })
+            } else {
+                Ok(calls)
+            }
+        });
+        assert_eq!(got.unwrap(), 4);
+        assert!(started.elapsed() >= Duration::from_millis(120));
     }
 }

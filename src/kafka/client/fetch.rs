@@ -9,6 +9,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::ResponseError;
@@ -110,6 +111,15 @@ impl Client {
         // request: memory holds one response.
         for (leader, parts) in by_leader {
             let addr = self.brokers[&leader].clone();
+            // A broker whose quota still holds this client back is not
+            // asked: its partitions wait that long.
+            if let Some(wait) = self.throttled(&addr) {
+                for (tp, _) in parts {
+                    let broker = addr.clone();
+                    sink(tp, Err(KafkaError::Throttled { broker, wait }));
+                }
+                continue;
+            }
             let parts: Vec<Wanted> = parts
                 .into_iter()
                 .map(|(tp, leader_epoch)| {
@@ -198,7 +208,7 @@ impl Client {
         let config = self.config.clone();
         let ids: HashMap<Arc<str>, Uuid> =
             self.topics.iter().map(|(n, t)| (n.clone(), t.id)).collect();
-        self.with_conn(addr, |conn| {
+        let (out, throttle_time_ms) = self.with_conn(addr, |conn| {
             let version = conn.version_for::<FetchRequest>(FETCH)?;
             let by_id = version >= 13;
             // Topics in first-appearance order, partitions in the given order.
@@ -316,19 +326,30 @@ impl Client {
                     out.push((tp, result));
                 }
             }
-            // A partition the broker left out of its answer is retried.
+            // A partition the broker left out of its answer is retried: after
+            // the quota's wait when the broker throttles this client (it then
+            // answers with no partition at all), else after a metadata
+            // refresh.
+            let throttle_time_ms = response.throttle_time_ms;
             for w in parts {
                 if !answered.contains(&w.tp) {
-                    out.push((
-                        w.tp.clone(),
-                        Err(KafkaError::Broker {
+                    let e = if throttle_time_ms > 0 {
+                        KafkaError::Throttled {
+                            broker: addr.to_string(),
+                            wait: Duration::from_millis(throttle_time_ms as u64),
+                        }
+                    } else {
+                        KafkaError::Broker {
                             what: format!("fetch of {}", w.tp),
                             code: ResponseError::NotLeaderOrFollower,
-                        }),
-                    ));
+                        }
+                    };
+                    out.push((w.tp.clone(), Err(e)));
                 }
             }
-            Ok(out)
-        })
+            Ok((out, throttle_time_ms))
+        })?;
+        self.note_throttle(addr, throttle_time_ms);
+        Ok(out)
     }
 }

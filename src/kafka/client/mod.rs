@@ -22,7 +22,7 @@ mod offsets;
 use super::error::KafkaError;
 use crate::cancel::Cancel;
 
-pub use self::base::{Client, ClientConfig};
+pub use self::base::{Client, ClientConfig, Throttling};
 pub use self::fetch::{EpochEnd, PartitionData, Position};
 pub use self::metadata::Layout;
 pub use self::offsets::OffsetSpec;
