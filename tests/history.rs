@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::support::fault_proxy::{FaultProxy, Faults};
-use crate::support::{self, PAIR, Proc, Rec, Setup};
+use crate::support::{self, PAIR, Proc, Rec, Restart, Setup, pair_topic};
 
 fn records(seed: u64, n: usize, partitions: i32) -> Vec<Rec> {
     support::gen_records(
@@ -102,15 +102,6 @@ fn a_re_created_topic_is_never_appended_to_the_old_chain() {
     );
 }
 
-/// Starts a broker of the pair again however the test ends.
-struct Restart(&'static str);
-
-impl Drop for Restart {
-    fn drop(&mut self) {
-        support::test_services(self.0);
-    }
-}
-
 /// `s` pointed at the pair, with extra `[kafka]` keys.
 fn to_pair(s: &Setup, kafka_extra: &str) {
     let text = std::fs::read_to_string(&s.config)
@@ -136,23 +127,6 @@ fn pair_setup(topics: &[&str], retry_timeout: &str, files_extra: &str) -> Setup 
     std::fs::write(&s.config, text).unwrap();
     s.succeed("status", &[]);
     s
-}
-
-fn pair_topic(topic: &str, partitions: i32, assignment: &str, configs: &[&str]) {
-    let p = partitions.to_string();
-    let mut args = vec![
-        "create-topic",
-        "--topic",
-        topic,
-        "--partitions",
-        &p,
-        "--assignment",
-        assignment,
-    ];
-    for c in configs {
-        args.extend(["--config", c]);
-    }
-    support::kafka_tool_at(PAIR, &args, None);
 }
 
 #[test]

@@ -147,6 +147,67 @@ fn a_restore_killed_at_any_moment_ends_with_every_record_once() {
     }
 }
 
+/// A restore killed while its first batch waits for a follower leaves the
+/// batch in the leader's log but not visible: the target looks empty. The
+/// next run sees that the leader keeps a producer's state, waits for the
+/// batch to be committed and goes on as its producer: every record once.
+#[test]
+fn a_restore_killed_while_its_first_batch_is_in_flight_writes_it_once() {
+    let _broker = support::shared_broker();
+    let _pair = support::exclusive_pair();
+    let (topic, produced) = support::topic_with_records("restore-first", 1, 3000, &["lz4"]);
+    let s = Setup::new(&[&topic], &support::unique("g"), "", "");
+    s.run_to_end();
+    let target = support::unique("restored-first");
+    support::pair_topic(&target, 1, "11,12", &["min.insync.replicas=1"]);
+    let args = ["--brokers", "127.0.0.1:9292", "--rate", "200000"];
+    let frozen = support::Frozen::new(12);
+    let started = Instant::now();
+    let mut first = restore_cmd(&s, &topic, &target, &args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    support::wait_until(
+        "the first batch in the leader's log",
+        Duration::from_secs(20),
+        || support::pair_log_bytes(11, &target, 0) > 0,
+    );
+    first.kill().unwrap(); // SIGKILL
+    first.wait().unwrap();
+    let held = support::pair_log_bytes(11, &target, 0);
+    let visible = support::kafka_tool_at(
+        "127.0.0.1:9292",
+        &["high-watermarks", "--topic", &target, "--uncommitted"],
+        None,
+    );
+    assert_eq!(visible.trim(), "0 0 0", "the batch is already visible");
+    // The controller fences a silent broker after 9 s: the next run must
+    // start well before that to find the batch still in flight.
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "too slow: {:?}",
+        started.elapsed()
+    );
+    let second = restore_cmd(&s, &topic, &target, &args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    drop(frozen);
+    let out = support::wait_with_timeout(second, Duration::from_secs(120));
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "the second restore failed: {log}");
+    eprintln!("{held} bytes held in flight; second run:\n{log}");
+    let back = support::consume_at("127.0.0.1:9292", &target);
+    assert_restored(&topic, 0, &back[&0], &partition_of(&produced, 0));
+    assert!(
+        log.contains("keeps the state of producer(s)") && log.contains("going on as producer"),
+        "the second run did not wait for the first one's batch: {log}"
+    );
+}
+
 /// `--rate` bounds the record bytes (keys, values, headers) produced per
 /// second: a restore of about four seconds' worth takes at least that long.
 #[test]

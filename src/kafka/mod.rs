@@ -20,6 +20,8 @@
 //!   LZ4 frames of lz4 batches, straight into the caller's buffer.
 //! - `batch`: record-batch encoding for Produce.
 //! - `produce`: the idempotent producer (InitProducerId, sequences, acks=all).
+//! - `producers`: DescribeProducers, the producer state a leader keeps
+//!   (KIP-664).
 //! - `error`: typed errors and the retry classification.
 //!
 //! A leaf: it takes its own options (`ClientConfig`) and the stop flag
@@ -37,6 +39,7 @@ mod lz4;
 mod membership;
 mod pool;
 mod produce;
+mod producers;
 pub mod records;
 mod sasl;
 mod scram;

@@ -96,6 +96,69 @@ pub fn services() {
 /// The two-broker cluster (nodes 11 and 12) of `test-services.sh`.
 pub const PAIR: &str = "127.0.0.1:9292,127.0.0.1:9392";
 
+/// Creates `topic` on the pair, replicas as `assignment` says (partitions
+/// split by `;`, replicas by `,`, the first the leader: "11,12").
+pub fn pair_topic(topic: &str, partitions: i32, assignment: &str, configs: &[&str]) {
+    let p = partitions.to_string();
+    let mut args = vec![
+        "create-topic",
+        "--topic",
+        topic,
+        "--partitions",
+        &p,
+        "--assignment",
+        assignment,
+    ];
+    for c in configs {
+        args.extend(["--config", c]);
+    }
+    kafka_tool_at(PAIR, &args, None);
+}
+
+/// Starts a broker of the pair again however the test ends
+/// (`Restart("start-pair-12")`).
+pub struct Restart(pub &'static str);
+
+impl Drop for Restart {
+    fn drop(&mut self) {
+        test_services(self.0);
+    }
+}
+
+/// A broker of the pair stopped by SIGSTOP: alive but silent (it neither
+/// copies its leaders' logs nor heartbeats the controller) until dropped.
+pub struct Frozen(String);
+
+impl Frozen {
+    pub fn new(node: u32) -> Frozen {
+        let pid = std::fs::read_to_string(state_dir().join(format!("run/kafka-pair-{node}.pid")))
+            .expect("the pair broker's pid file");
+        let pid = pid.trim().to_string();
+        let status = Command::new("kill").args(["-STOP", &pid]).status().unwrap();
+        assert!(status.success(), "kill -STOP {pid}");
+        Frozen(pid)
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-CONT", &self.0]).status();
+    }
+}
+
+/// Bytes in the log segments of `topic`/`partition` on pair broker `node`:
+/// what its log holds, committed or not.
+pub fn pair_log_bytes(node: u32, topic: &str, partition: i32) -> u64 {
+    let dir = state_dir().join(format!("kafka-pair/data/{node}/{topic}-{partition}"));
+    std::fs::read_dir(dir).map_or(0, |entries| {
+        entries
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+            .map(|e| e.metadata().map_or(0, |m| m.len()))
+            .sum()
+    })
+}
+
 /// Tests share the broker; a test that restarts it takes it alone.
 static BROKER: RwLock<()> = RwLock::new(());
 /// The same for the pair.

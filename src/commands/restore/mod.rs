@@ -60,7 +60,7 @@ pub fn run(args: &RestoreArgs) -> anyhow::Result<Exit> {
         .iter()
         .map(|p| TopicPartition::new(&args.to_topic, *p))
         .collect();
-    let tails = tail::read(&mut client, &targets)?;
+    let tails = tail::read(&mut client, &targets, &cancel)?;
     let mut jobs = Vec::new();
     let mut origins = Vec::new();
     for ((p, target), tail) in partitions.iter().zip(targets).zip(tails) {

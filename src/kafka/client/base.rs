@@ -177,7 +177,40 @@ impl Client {
         }
     }
 
-    /// Records what a failure means for cached state.
+    /// Runs a request of one attempt per call with an outcome per partition
+    /// (`once`) until every partition of `tps` has its answer: those that
+    /// failed are asked again until `retry_timeout`; a failure no retry can
+    /// help (an unknown topic, an unsupported request) ends it at once.
+    pub(crate) fn until_answered<T>(
+        &mut self,
+        tps: &[TopicPartition],
+        mut once: impl FnMut(
+            &mut Client,
+            &[TopicPartition],
+        ) -> Vec<(TopicPartition, Result<T, KafkaError>)>,
+    ) -> Result<HashMap<TopicPartition, T>, KafkaError> {
+        let mut done = HashMap::new();
+        self.retrying(|c| {
+            let todo: Vec<TopicPartition> = tps
+                .iter()
+                .filter(|tp| !done.contains_key(*tp))
+                .cloned()
+                .collect();
+            let mut failure = None;
+            for (tp, result) in once(c, &todo) {
+                match result {
+                    Ok(v) => {
+                        done.insert(tp, v);
+                    }
+                    Err(e) if !e.is_retriable() => return Err(e),
+                    Err(e) => failure = failure.or(Some(e)),
+                }
+            }
+            failure.map_or(Ok(()), Err)
+        })?;
+        Ok(done)
+    }
+
     /// Puts one request's answers on `out`, one per partition asked, in the
     /// order asked: the request's failure for each, or each one's answer. A
     /// partition the broker left out of its answer gets

@@ -49,27 +49,7 @@ impl Client {
         tps: &[TopicPartition],
         spec: OffsetSpec,
     ) -> Result<HashMap<TopicPartition, i64>, KafkaError> {
-        let mut done = HashMap::new();
-        self.retrying(|c| {
-            let todo: Vec<TopicPartition> = tps
-                .iter()
-                .filter(|tp| !done.contains_key(*tp))
-                .cloned()
-                .collect();
-            let mut failure = None;
-            for (tp, result) in c.list_offsets_once(&todo, spec) {
-                match result {
-                    Ok(offset) => {
-                        done.insert(tp, offset);
-                    }
-                    // An unknown topic is final; report it before anything else.
-                    Err(e @ KafkaError::UnknownTopic { .. }) => return Err(e),
-                    Err(e) => failure = failure.or(Some(e)),
-                }
-            }
-            failure.map_or(Ok(()), Err)
-        })?;
-        Ok(done)
+        self.until_answered(tps, |c, todo| c.list_offsets_once(todo, spec))
     }
 
     /// ListOffsets for each partition, one attempt: each partition gets its
