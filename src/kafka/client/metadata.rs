@@ -7,7 +7,7 @@
 //! It only reads metadata: it never sends a data request or decides what to
 //! do about a partition it cannot route (that comes back as its failure).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -47,11 +47,16 @@ impl Client {
             ))
             .with_allow_auto_topic_creation(false);
         let response = self.send_any(&request, METADATA)?;
-        self.absorb(&response);
+        // An answer about some of the cached topics leaves the others as
+        // stale as they were.
+        let asked: HashSet<&Arc<str>> = topics.iter().collect();
+        let whole = self.topics.keys().all(|t| asked.contains(t));
+        self.absorb(&response, whole);
         Ok(response)
     }
 
-    fn absorb(&mut self, response: &MetadataResponse) {
+    /// Takes in an answer; `whole`: it was about every cached topic.
+    fn absorb(&mut self, response: &MetadataResponse, whole: bool) {
         let mut stale = false;
         for b in &response.brokers {
             self.brokers
@@ -99,7 +104,7 @@ impl Client {
                 },
             );
         }
-        self.metadata_stale = stale;
+        self.metadata_stale = stale || (self.metadata_stale && !whole);
         self.last_refresh = Some(Instant::now());
     }
 
@@ -344,12 +349,29 @@ mod tests {
         let tp = TopicPartition::new("t", 0);
         for (topic_error, id, partition, want) in cases {
             let mut c = client();
-            c.absorb(&response(0, known, (0, 7, 1)));
-            c.absorb(&response(topic_error, id, partition));
+            c.absorb(&response(0, known, (0, 7, 1)), true);
+            c.absorb(&response(topic_error, id, partition), true);
             let got = (c.leader_of(&tp), c.topic_id("t"), c.metadata_stale);
             assert_eq!(got, want, "topic error {topic_error}, {partition:?}");
             assert_eq!(c.broker_addr(partition.1.max(0)).unwrap(), "b:9092");
             assert!(c.last_refresh.is_some());
+        }
+    }
+
+    #[test]
+    fn an_answer_about_some_topics_leaves_the_others_stale() {
+        // (stale before, answer about every cached topic) → stale after.
+        let cases = [
+            (true, true, false),
+            (true, false, true),
+            (false, false, false),
+            (false, true, false),
+        ];
+        for (before, whole, after) in cases {
+            let mut c = client();
+            c.metadata_stale = before;
+            c.absorb(&response(0, Uuid::from_u128(1), (0, 1, 5)), whole);
+            assert_eq!(c.metadata_stale, after, "stale {before}, whole {whole}");
         }
     }
 }
