@@ -73,6 +73,8 @@ struct OpenFile {
     file: SpoolFile,
     fill: Fill,
     last_offset: i64,
+    /// The leader epoch of the batch of `last_offset`.
+    last_epoch: Option<i32>,
     opened: Instant,
 }
 
@@ -136,8 +138,10 @@ impl PartitionWriter {
         if let Some(open) = &self.open
             && desk.files.rules.close_before(&open.fill, record.timestamp)
         {
-            let next = open.last_offset + 1;
-            closed.push(self.close(next, desk)?);
+            // The file ends after its last record, before what was skipped
+            // since (a control batch, perhaps of a later leader epoch).
+            let (next, last_epoch) = (open.last_offset + 1, open.last_epoch);
+            closed.push(self.close(next, last_epoch, desk)?);
         }
         if self.open.is_none() {
             self.open = Some(self.create(desk, None)?);
@@ -159,10 +163,11 @@ impl PartitionWriter {
         };
         open.fill.add(size as u64, record.timestamp);
         open.last_offset = record.offset;
+        open.last_epoch = Some(leader_epoch);
         self.position = record.offset + 1;
         self.leader_epoch = Some(leader_epoch);
         if desk.files.rules.close_after(&open.fill) {
-            closed.push(self.close(record.offset + 1, desk)?);
+            closed.push(self.close(record.offset + 1, self.leader_epoch, desk)?);
         }
         Ok(())
     }
@@ -185,7 +190,7 @@ impl PartitionWriter {
         if self.open.is_none() {
             self.open = Some(self.create(desk, None)?);
         }
-        self.close(self.position, desk).map(Some)
+        self.close(self.position, self.leader_epoch, desk).map(Some)
     }
 
     /// Closes what is open at the current position, then makes the range
@@ -205,7 +210,7 @@ impl PartitionWriter {
         self.open = Some(self.create(desk, Some(reason))?);
         self.leader_epoch = None;
         self.position = to;
-        closed.push(self.close(to, desk)?);
+        closed.push(self.close(to, self.leader_epoch, desk)?);
         Ok(())
     }
 
@@ -244,6 +249,7 @@ impl PartitionWriter {
                 file,
                 fill: Fill::default(),
                 last_offset: self.start - 1,
+                last_epoch: self.leader_epoch,
                 opened: Instant::now(),
             }),
             Err(source) => {
@@ -253,15 +259,21 @@ impl PartitionWriter {
         }
     }
 
-    /// Finishes the open file with `next` as its end.
-    fn close(&mut self, next: i64, desk: &mut Desk) -> Result<Closed, WriteError> {
+    /// Finishes the open file with `next` as its end, `leader_epoch` the
+    /// epoch of the last batch before it.
+    fn close(
+        &mut self,
+        next: i64,
+        leader_epoch: Option<i32>,
+        desk: &mut Desk,
+    ) -> Result<Closed, WriteError> {
         let open = self.open.take().expect("close needs an open file");
         let path = open.file.path();
         let finished = open
             .writer
             .finish(
                 next,
-                self.leader_epoch,
+                leader_epoch,
                 &mut desk.bench,
                 &mut desk.staging.file(open.id, path),
             )
@@ -452,6 +464,29 @@ mod tests {
         assert_eq!(header.topic_id, Some(id));
         assert_eq!(header.summary.last_epoch, Some(5));
         assert_eq!(closed[0].topic_id, Some(id));
+    }
+
+    #[test]
+    fn a_file_cut_by_time_ends_in_the_epoch_of_its_last_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let mut f = files(0);
+        f.rules = Rules::new(1 << 30, 0, Duration::from_secs(1));
+        let mut desk = Desk::new(&spool, &f).unwrap();
+        let mut w = PartitionWriter::new(TopicPartition::new("t", 0), None, 1, 0);
+        let mut closed = Vec::new();
+        w.record(&record(0, b"v"), 3, &mut desk, &mut closed)
+            .unwrap();
+        // A control batch of epoch 4, then a record a second later: the
+        // file closes after offset 0, before the control batch.
+        w.skipped(2, 4);
+        let mut late = record(2, b"v");
+        late.timestamp += 1000;
+        w.record(&late, 4, &mut desk, &mut closed).unwrap();
+        closed.extend(w.flush(&mut desk).unwrap());
+        assert_eq!(read_back(&closed), vec![(0, 1, vec![0]), (1, 3, vec![2])]);
+        let epochs: Vec<Option<i32>> = closed.iter().map(|c| c.summary.last_epoch).collect();
+        assert_eq!(epochs, vec![Some(3), Some(4)]);
     }
 
     /// Partitions interleaved on one desk, more than its staging budget
