@@ -189,16 +189,22 @@ fn a_restore_killed_while_its_first_batch_is_in_flight_writes_it_once() {
         "too slow: {:?}",
         started.elapsed()
     );
-    let second = restore_cmd(&s, &topic, &target, &args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_secs(2));
+    let mut second = support::Proc::spawn(restore_cmd(&s, &topic, &target, &args));
+    // Thawed once the second run waits for the batch (or after a few
+    // seconds, when it does not wait).
+    let waiting = Instant::now();
+    while waiting.elapsed() < Duration::from_secs(4)
+        && !second
+            .log()
+            .iter()
+            .any(|l| l.contains("keeps the state of producer(s)"))
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     drop(frozen);
-    let out = support::wait_with_timeout(second, Duration::from_secs(120));
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "the second restore failed: {log}");
+    let status = second.wait(Duration::from_secs(120));
+    let log = second.log().join("\n");
+    assert!(status.success(), "the second restore failed: {log}");
     eprintln!("{held} bytes held in flight; second run:\n{log}");
     let back = support::consume_at("127.0.0.1:9292", &target);
     assert_restored(&topic, 0, &back[&0], &partition_of(&produced, 0));

@@ -46,6 +46,15 @@ impl Client {
         let mut out: Vec<_> = failed.into_iter().map(|(tp, e)| (tp, Err(e))).collect();
         for (leader, parts) in by_leader {
             let Some(addr) = self.broker_addr(leader).cloned() else {
+                // Every partition asked gets an outcome: none is taken for
+                // one without producers.
+                out.extend(parts.into_iter().map(|(tp, _)| {
+                    let e = KafkaError::Broker {
+                        what: format!("describe producers of {tp}"),
+                        code: ResponseError::LeaderNotAvailable,
+                    };
+                    (tp, Err(e))
+                }));
                 continue;
             };
             let response = self.with_conn(&addr, |conn| {

@@ -126,23 +126,38 @@ impl Drop for Restart {
 }
 
 /// A broker of the pair stopped by SIGSTOP: alive but silent (it neither
-/// copies its leaders' logs nor heartbeats the controller) until dropped.
-pub struct Frozen(String);
+/// copies its leaders' logs nor heartbeats the controller) until dropped,
+/// which waits until it is registered and unfenced again.
+pub struct Frozen(String, u32);
 
 impl Frozen {
     pub fn new(node: u32) -> Frozen {
         let pid = std::fs::read_to_string(state_dir().join(format!("run/kafka-pair-{node}.pid")))
             .expect("the pair broker's pid file");
         let pid = pid.trim().to_string();
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let conf = format!("kafka-pair/{node}.properties");
+        assert!(
+            String::from_utf8_lossy(&cmdline).contains(&conf),
+            "pid {pid} is not pair broker {node}"
+        );
+        // Thawed in a minute even if this test binary dies without
+        // unwinding (a harness timeout, SIGINT).
+        let watchdog = format!("(sleep 60; kill -CONT {pid}) </dev/null >/dev/null 2>&1 &");
+        let started = Command::new("bash").args(["-c", &watchdog]).status();
+        assert!(started.is_ok_and(|s| s.success()), "the thaw watchdog");
         let status = Command::new("kill").args(["-STOP", &pid]).status().unwrap();
         assert!(status.success(), "kill -STOP {pid}");
-        Frozen(pid)
+        Frozen(pid, node)
     }
 }
 
 impl Drop for Frozen {
     fn drop(&mut self) {
         let _ = Command::new("kill").args(["-CONT", &self.0]).status();
+        if !std::thread::panicking() {
+            test_services(&format!("start-pair-{}", self.1));
+        }
     }
 }
 

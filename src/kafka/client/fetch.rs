@@ -145,6 +145,12 @@ impl Client {
                     );
                     for part in parts {
                         let tp = part.tp.clone();
+                        // One of these answers may start a quota's wait.
+                        if let Some(wait) = self.throttled(&addr) {
+                            let broker = addr.clone();
+                            sink(tp, Err(KafkaError::Throttled { broker, wait }));
+                            continue;
+                        }
                         match self.fetch_from(&addr, std::slice::from_ref(&part), alone) {
                             Ok(results) => self.hand_on(&addr, results, &mut sink),
                             Err(e) => {
@@ -330,7 +336,13 @@ impl Client {
             // the quota's wait when the broker throttles this client (it then
             // answers with no partition at all), else after a metadata
             // refresh.
-            let throttle_time_ms = response.throttle_time_ms;
+            // Before v8 (KIP-219) the broker delayed a throttled answer
+            // itself, data and all: nothing is left to wait.
+            let throttle_time_ms = if version >= 8 {
+                response.throttle_time_ms
+            } else {
+                0
+            };
             for w in parts {
                 if !answered.contains(&w.tp) {
                     let e = if throttle_time_ms > 0 {

@@ -105,7 +105,11 @@ impl Client {
             );
         }
         self.metadata_stale = stale || (self.metadata_stale && !whole);
-        self.last_refresh = Some(Instant::now());
+        // Only a whole refresh makes the next one wait a back-off: a topic
+        // left stale is asked about on the next route.
+        if whole {
+            self.last_refresh = Some(Instant::now());
+        }
     }
 
     /// Refreshes stale metadata for the topics in use, at most once per
@@ -372,6 +376,7 @@ mod tests {
             c.metadata_stale = before;
             c.absorb(&response(0, Uuid::from_u128(1), (0, 1, 5)), whole);
             assert_eq!(c.metadata_stale, after, "stale {before}, whole {whole}");
+            assert_eq!(c.last_refresh.is_some(), whole, "whole {whole}");
         }
     }
 }
