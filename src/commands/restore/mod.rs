@@ -60,7 +60,16 @@ pub fn run(args: &RestoreArgs) -> anyhow::Result<Exit> {
         .iter()
         .map(|p| TopicPartition::new(&args.to_topic, *p))
         .collect();
-    let tails = tail::read(&mut client, &targets, &cancel)?;
+    let tails = match tail::read(&mut client, &targets, &cancel) {
+        // Stopped while waiting for a batch in flight: nothing produced.
+        Err(_) if cancel.is_set() => {
+            log::warn!(
+                "stopped by a signal before anything was produced; run the same command again to go on"
+            );
+            return Ok(Exit::Ok);
+        }
+        tails => tails?,
+    };
     let mut jobs = Vec::new();
     let mut origins = Vec::new();
     for ((p, target), tail) in partitions.iter().zip(targets).zip(tails) {
