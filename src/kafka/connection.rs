@@ -89,6 +89,57 @@ pub struct Connection {
     supported: HashMap<i16, (i16, i16)>,
     /// Buffers for large responses, back when their last chunk is dropped.
     pool: Pool,
+    /// The quota wait the last response asked for (its `throttle_time_ms`),
+    /// until the owner takes it.
+    throttle_time_ms: i32,
+}
+
+/// A response that says how long the broker throttles this client by a
+/// quota. From Kafka 2.0 on (KIP-219, the versions this client speaks to
+/// Kafka 3 and 4) the broker answers at once and then mutes the
+/// connection that long; the client waits too.
+pub trait ThrottleTime {
+    fn throttle_time_ms(&self) -> i32;
+}
+
+macro_rules! throttle_time {
+    ($($response:ident),* $(,)?) => {
+        $(impl ThrottleTime for kafka_protocol::messages::$response {
+            fn throttle_time_ms(&self) -> i32 {
+                self.throttle_time_ms
+            }
+        })*
+    };
+}
+
+throttle_time!(
+    MetadataResponse,
+    ListOffsetsResponse,
+    FetchResponse,
+    OffsetForLeaderEpochResponse,
+    FindCoordinatorResponse,
+    OffsetCommitResponse,
+    OffsetFetchResponse,
+    JoinGroupResponse,
+    SyncGroupResponse,
+    HeartbeatResponse,
+    LeaveGroupResponse,
+    ProduceResponse,
+    InitProducerIdResponse,
+    DescribeProducersResponse,
+);
+
+/// The SASL exchange carries no throttle time.
+impl ThrottleTime for kafka_protocol::messages::SaslHandshakeResponse {
+    fn throttle_time_ms(&self) -> i32 {
+        0
+    }
+}
+
+impl ThrottleTime for kafka_protocol::messages::SaslAuthenticateResponse {
+    fn throttle_time_ms(&self) -> i32 {
+        0
+    }
 }
 
 impl Connection {
@@ -150,6 +201,7 @@ impl Connection {
             cancel: cancel.clone(),
             supported: HashMap::new(),
             pool: Pool::default(),
+            throttle_time_ms: 0,
         };
         conn.handshake()?;
         if let Some(sasl) = &config.security.sasl {
@@ -294,12 +346,16 @@ impl Connection {
         choose_version(ours, theirs).ok_or_else(|| self.unsupported(api_name(R::KEY), ours, theirs))
     }
 
+    /// The quota wait the last response asked for, once.
+    pub fn take_throttle(&mut self) -> i32 {
+        std::mem::take(&mut self.throttle_time_ms)
+    }
+
     /// Sends `request` at `version` and decodes the response.
-    pub fn send<R: Request>(
-        &mut self,
-        request: &R,
-        version: i16,
-    ) -> Result<R::Response, KafkaError> {
+    pub fn send<R: Request>(&mut self, request: &R, version: i16) -> Result<R::Response, KafkaError>
+    where
+        R::Response: ThrottleTime,
+    {
         self.send_up_to(request, version, self.max_response_bytes)
     }
 
@@ -312,9 +368,12 @@ impl Connection {
         request: &R,
         version: i16,
         max_bytes: usize,
-    ) -> Result<R::Response, KafkaError> {
+    ) -> Result<R::Response, KafkaError>
+    where
+        R::Response: ThrottleTime,
+    {
         let mut body = self.round_trip(request, version, self.request_timeout, max_bytes)?;
-        self.decode::<R>(&mut body, version)
+        self.decode_throttled::<R>(&mut body, version)
     }
 
     /// Like [`Connection::send`] for a request the broker may hold longer
@@ -324,10 +383,26 @@ impl Connection {
         request: &R,
         version: i16,
         wait: Duration,
-    ) -> Result<R::Response, KafkaError> {
+    ) -> Result<R::Response, KafkaError>
+    where
+        R::Response: ThrottleTime,
+    {
         let limit = self.request_timeout.max(wait);
         let mut body = self.round_trip(request, version, limit, self.max_response_bytes)?;
-        self.decode::<R>(&mut body, version)
+        self.decode_throttled::<R>(&mut body, version)
+    }
+
+    fn decode_throttled<R: Request>(
+        &mut self,
+        body: &mut Bytes,
+        version: i16,
+    ) -> Result<R::Response, KafkaError>
+    where
+        R::Response: ThrottleTime,
+    {
+        let response = self.decode::<R>(body, version)?;
+        self.throttle_time_ms = response.throttle_time_ms();
+        Ok(response)
     }
 
     fn decode<R: Request>(

@@ -215,7 +215,7 @@ impl Metrics {
         ));
         families.push(Family::single(
             "kafka_store_kafka_throttle_seconds_total",
-            "How long Kafka brokers held this process's fetches back by a client quota (their throttle_time_ms, summed).",
+            "How long Kafka brokers held this process back by a client quota (the throttle_time_ms of their responses, summed).",
             Kind::Counter,
             kafka_throttle.as_secs_f64(),
         ));

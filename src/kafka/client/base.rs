@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use crate::cancel::Cancel;
 use crate::format::names::TopicPartition;
-use crate::kafka::connection::{Connection, ConnectionConfig};
+use crate::kafka::connection::{Connection, ConnectionConfig, ThrottleTime};
 use crate::kafka::error::{Action, KafkaError};
 
 /// Everything the client needs to know; built from the `[kafka]` config.
@@ -44,7 +44,7 @@ pub struct ClientConfig {
 }
 
 /// How long brokers held this process back by a client quota: the
-/// `throttle_time_ms` of their fetch responses (KIP-219), summed.
+/// `throttle_time_ms` of their responses (KIP-219), summed.
 #[derive(Debug, Default)]
 pub struct Throttling {
     millis: AtomicU64,
@@ -295,12 +295,21 @@ impl Client {
         addr: &str,
         f: impl FnOnce(&mut Connection) -> Result<T, KafkaError>,
     ) -> Result<T, KafkaError> {
+        // A broker's quota mutes the connection for a while: no request
+        // goes to it before that is over.
+        if let Some(wait) = self.throttled(addr)
+            && !self.cancel.sleep(wait)
+        {
+            return Err(KafkaError::Interrupted);
+        }
         if !self.conns.contains_key(addr) {
             let conn = Connection::open(addr, &self.config.connection, &self.cancel)?;
             self.conns.insert(addr.to_string(), conn);
         }
         let conn = self.conns.get_mut(addr).expect("inserted above");
         let result = f(conn);
+        let throttle_time_ms = conn.take_throttle();
+        self.note_throttle(addr, throttle_time_ms);
         if let Err(
             KafkaError::Io { .. }
             | KafkaError::Timeout { .. }
@@ -334,7 +343,10 @@ impl Client {
         &mut self,
         request: &R,
         ours: VersionRange,
-    ) -> Result<R::Response, KafkaError> {
+    ) -> Result<R::Response, KafkaError>
+    where
+        R::Response: ThrottleTime,
+    {
         let mut last = None;
         for addr in self.candidate_brokers() {
             let result = self.with_conn(&addr, |conn| {

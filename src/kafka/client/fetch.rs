@@ -214,7 +214,7 @@ impl Client {
         let config = self.config.clone();
         let ids: HashMap<Arc<str>, Uuid> =
             self.topics.iter().map(|(n, t)| (n.clone(), t.id)).collect();
-        let (out, throttle_time_ms) = self.with_conn(addr, |conn| {
+        self.with_conn(addr, |conn| {
             let version = conn.version_for::<FetchRequest>(FETCH)?;
             let by_id = version >= 13;
             // Topics in first-appearance order, partitions in the given order.
@@ -336,13 +336,7 @@ impl Client {
             // the quota's wait when the broker throttles this client (it then
             // answers with no partition at all), else after a metadata
             // refresh.
-            // Before v8 (KIP-219) the broker delayed a throttled answer
-            // itself, data and all: nothing is left to wait.
-            let throttle_time_ms = if version >= 8 {
-                response.throttle_time_ms
-            } else {
-                0
-            };
+            let throttle_time_ms = response.throttle_time_ms;
             for w in parts {
                 if !answered.contains(&w.tp) {
                     let e = if throttle_time_ms > 0 {
@@ -359,9 +353,7 @@ impl Client {
                     out.push((w.tp.clone(), Err(e)));
                 }
             }
-            Ok((out, throttle_time_ms))
-        })?;
-        self.note_throttle(addr, throttle_time_ms);
-        Ok(out)
+            Ok(out)
+        })
     }
 }
