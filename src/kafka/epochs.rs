@@ -7,7 +7,6 @@
 
 use std::collections::HashMap;
 
-use kafka_protocol::ResponseError;
 use kafka_protocol::messages::offset_for_leader_epoch_request::{
     OffsetForLeaderPartition, OffsetForLeaderTopic,
 };
@@ -66,20 +65,17 @@ impl Client {
                 for t in &response.topics {
                     for p in &t.partitions {
                         let tp = TopicPartition::new(t.topic.0.as_str(), p.partition);
-                        let result = match ResponseError::try_from_code(p.error_code) {
-                            None if p.leader_epoch < 0 || p.end_offset < 0 => Ok(None),
-                            None => Ok(Some(EpochEnd {
+                        let what = || {
+                            let epoch = asked.get(&tp).copied().unwrap_or(-1);
+                            format!("leader epoch {epoch} of {tp}")
+                        };
+                        let known = p.leader_epoch >= 0 && p.end_offset >= 0;
+                        let result = KafkaError::check(p.error_code, what).map(|()| {
+                            known.then_some(EpochEnd {
                                 epoch: p.leader_epoch,
                                 end_offset: p.end_offset,
-                            })),
-                            Some(code) => Err(KafkaError::Broker {
-                                what: format!(
-                                    "leader epoch {} of {tp}",
-                                    asked.get(&tp).copied().unwrap_or(-1)
-                                ),
-                                code,
-                            }),
-                        };
+                            })
+                        });
                         answered.insert(tp, result);
                     }
                 }

@@ -194,6 +194,15 @@ impl KafkaError {
         }
     }
 
+    /// A response's error code for `what`: nothing wrong (0), or the
+    /// broker error it names.
+    pub fn check(code: i16, what: impl FnOnce() -> String) -> Result<(), KafkaError> {
+        match ResponseError::try_from_code(code) {
+            None => Ok(()),
+            Some(code) => Err(KafkaError::Broker { what: what(), code }),
+        }
+    }
+
     /// True when waiting and trying again may succeed.
     pub fn is_retriable(&self) -> bool {
         self.action() != Action::Fatal
@@ -232,6 +241,16 @@ impl KafkaError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_error_code_is_nothing_or_the_broker_error_it_names() {
+        assert!(KafkaError::check(0, || unreachable!("not asked for")).is_ok());
+        let e = KafkaError::check(6, || "fetch of t/0".into()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "kafka fetch of t/0 failed: NOT_LEADER_OR_FOLLOWER"
+        );
+    }
 
     #[test]
     fn broker_codes_are_classified_like_the_java_client() {

@@ -42,13 +42,6 @@ fn s(v: &str) -> StrBytes {
     StrBytes::from_string(v.to_string())
 }
 
-fn broker_error(what: impl FnOnce() -> String, code: i16) -> Result<(), KafkaError> {
-    match ResponseError::try_from_code(code) {
-        None => Ok(()),
-        Some(code) => Err(KafkaError::Broker { what: what(), code }),
-    }
-}
-
 /// Inside an `at_coordinator` call: an answer saying the coordinator moved
 /// (NOT_COORDINATOR, COORDINATOR_NOT_AVAILABLE) is an error there, so the
 /// coordinator is looked up again and the request retried, as Kafka's own
@@ -232,10 +225,9 @@ impl Client {
                 member_id = answer.member_id.to_string();
                 continue;
             }
-            broker_error(
-                || format!("join of group {}", config.group),
-                answer.error_code,
-            )?;
+            KafkaError::check(answer.error_code, || {
+                format!("join of group {}", config.group)
+            })?;
             let mut members = Vec::new();
             for m in answer.members {
                 let sub = decode_subscription(m.metadata).map_err(|e| KafkaError::Protocol {
@@ -305,10 +297,9 @@ impl Client {
             )?;
             Ok(answer)
         })?;
-        broker_error(
-            || format!("sync of group {}", config.group),
-            answer.error_code,
-        )?;
+        KafkaError::check(answer.error_code, || {
+            format!("sync of group {}", config.group)
+        })?;
         decode_assignment(answer.assignment).map_err(|e| KafkaError::Protocol {
             broker: "group coordinator".into(),
             what: format!("undecodable assignment: {e}"),
@@ -329,7 +320,7 @@ impl Client {
             coordinator_moved(|| format!("heartbeat in group {group}"), answer.error_code)?;
             Ok(answer)
         })?;
-        broker_error(|| format!("heartbeat in group {group}"), answer.error_code)
+        KafkaError::check(answer.error_code, || format!("heartbeat in group {group}"))
     }
 
     /// LeaveGroup: the member's partitions move to others at once instead
@@ -353,9 +344,9 @@ impl Client {
             coordinator_moved(|| format!("leave of group {group}"), answer.error_code)?;
             Ok(answer)
         })?;
-        broker_error(|| format!("leave of group {group}"), answer.error_code)?;
+        KafkaError::check(answer.error_code, || format!("leave of group {group}"))?;
         for m in &answer.members {
-            broker_error(|| format!("leave of group {group}"), m.error_code)?;
+            KafkaError::check(m.error_code, || format!("leave of group {group}"))?;
         }
         Ok(())
     }

@@ -80,25 +80,20 @@ impl Client {
                 for t in &response.topics {
                     for p in &t.partitions {
                         let tp = TopicPartition::new(t.name.0.as_str(), p.partition_index);
-                        let result = match ResponseError::try_from_code(p.error_code) {
-                            None => {
-                                let mut producers: Vec<ActiveProducer> = p
-                                    .active_producers
-                                    .iter()
-                                    .map(|s| ActiveProducer {
-                                        id: s.producer_id.0,
-                                        transactional: s.coordinator_epoch >= 0
-                                            || s.current_txn_start_offset >= 0,
-                                    })
-                                    .collect();
-                                producers.sort_unstable();
-                                Ok(producers)
-                            }
-                            Some(code) => Err(KafkaError::Broker {
-                                what: format!("describe producers of {tp}"),
-                                code,
-                            }),
-                        };
+                        let what = || format!("describe producers of {tp}");
+                        let result = KafkaError::check(p.error_code, what).map(|()| {
+                            let mut producers: Vec<ActiveProducer> = p
+                                .active_producers
+                                .iter()
+                                .map(|s| ActiveProducer {
+                                    id: s.producer_id.0,
+                                    transactional: s.coordinator_epoch >= 0
+                                        || s.current_txn_start_offset >= 0,
+                                })
+                                .collect();
+                            producers.sort_unstable();
+                            producers
+                        });
                         answered.insert(tp, result);
                     }
                 }

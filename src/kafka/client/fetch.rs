@@ -113,10 +113,9 @@ impl Client {
             let addr = self.brokers[&leader].clone();
             // A broker whose quota still holds this client back is not
             // asked: its partitions wait that long.
-            if let Some(wait) = self.throttled(&addr) {
+            if let Some(e) = self.held_back(&addr) {
                 for (tp, _) in parts {
-                    let broker = addr.clone();
-                    sink(tp, Err(KafkaError::Throttled { broker, wait }));
+                    sink(tp, Err(e.clone()));
                 }
                 continue;
             }
@@ -146,9 +145,8 @@ impl Client {
                     for part in parts {
                         let tp = part.tp.clone();
                         // One of these answers may start a quota's wait.
-                        if let Some(wait) = self.throttled(&addr) {
-                            let broker = addr.clone();
-                            sink(tp, Err(KafkaError::Throttled { broker, wait }));
+                        if let Some(e) = self.held_back(&addr) {
+                            sink(tp, Err(e));
                             continue;
                         }
                         match self.fetch_from(&addr, std::slice::from_ref(&part), alone) {
@@ -187,6 +185,15 @@ impl Client {
                     code: ResponseError::NotLeaderOrFollower,
                 })
             })
+        })
+    }
+
+    /// The outcome of a partition whose leader `addr` still throttles
+    /// this client, if it does.
+    fn held_back(&self, addr: &str) -> Option<KafkaError> {
+        self.throttled(addr).map(|wait| KafkaError::Throttled {
+            broker: addr.to_string(),
+            wait,
         })
     }
 

@@ -8,7 +8,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use kafka_protocol::ResponseError;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::{BrokerId, ListOffsetsRequest, TopicName};
 use kafka_protocol::protocol::{StrBytes, VersionRange};
@@ -98,13 +97,8 @@ impl Client {
                 for t in &response.topics {
                     for p in &t.partitions {
                         let tp = TopicPartition::new(t.name.0.as_str(), p.partition_index);
-                        let result = match ResponseError::try_from_code(p.error_code) {
-                            None => Ok(p.offset),
-                            Some(code) => Err(KafkaError::Broker {
-                                what: format!("list offsets of {tp}"),
-                                code,
-                            }),
-                        };
+                        let what = || format!("list offsets of {tp}");
+                        let result = KafkaError::check(p.error_code, what).map(|()| p.offset);
                         answered.insert(tp, result);
                     }
                 }
