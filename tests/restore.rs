@@ -3,10 +3,11 @@
 //! record; exactly once across `kill -9`; selections; refusals before
 //! anything is produced.
 
+use std::collections::BTreeMap;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{self, Setup, assert_restored, partition_of};
+use crate::support::{self, Rec, Setup, assert_restored, partition_of};
 
 fn restore_cmd(s: &Setup, from: &str, to: &str, extra: &[&str]) -> Command {
     let mut args = vec![
@@ -24,6 +25,21 @@ fn restore_cmd(s: &Setup, from: &str, to: &str, extra: &[&str]) -> Command {
 
 fn restore(s: &Setup, from: &str, to: &str, extra: &[&str]) -> Output {
     support::run_with_timeout(restore_cmd(s, from, to, extra), Duration::from_secs(300))
+}
+
+/// The bytes `--rate` and quotas count: keys, values and headers.
+fn record_bytes(produced: &BTreeMap<(i32, i64), Rec>) -> usize {
+    produced
+        .values()
+        .map(|r| {
+            let headers: usize = r
+                .headers
+                .iter()
+                .map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len))
+                .sum();
+            r.key.as_ref().map_or(0, Vec::len) + r.value.as_ref().map_or(0, Vec::len) + headers
+        })
+        .sum()
 }
 
 fn restored(s: &Setup, from: &str, to: &str, extra: &[&str]) -> String {
@@ -222,17 +238,7 @@ fn a_rate_bounds_the_bytes_restored_per_second() {
     let (topic, produced) = support::topic_with_records("restore-rate", 1, 3_000, &["none"]);
     let s = Setup::new(&[&topic], &support::unique("g"), "", "");
     s.run_to_end();
-    let bytes: usize = produced
-        .values()
-        .map(|r| {
-            let headers: usize = r
-                .headers
-                .iter()
-                .map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len))
-                .sum();
-            r.key.as_ref().map_or(0, Vec::len) + r.value.as_ref().map_or(0, Vec::len) + headers
-        })
-        .sum();
+    let bytes = record_bytes(&produced);
     let rate = (bytes / 4).to_string();
     let target = support::unique("restored-rate");
     support::create_topic(&target, 1, &[]);
@@ -244,6 +250,54 @@ fn a_rate_bounds_the_bytes_restored_per_second() {
     assert!(
         took >= Duration::from_millis(3_800),
         "{bytes} bytes at {rate} B/s took only {took:?}"
+    );
+    assert_restored(
+        &topic,
+        0,
+        &support::consume(&target)[&0],
+        &partition_of(&produced, 0),
+    );
+}
+
+/// A produce quota (`producer_byte_rate`) makes the broker answer with
+/// `throttle_time_ms` and mute the connection (KIP-219): restore sends
+/// nothing to it before the wait is over, so a wait longer than
+/// `request_timeout` is not taken for a broker that does not answer; it
+/// says so, and every record lands once (3.3 MB uncompressed in requests
+/// of 512 KiB, at a twelfth of that per second: the broker asks for waits
+/// of one to seven seconds).
+#[test]
+fn a_produce_quota_is_waited_out_and_said() {
+    let _broker = support::shared_broker();
+    let (topic, produced) = support::topic_with_records("restore-quota", 1, 20_000, &["none"]);
+    let client_id = support::unique("ks-quota");
+    let s = Setup::new(
+        &[&topic],
+        &support::unique("g"),
+        &format!("client_id = \"{client_id}\"\nrequest_timeout = \"1s\"\n"),
+        "",
+    );
+    s.run_to_end();
+    let rate = record_bytes(&produced) / 12;
+    support::client_quota(&client_id, &format!("producer_byte_rate={rate}"));
+    let target = support::unique("restored-quota");
+    support::create_topic(&target, 1, &[]);
+    let started = Instant::now();
+    let out = restore(&s, &topic, &target, &["--compression", "none"]);
+    let took = started.elapsed();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "restore failed: {log}");
+    assert!(
+        log.contains(&format!("throttles client id \"{client_id}\" by a quota")),
+        "no line says the broker throttles: {log}"
+    );
+    assert!(
+        !log.contains("did not answer"),
+        "a quota's wait taken for a broker that does not answer: {log}"
+    );
+    assert!(
+        took >= Duration::from_secs(2),
+        "{rate} B/s did not slow the restore: {took:?}: {log}"
     );
     assert_restored(
         &topic,
