@@ -1,7 +1,8 @@
 //! TLS and SASL against `test-services.sh`'s kafka-secure broker: a topic
 //! archived through each listener (SSL, mutual TLS, and SASL_PLAINTEXT and
 //! SASL_SSL with each of PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512, PLAIN over
-//! SASL_SSL as a group member), every record read back; a restore over SASL_SSL read back by an independent
+//! SASL_SSL as a group member, sessions renewed on a listener whose SASL
+//! sessions expire), every record read back; a restore over SASL_SSL read back by an independent
 //! consumer; and the one-line errors of a wrong password, an unknown user,
 //! a wrong CA, a certificate for another host name, a missing client
 //! certificate and a plaintext client on a TLS listener, with the password
@@ -12,8 +13,8 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use crate::support::{
-    self, SECURE_ADMIN, SECURE_MTLS, SECURE_PLAIN, SECURE_SASL_PLAINTEXT, SECURE_SASL_SSL,
-    SECURE_SCRAM, SECURE_SSL, SECURE_WRONG_NAME, Setup,
+    self, SECURE_ADMIN, SECURE_MTLS, SECURE_PLAIN, SECURE_REAUTH, SECURE_SASL_PLAINTEXT,
+    SECURE_SASL_SSL, SECURE_SCRAM, SECURE_SSL, SECURE_WRONG_NAME, Setup,
 };
 
 fn ca() -> String {
@@ -77,6 +78,32 @@ fn run_failing(s: &Setup) -> (i32, String, String) {
     (out.status.code().unwrap_or(-1), stderr, last)
 }
 
+/// `s` as a service whose files close after a second without records.
+fn with_idle_flush_of_a_second(s: Setup) -> Setup {
+    let text = std::fs::read_to_string(&s.config).unwrap();
+    std::fs::write(
+        &s.config,
+        text.replace("[files]\n", "[files]\nidle_flush = \"1s\"\n"),
+    )
+    .unwrap();
+    s
+}
+
+/// Waits until the archive of `s` holds `n` records of `topic`.
+fn wait_archived(s: &Setup, topic: &str, n: usize) {
+    support::wait_until("every record archived", Duration::from_secs(120), || {
+        support::read_archive(&s.archive)
+            .get(topic)
+            .map_or(0, |ps| {
+                ps.values()
+                    .flatten()
+                    .map(|f| f.records.len())
+                    .sum::<usize>()
+            })
+            == n
+    });
+}
+
 fn assert_mentions(line: &str, wants: &[&str]) {
     for w in wants {
         assert!(line.contains(w), "{line:?} should mention {w:?}");
@@ -121,25 +148,14 @@ fn a_group_member_archives_commits_and_leaves_over_sasl_ssl_with_plain() {
     let (user, password) = SECURE_PLAIN;
     let (topic, produced) = support::secure_topic("tls-member", 2, 300);
     let security = sasl_ssl("PLAIN", user);
-    let s = support::secure_setup(&topic, SECURE_SASL_SSL, &security, password);
-    let text = std::fs::read_to_string(&s.config).unwrap();
-    std::fs::write(
-        &s.config,
-        text.replace("[files]\n", "[files]\nidle_flush = \"1s\"\n"),
-    )
-    .unwrap();
+    let s = with_idle_flush_of_a_second(support::secure_setup(
+        &topic,
+        SECURE_SASL_SSL,
+        &security,
+        password,
+    ));
     let mut member = support::Proc::start(&s.config);
-    support::wait_until("every record archived", Duration::from_secs(120), || {
-        support::read_archive(&s.archive)
-            .get(&topic)
-            .map_or(0, |ps| {
-                ps.values()
-                    .flatten()
-                    .map(|f| f.records.len())
-                    .sum::<usize>()
-            })
-            == produced.len()
-    });
+    wait_archived(&s, &topic, produced.len());
     // `status` reads the group's offsets over SASL_SSL too.
     let committed = |text: &str| {
         (0..2).all(|p| {
@@ -169,6 +185,50 @@ fn a_group_member_archives_commits_and_leaves_over_sasl_ssl_with_plain() {
         "never joined the group: {log}"
     );
     assert!(log.contains("left group"), "did not leave the group: {log}");
+    assert!(!log.contains(password), "the password is shown: {log}");
+    assert_archived(&s, &topic, &produced);
+}
+
+/// A listener whose SASL sessions last 2 s (`connections.max.reauth.ms`,
+/// KIP-368) closes a connection used after its session ends unless the
+/// client authenticated it again. A member that runs for eight seconds
+/// (fetches, heartbeats and commits on long-lived connections, records
+/// produced half way) renews each session in time: no connection is lost,
+/// every record is archived once.
+#[test]
+fn sessions_that_expire_are_renewed_by_authenticating_again() {
+    let (user, password) = SECURE_SCRAM;
+    let (topic, mut produced) = support::secure_topic("tls-reauth", 2, 300);
+    let security = sasl("sasl_plaintext", "SCRAM-SHA-256", user);
+    let s = with_idle_flush_of_a_second(support::secure_setup(
+        &topic,
+        SECURE_REAUTH,
+        &security,
+        password,
+    ));
+    let started = Instant::now();
+    let mut member = support::Proc::start_logging(&s.config, "debug");
+    std::thread::sleep(Duration::from_secs(4));
+    let later = support::gen_records(14, 300, 2, 1_700_000_100_000);
+    produced.extend(support::produce_at(
+        SECURE_ADMIN,
+        &topic,
+        &later,
+        "lz4",
+        &[],
+    ));
+    wait_archived(&s, &topic, produced.len());
+    std::thread::sleep(Duration::from_secs(8).saturating_sub(started.elapsed()));
+    member.signal("-TERM");
+    let status = member.wait(Duration::from_secs(60));
+    let log = member.log().join("\n");
+    assert_eq!(status.code(), Some(0), "{log}");
+    let renewed = log.matches("authenticated again").count();
+    assert!(renewed >= 4, "{renewed} sessions renewed in 8 s: {log}");
+    assert!(
+        !log.contains("lost:"),
+        "a connection was closed for an expired session: {log}"
+    );
     assert!(!log.contains(password), "the password is shown: {log}");
     assert_archived(&s, &topic, &produced);
 }

@@ -9,7 +9,8 @@
 #   kafka-secure  127.0.0.1:9192 SSL, :9193 SASL_PLAINTEXT, :9194 SASL_SSL,
 #                 :9195 SSL with a client certificate required, :9196 PLAINTEXT
 #                 (administration), controller 9197, :9198 SSL with a
-#                 certificate for another host name: a third single-node
+#                 certificate for another host name, :9199 SASL_PLAINTEXT
+#                 whose sessions last 2 s (re-authentication): a third single-node
 #                 cluster for the TLS and SASL tests (users below); its CA,
 #                 certificates and keys are in <state>/kafka-secure/tls/
 #   gcs-emulator  http://127.0.0.1:9023  gcp-storage-emulator (PyPI), in memory
@@ -77,7 +78,7 @@ readonly PAIR_CONTROLLER_PORT=9293
 readonly -A PAIR_PORT=([11]=9292 [12]=9392)
 readonly PAIR_CLUSTER_ID=XwVJJ2Y_SRasCywVK33yUw
 # listener name → port of kafka-secure.
-readonly -A SECURE_PORT=([ssl]=9192 [sasl_plaintext]=9193 [sasl_ssl]=9194 [mtls]=9195 [plaintext]=9196 [controller]=9197 [wrong_name]=9198)
+readonly -A SECURE_PORT=([ssl]=9192 [sasl_plaintext]=9193 [sasl_ssl]=9194 [mtls]=9195 [plaintext]=9196 [controller]=9197 [wrong_name]=9198 [reauth]=9199)
 readonly SECURE_CLUSTER_ID=Hn0Z8pH3Tq-3w2h3Yx0ULA
 readonly SECURE_SCRAM_USER=archiver
 readonly SECURE_SCRAM_PASSWORD=archiver-secret
@@ -497,9 +498,10 @@ secure_probe() {
 wait_secure() { wait_ready kafka-secure "$SECURE_CONF" "$KAFKA_READY_TIMEOUT" secure_probe; }
 
 print_secure() {
-	printf 'kafka-secure ssl=%s:%s sasl_plaintext=%s:%s sasl_ssl=%s:%s mtls=%s:%s plaintext=%s:%s wrong_name=%s:%s tls=%s\n' \
+	printf 'kafka-secure ssl=%s:%s sasl_plaintext=%s:%s sasl_ssl=%s:%s mtls=%s:%s plaintext=%s:%s wrong_name=%s:%s reauth=%s:%s tls=%s\n' \
 		"$HOST" "${SECURE_PORT[ssl]}" "$HOST" "${SECURE_PORT[sasl_plaintext]}" "$HOST" "${SECURE_PORT[sasl_ssl]}" \
-		"$HOST" "${SECURE_PORT[mtls]}" "$HOST" "${SECURE_PORT[plaintext]}" "$HOST" "${SECURE_PORT[wrong_name]}" "$SECURE_TLS"
+		"$HOST" "${SECURE_PORT[mtls]}" "$HOST" "${SECURE_PORT[plaintext]}" "$HOST" "${SECURE_PORT[wrong_name]}" \
+		"$HOST" "${SECURE_PORT[reauth]}" "$SECURE_TLS"
 }
 
 cmd_start_secure() {

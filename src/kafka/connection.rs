@@ -1,7 +1,8 @@
 //! One blocking TCP connection to one broker: TLS over it when configured
 //! (`tls`), size-prefixed framing, correlation ids, the ApiVersions
 //! handshake, SASL authentication (SaslHandshake + SaslAuthenticate, the
-//! tokens made by `sasl`), and the choice of the protocol version for
+//! tokens made by `sasl`) and its renewal before a session the broker
+//! limits runs out (KIP-368), and the choice of the protocol version for
 //! each request. Every connection the process opens goes through here, so
 //! each is authenticated the same way.
 //!
@@ -43,6 +44,10 @@ const SASL_HANDSHAKE: VersionRange = VersionRange { min: 1, max: 1 };
 const SASL_AUTHENTICATE: VersionRange = VersionRange { min: 0, max: 2 };
 /// More SASL round trips than any mechanism here needs (SCRAM takes two).
 const SASL_MAX_STEPS: usize = 4;
+/// A session the broker limits is renewed once this share of it has gone
+/// (Kafka's Java client picks 85–95%): the margin covers the time between
+/// the check and the broker reading the request.
+const REAUTH_AT_PERCENT: u64 = 85;
 
 /// Timeouts and identity shared by every connection of a client.
 #[derive(Clone, Debug)]
@@ -63,6 +68,15 @@ pub struct ConnectionConfig {
 pub struct Security {
     pub tls: Option<TlsConfig>,
     pub sasl: Option<SaslConfig>,
+}
+
+/// How long after authenticating to renew a session the broker grants for
+/// `session_lifetime_ms` (0: unlimited, nothing to renew).
+fn renewal_after(session_lifetime_ms: i64) -> Option<Duration> {
+    u64::try_from(session_lifetime_ms)
+        .ok()
+        .filter(|&ms| ms > 0)
+        .map(|ms| Duration::from_millis(ms.saturating_mul(REAUTH_AT_PERCENT) / 100))
 }
 
 /// The version to speak for one API: the highest both sides support.
@@ -92,6 +106,11 @@ pub struct Connection {
     /// The quota wait the last response asked for (its `throttle_time_ms`),
     /// until the owner takes it.
     throttle_time_ms: i32,
+    /// What this connection authenticated with, kept to do it again.
+    sasl: Option<SaslConfig>,
+    /// When the session the broker granted must be renewed: the broker
+    /// closes a connection used for anything else after it ends.
+    reauthenticate_at: Option<Instant>,
 }
 
 /// A response that says how long the broker throttles this client by a
@@ -202,6 +221,8 @@ impl Connection {
             supported: HashMap::new(),
             pool: Pool::default(),
             throttle_time_ms: 0,
+            sasl: config.security.sasl.clone(),
+            reauthenticate_at: None,
         };
         conn.handshake()?;
         if let Some(sasl) = &config.security.sasl {
@@ -319,7 +340,11 @@ impl Connection {
             }
             match exchange.next(&response.auth_bytes) {
                 Ok(Step::Send(next)) => token = next,
-                Ok(Step::Done) => return Ok(()),
+                Ok(Step::Done) => {
+                    self.reauthenticate_at = renewal_after(response.session_lifetime_ms)
+                        .map(|after| Instant::now() + after);
+                    return Ok(());
+                }
                 Err(e) => return Err(refused(&self.broker, e.to_string())),
             }
         }
@@ -418,7 +443,28 @@ impl Connection {
         })
     }
 
-    /// Writes one framed request and reads its response body (after the header).
+    /// Authenticates again on this connection when its session is due for
+    /// renewal (nothing else is in flight: one request at a time).
+    fn renew_session(&mut self) -> Result<(), KafkaError> {
+        let due = self
+            .reauthenticate_at
+            .is_some_and(|at| Instant::now() >= at);
+        let Some(sasl) = self.sasl.clone().filter(|_| due) else {
+            return Ok(());
+        };
+        self.reauthenticate_at = None;
+        self.authenticate(&sasl)?;
+        log::debug!(
+            "kafka broker {}: {} session of {:?} authenticated again",
+            self.broker,
+            sasl.mechanism.name(),
+            sasl.username
+        );
+        Ok(())
+    }
+
+    /// Writes one framed request and reads its response body (after the
+    /// header), renewing the session first when it is due.
     fn round_trip<R: Request>(
         &mut self,
         request: &R,
@@ -426,6 +472,7 @@ impl Connection {
         limit: Duration,
         max_bytes: usize,
     ) -> Result<Bytes, KafkaError> {
+        self.renew_session()?;
         self.correlation_id = self.correlation_id.wrapping_add(1);
         let header = RequestHeader::default()
             .with_request_api_key(R::KEY)
@@ -614,6 +661,21 @@ mod tests {
         ];
         for (ours, theirs, want) in cases {
             assert_eq!(choose_version(ours, theirs), want, "{ours:?} vs {theirs:?}");
+        }
+    }
+
+    #[test]
+    fn a_limited_session_is_renewed_before_it_ends() {
+        let cases = [
+            // (session_lifetime_ms, renew after)
+            (0, None),
+            (-1, None),
+            (2_000, Some(Duration::from_millis(1_700))),
+            (3_600_000, Some(Duration::from_secs(3_060))),
+            (i64::MAX, Some(Duration::from_millis(u64::MAX / 100))),
+        ];
+        for (lifetime, want) in cases {
+            assert_eq!(renewal_after(lifetime), want, "{lifetime} ms");
         }
     }
 

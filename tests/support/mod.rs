@@ -1844,6 +1844,8 @@ pub const SECURE_MTLS: &str = "127.0.0.1:9195";
 pub const SECURE_ADMIN: &str = "127.0.0.1:9196";
 /// SSL with a certificate for `elsewhere.invalid` only.
 pub const SECURE_WRONG_NAME: &str = "127.0.0.1:9198";
+/// SASL_PLAINTEXT whose sessions last 2 s (`connections.max.reauth.ms`).
+pub const SECURE_REAUTH: &str = "127.0.0.1:9199";
 /// Its SCRAM user (SCRAM-SHA-256 and -512) and its PLAIN user.
 pub const SECURE_SCRAM: (&str, &str) = ("archiver", "archiver-secret");
 pub const SECURE_PLAIN: (&str, &str) = ("plain-user", "plain-secret");
