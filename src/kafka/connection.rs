@@ -48,6 +48,9 @@ const SASL_MAX_STEPS: usize = 4;
 /// (Kafka's Java client picks 85–95%): the margin covers the time between
 /// the check and the broker reading the request.
 const REAUTH_AT_PERCENT: u64 = 85;
+/// The broker refuses a renewal that starts within a second of the last
+/// (Kafka's `KafkaChannel`), however short the session it grants.
+const REAUTH_MIN_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Timeouts and identity shared by every connection of a client.
 #[derive(Clone, Debug)]
@@ -71,12 +74,16 @@ pub struct Security {
 }
 
 /// How long after authenticating to renew a session the broker grants for
-/// `session_lifetime_ms` (0: unlimited, nothing to renew).
+/// `session_lifetime_ms` (0: unlimited, nothing to renew): 85% of it, and
+/// never sooner than the broker accepts a renewal.
 fn renewal_after(session_lifetime_ms: i64) -> Option<Duration> {
     u64::try_from(session_lifetime_ms)
         .ok()
         .filter(|&ms| ms > 0)
-        .map(|ms| Duration::from_millis(ms.saturating_mul(REAUTH_AT_PERCENT) / 100))
+        .map(|ms| {
+            Duration::from_millis(ms.saturating_mul(REAUTH_AT_PERCENT) / 100)
+                .max(REAUTH_MIN_INTERVAL)
+        })
 }
 
 /// The version to speak for one API: the highest both sides support.
@@ -225,8 +232,8 @@ impl Connection {
             reauthenticate_at: None,
         };
         conn.handshake()?;
-        if let Some(sasl) = &config.security.sasl {
-            conn.authenticate(sasl)?;
+        if let Some(sasl) = conn.sasl.clone() {
+            conn.authenticate(&sasl).map_err(|e| conn.explain_sasl(e))?;
         }
         Ok(conn)
     }
@@ -302,9 +309,7 @@ impl Connection {
         let version = self.version_for::<SaslHandshakeRequest>(SASL_HANDSHAKE)?;
         let request =
             SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str(mechanism));
-        let response = self
-            .send(&request, version)
-            .map_err(|e| self.explain_sasl(e))?;
+        let response = self.send(&request, version)?;
         if response.error_code != 0 {
             let code = ResponseError::try_from_code(response.error_code)
                 .unwrap_or(ResponseError::Unknown(response.error_code));
@@ -326,9 +331,7 @@ impl Connection {
         let (mut exchange, mut token) = Exchange::start(sasl);
         for _ in 0..SASL_MAX_STEPS {
             let request = SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(token));
-            let response = self
-                .send(&request, version)
-                .map_err(|e| self.explain_sasl(e))?;
+            let response = self.send(&request, version)?;
             if response.error_code != 0 {
                 let code = ResponseError::try_from_code(response.error_code)
                     .unwrap_or(ResponseError::Unknown(response.error_code));
@@ -354,8 +357,8 @@ impl Connection {
         ))
     }
 
-    /// A listener that closes the connection at SaslHandshake does not do
-    /// SASL.
+    /// A listener that closes a new connection at SaslHandshake does not
+    /// do SASL (a renewal that loses its connection is a lost connection).
     fn explain_sasl(&self, e: KafkaError) -> KafkaError {
         match e {
             KafkaError::Io { source, .. } if source.kind() == ErrorKind::UnexpectedEof => self.protocol(
@@ -446,10 +449,10 @@ impl Connection {
     /// Authenticates again on this connection when its session is due for
     /// renewal (nothing else is in flight: one request at a time).
     fn renew_session(&mut self) -> Result<(), KafkaError> {
-        let due = self
-            .reauthenticate_at
-            .is_some_and(|at| Instant::now() >= at);
-        let Some(sasl) = self.sasl.clone().filter(|_| due) else {
+        if self.reauthenticate_at.is_none_or(|at| Instant::now() < at) {
+            return Ok(());
+        }
+        let Some(sasl) = self.sasl.clone() else {
             return Ok(());
         };
         self.reauthenticate_at = None;
@@ -671,6 +674,8 @@ mod tests {
             (0, None),
             (-1, None),
             (2_000, Some(Duration::from_millis(1_700))),
+            (1_000, Some(Duration::from_secs(1))),
+            (300, Some(Duration::from_secs(1))),
             (3_600_000, Some(Duration::from_secs(3_060))),
             (i64::MAX, Some(Duration::from_millis(u64::MAX / 100))),
         ];

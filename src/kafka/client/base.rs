@@ -316,7 +316,8 @@ impl Client {
             | KafkaError::Protocol { .. }
             | KafkaError::Interrupted
             | KafkaError::ResponseTooLarge { .. }
-            | KafkaError::Connect { .. },
+            | KafkaError::Connect { .. }
+            | KafkaError::Auth { .. },
         ) = &result
         {
             self.conns.remove(addr);
