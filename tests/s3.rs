@@ -3,7 +3,8 @@
 //! with the fault-injecting proxy in front of it: exactly once with every
 //! metadata field read back, multipart uploads, faults survived; ls, cat,
 //! status, locate, reindex, verify and restore on s3://; virtual-hosted
-//! addressing through a proxy; the errors a user meets first.
+//! addressing through a proxy; the errors a user meets first; a store that
+//! overwrites despite `If-None-Match` refused.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -11,9 +12,18 @@ use std::time::Duration;
 use crate::support::fault_proxy::{FaultKind, FaultProxy, Faults};
 use crate::support::{self, Rec, S3_ENDPOINT, Setup};
 
+/// What `run` writes under the prefix to check that the store refuses to
+/// overwrite (src/store/s3/upload.rs).
+const PROBE: &str = "archive/kafka-store~create-only-probe";
+
 /// Downloads the archive with an independent client (boto3) and checks it
-/// record by record; every object's metadata must match its bytes.
+/// record by record; every object's metadata must match its bytes. The
+/// create-only probe is there too (the check ran).
 fn check_archive(s: &Setup, bucket: &str, topic: &str, produced: &BTreeMap<(i32, i64), Rec>) {
+    assert!(
+        support::s3_keys(bucket, "archive").contains(&PROBE.to_string()),
+        "no create-only probe in {bucket}"
+    );
     let objects = support::s3_download(bucket, "archive", &s.archive);
     assert!(!objects.is_empty());
     let archive = support::read_archive(&s.archive);
@@ -43,6 +53,13 @@ fn check_archive(s: &Setup, bucket: &str, topic: &str, produced: &BTreeMap<(i32,
     }
 }
 
+/// The fault proxy in front of the S3 test server, with `faults`.
+fn s3_proxy(faults: Faults) -> FaultProxy {
+    let proxy = FaultProxy::start(S3_ENDPOINT.strip_prefix("http://").unwrap());
+    proxy.set_faults(faults);
+    proxy
+}
+
 /// A setup of `topic` into `bucket` whose `s3.credentials` is `source`.
 fn with_credentials(topic: &str, bucket: &str, source: &str) -> Setup {
     let s = Setup::s3(&[topic], &support::unique("s"), bucket, S3_ENDPOINT, "", "");
@@ -61,8 +78,7 @@ fn s3_archive_is_exactly_once_with_multipart_uploads_through_faults() {
     let _broker = support::shared_broker();
     let (topic, produced) = support::topic_with_records("s3", 2, 60_000, &["zstd", "gzip"]);
     let bucket = support::s3_bucket();
-    let proxy = FaultProxy::start(S3_ENDPOINT.strip_prefix("http://").unwrap());
-    proxy.set_faults(Faults {
+    let proxy = s3_proxy(Faults {
         rate: 0.25,
         seed: 11,
         kinds: vec![
@@ -331,8 +347,7 @@ fn wrong_keys_unknown_buckets_dead_endpoints_and_missing_credentials_are_one_lin
     assert!(support::s3_download(&bucket, "archive", &s.dir.path().join("dl2")).is_empty());
     // A store that does not implement what is asked (501) is not waited
     // for: it will not implement it a minute later.
-    let proxy = FaultProxy::start(S3_ENDPOINT.strip_prefix("http://").unwrap());
-    proxy.set_faults(Faults {
+    let proxy = s3_proxy(Faults {
         rate: 1.0,
         kinds: vec![FaultKind::Status(501)],
         ..Faults::default()
@@ -352,6 +367,68 @@ fn wrong_keys_unknown_buckets_dead_endpoints_and_missing_credentials_are_one_lin
         "a 501 was retried for {:?}",
         started.elapsed()
     );
+}
+
+/// A store that ignores `If-None-Match` (played by the proxy: it answers
+/// 200 where s3s-fs refuses a create-only PUT) would let two writers of a
+/// partition replace each other's files: `run` refuses it at start, before
+/// any archive file is written, in one line naming the setting; with
+/// `s3.require_create_only = false` it archives, and warns.
+#[test]
+fn a_store_that_overwrites_is_refused_before_anything_is_archived() {
+    let _broker = support::shared_broker();
+    let (topic, produced) = support::topic_with_records("s3-overwrites", 2, 100, &["none"]);
+    let bucket = support::s3_bucket();
+    let proxy = s3_proxy(Faults {
+        overwrites: true,
+        ..Faults::default()
+    });
+    let s = Setup::s3(
+        &[&topic],
+        &support::unique("s"),
+        &bucket,
+        &proxy.url(),
+        "",
+        "",
+    );
+    let err = support::run_exits_1(&s);
+    let last = err.lines().last().unwrap_or_default();
+    for w in [
+        "kafka-store~create-only-probe",
+        "If-None-Match",
+        "overwrites",
+        "s3.require_create_only = false",
+    ] {
+        assert!(last.contains(w), "{last:?} should mention {w:?}");
+    }
+    assert_eq!(
+        support::s3_keys(&bucket, "archive"),
+        vec![PROBE.to_string()],
+        "something was archived into a store that overwrites"
+    );
+    let puts: Vec<_> = proxy
+        .log()
+        .into_iter()
+        .filter(|e| e.method == "PUT")
+        .map(|e| e.status)
+        .collect();
+    assert_eq!(puts, vec![Some(200), Some(200)], "the probe's two PUTs");
+
+    let one_writer = Setup::s3(
+        &[&topic],
+        &support::unique("s"),
+        &bucket,
+        &proxy.url(),
+        "",
+        "require_create_only = false\n",
+    );
+    let out = one_writer.run_to_end();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("not checked whether the store refuses to overwrite objects"),
+        "{log}"
+    );
+    check_archive(&one_writer, &bucket, &topic, &produced);
 }
 
 /// The multipart upload id and part number of an UploadPart request.
@@ -469,8 +546,7 @@ fn a_store_whose_etags_are_not_md5s_gets_every_file_once() {
     let _broker = support::shared_broker();
     let (topic, produced) = support::topic_with_records("s3-kms", 1, 90_000, &["lz4"]);
     let bucket = support::s3_bucket();
-    let proxy = FaultProxy::start(S3_ENDPOINT.strip_prefix("http://").unwrap());
-    proxy.set_faults(Faults {
+    let proxy = s3_proxy(Faults {
         opaque_etags: true,
         ..Faults::default()
     });
@@ -487,6 +563,7 @@ fn a_store_whose_etags_are_not_md5s_gets_every_file_once() {
     let puts = |part: bool| {
         log.iter()
             .filter(|e| e.method == "PUT" && e.target.contains("partNumber=") == part)
+            .filter(|e| !e.target.ends_with("kafka-store~create-only-probe"))
             .count()
     };
     let completions = log

@@ -65,6 +65,7 @@ pub struct RawS3 {
     path_style: Option<bool>,
     credentials: Option<String>,
     part_bytes: Option<Size>,
+    require_create_only: Option<bool>,
     proxy: Option<String>,
     #[serde(default)]
     no_proxy: Vec<String>,
@@ -189,6 +190,7 @@ fn validate_s3(s: RawS3) -> Result<S3Options, ConfigError> {
             retries: Default::default(),
         },
         retry_timeout: nonzero("s3.retry_timeout", retry_timeout)?,
+        require_create_only: s.require_create_only.unwrap_or(d.require_create_only),
     })
 }
 

@@ -279,6 +279,7 @@ fn connect(config: ClientConfig, cancel: Cancel, kafka: &KafkaConfig) -> anyhow:
 fn start(config: &Config, options: RunOptions, stop: &Stop) -> anyhow::Result<Started> {
     let cancel = stop.cancel();
     let store = config.store.open(cancel)?;
+    store.check_create_only()?;
     let spool = Spool::open(&config.store.spool_dir)?;
     let k = &config.kafka;
     let mut client = connect(k.client.clone(), cancel.clone(), k)?;

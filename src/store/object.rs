@@ -102,6 +102,13 @@ pub trait Store: Send + Sync {
     /// Creates the object from a local file unless it exists (never overwrites).
     fn put(&self, upload: &Upload) -> Result<PutOutcome, StoreError>;
 
+    /// Before a writer starts: an error unless the store really refuses to
+    /// overwrite objects, which `put` relies on. Stores whose create-only
+    /// write cannot be ignored need no check.
+    fn check_create_only(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// First offsets of the partition's objects, ascending.
     fn list(&self, topic: &str, partition: i32) -> Result<Vec<i64>, StoreError>;
 

@@ -107,6 +107,10 @@ pub struct Faults {
     /// Play an S3 store whose ETags are not MD5s (SSE-KMS, SSE-C): see
     /// [`opaque_etags`].
     pub opaque_etags: bool,
+    /// Play an S3 store that ignores `If-None-Match`: a create-only write
+    /// that upstream refuses because the object exists (412) is answered
+    /// `200`, as a store that overwrote it would.
+    pub overwrites: bool,
 }
 
 impl Default for Faults {
@@ -119,6 +123,7 @@ impl Default for Faults {
             body_delay: Duration::ZERO,
             sessions_only: false,
             opaque_etags: false,
+            overwrites: false,
         }
     }
 }
@@ -622,7 +627,16 @@ fn process_plain(shared: &Shared, req: &Request, body_delay: Duration) -> Outcom
             .s3_creating
             .write()
             .unwrap_or_else(|e| e.into_inner());
-        return forward(shared, req);
+        let mut outcome = forward(shared, req);
+        if outcome.response.status == 412 && lock(&shared.faults).faults.overwrites {
+            outcome.response = Response {
+                status: 200,
+                reason: "OK".into(),
+                headers: vec![],
+                body: vec![],
+            };
+        }
+        return outcome;
     }
     let signed = header(&req.headers, "authorization").is_some_and(|a| a.starts_with("AWS4-"));
     if signed && (method == "GET" || method == "HEAD") {

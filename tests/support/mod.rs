@@ -1939,12 +1939,22 @@ pub fn s3_bucket() -> String {
     name
 }
 
-/// Downloads every object under `prefix/` into `dest`; one JSON value
-/// (key, size, etag, metadata) per object.
+/// Downloads every archive object under `prefix/` into `dest` (not the
+/// create-only probe of `run`); one JSON value (key, size, etag, metadata)
+/// per object.
 pub fn s3_download(bucket: &str, prefix: &str, dest: &Path) -> Vec<serde_json::Value> {
     s3_tool(&["download", bucket, prefix, dest.to_str().unwrap()])
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The key of every object under `prefix/` in `bucket`, the create-only
+/// probe of `run` included.
+pub fn s3_keys(bucket: &str, prefix: &str) -> Vec<String> {
+    s3_tool(&["keys", bucket, prefix])
+        .lines()
+        .map(str::to_string)
         .collect()
 }
 

@@ -4,8 +4,13 @@ credentials INI).
 
   s3_tool.py mkbucket ENDPOINT FILE BUCKET
   s3_tool.py download ENDPOINT FILE BUCKET PREFIX DEST
-                                        every object under PREFIX/ into DEST/,
-                                        one JSON line of its metadata each
+                                        every archive object under PREFIX/
+                                        into DEST/, one JSON line of its
+                                        metadata each (not the create-only
+                                        probe `run` writes: PROBE below)
+  s3_tool.py keys ENDPOINT FILE BUCKET PREFIX
+                                        the key of every object under
+                                        PREFIX/, one line each
 """
 import configparser
 import json
@@ -14,6 +19,16 @@ import sys
 
 import boto3
 from botocore.config import Config
+
+
+# The object `run` writes create-only at start to check that the store
+# refuses to overwrite (src/store/s3/upload.rs, PROBE); not an archive file.
+PROBE = "kafka-store~create-only-probe"
+
+
+def objects(s3, bucket, prefix):
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + "/"):
+        yield from page.get("Contents", [])
 
 
 def client(endpoint, creds):
@@ -31,15 +46,20 @@ def main(cmd, endpoint, creds, *args):
         s3.create_bucket(Bucket=args[0])
     elif cmd == "download":
         bucket, prefix, dest = args
-        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + "/"):
-            for o in page.get("Contents", []):
-                got = s3.get_object(Bucket=bucket, Key=o["Key"])
-                path = os.path.join(dest, o["Key"][len(prefix) + 1:])
-                os.makedirs(os.path.dirname(path), exist_ok=True)
-                with open(path, "wb") as f:
-                    f.write(got["Body"].read())
-                print(json.dumps({"key": o["Key"], "size": o["Size"], "etag": got.get("ETag"),
-                                  "metadata": got["Metadata"]}))
+        for o in objects(s3, bucket, prefix):
+            if o["Key"] == prefix + "/" + PROBE:
+                continue
+            got = s3.get_object(Bucket=bucket, Key=o["Key"])
+            path = os.path.join(dest, o["Key"][len(prefix) + 1:])
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "wb") as f:
+                f.write(got["Body"].read())
+            print(json.dumps({"key": o["Key"], "size": o["Size"], "etag": got.get("ETag"),
+                              "metadata": got["Metadata"]}))
+    elif cmd == "keys":
+        bucket, prefix = args
+        for o in objects(s3, bucket, prefix):
+            print(o["Key"])
     else:
         sys.exit("unknown command " + cmd)
 

@@ -43,6 +43,9 @@ pub struct S3Options {
     pub http: HttpOptions,
     /// How long one operation retries transient failures before reporting them.
     pub retry_timeout: Duration,
+    /// `run` refuses a store that overwrites objects despite
+    /// `If-None-Match: *` (a one-writer archive may turn this off).
+    pub require_create_only: bool,
 }
 
 impl Default for S3Options {
@@ -53,6 +56,7 @@ impl Default for S3Options {
             path_style: false,
             credentials: "env".into(),
             part_bytes: 16 << 20,
+            require_create_only: true,
             http: HttpOptions {
                 section: "s3",
                 proxy: None,
@@ -82,6 +86,7 @@ pub struct S3Store {
     pub(super) retry_timeout: Duration,
     pub(super) cancel: Cancel,
     retries: Arc<web::Retries>,
+    pub(super) require_create_only: bool,
 }
 
 /// A request that can be sent again after a failure.
@@ -276,6 +281,7 @@ impl S3Store {
             retry_timeout: options.retry_timeout,
             cancel,
             retries: options.http.retries.clone(),
+            require_create_only: options.require_create_only,
         };
         store.list_page(&store.folder(""), None, Some(1), None)?;
         Ok(store)

@@ -6,7 +6,9 @@
 //! metadata `x-amz-meta-next-offset`, `-record-count`, `-min-timestamp`,
 //! `-max-timestamp`, `-format-version`, `-topic-id`, `-last-epoch`,
 //! `-skipped` and `-crc32c`. Puts are create-only (`If-None-Match: *`),
-//! multipart above `s3.part_bytes`, resumable across restarts (`upload`).
+//! multipart above `s3.part_bytes`, resumable across restarts (`upload`);
+//! before writing, `run` checks that the store does refuse to overwrite
+//! (`upload::PROBE`).
 //! Transient failures (throttling, 5xx, broken connections) are retried by
 //! one loop with jittered back-off up to `s3.retry_timeout` (`api`); other
 //! answers are final and reported in one line naming the bucket, the
@@ -38,6 +40,17 @@ impl Store for S3Store {
 
     fn put(&self, upload: &Upload) -> Result<PutOutcome, StoreError> {
         upload::put(self, upload)
+    }
+
+    fn check_create_only(&self) -> Result<(), StoreError> {
+        if !self.require_create_only {
+            log::warn!(
+                "{}: not checked whether the store refuses to overwrite objects (s3.require_create_only = false): two writers of one partition could replace each other's files",
+                self.url()
+            );
+            return Ok(());
+        }
+        upload::check_create_only(self)
     }
 
     fn list(&self, topic: &str, partition: i32) -> Result<Vec<i64>, StoreError> {

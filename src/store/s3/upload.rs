@@ -17,6 +17,10 @@
 //!    sends only the rest; a note for other bytes is aborted.
 //! 5. `412` means the object exists: equal size and CRC32C is `Identical`,
 //!    anything else a `Conflict`. Never overwrites.
+//! 6. All of this needs a store that honours `If-None-Match` (AWS S3 since
+//!    2024, MinIO, Cloudflare R2, s3s); one that ignores it overwrites
+//!    silently. `check_create_only` writes [`PROBE`] create-only until it
+//!    exists and must then be refused.
 
 use std::io::Read;
 use std::path::Path;
@@ -32,6 +36,41 @@ use super::api::{
 };
 use super::sign::hex;
 use crate::store::object::{PutOutcome, StoreError, Upload};
+
+/// The object `run` writes create-only at start, under the prefix: once it
+/// exists the store must refuse it. `~` is not allowed in a topic name, so
+/// no archive file is ever called so; it stays (an archiver need not be
+/// allowed to delete).
+pub const PROBE: &str = "kafka-store~create-only-probe";
+const PROBE_TEXT: &[u8] =
+    b"kafka-store writes this object with If-None-Match: * to check that the store refuses to overwrite objects.\n";
+
+/// An error unless the store refuses a create-only PUT of an object that
+/// exists: [`PROBE`] is written until it exists (once, the first time) and
+/// the write must then be answered 412 (or 409, a concurrent create).
+pub(super) fn check_create_only(store: &S3Store) -> Result<(), StoreError> {
+    let name = store.folder(PROBE);
+    let what = || format!("create-only check with s3://{}/{name}", store.bucket);
+    let req = Request {
+        method: "PUT",
+        key: Some(&name),
+        query: vec![],
+        headers: vec![("if-none-match".into(), "*".into())],
+        body: Payload::Bytes(PROBE_TEXT),
+    };
+    for _ in 0..2 {
+        let reply = store.call(&what, &req)?;
+        match reply.status {
+            412 | 409 => return Ok(()),
+            200 | 201 => {}
+            _ => return Err(store.refusal(what(), &reply)),
+        }
+    }
+    Err(refused(
+        what(),
+        "the store accepted a create-only PUT (If-None-Match: *) of an object that exists: it overwrites, so two writers of one partition (a rebalance, a second process) could replace each other's files; use a store that honours If-None-Match (AWS S3, MinIO, Cloudflare R2) or, if only one process ever writes this archive, set s3.require_create_only = false",
+    ))
+}
 
 /// How many times a vanished multipart upload is replaced before giving up.
 const MAX_NEW_UPLOADS: u32 = 3;
