@@ -9,12 +9,12 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::support::fault_proxy::{FaultKind, FaultProxy, Faults};
+use crate::support::fault_proxy::{FaultKind, FaultProxy, Faults, LogEntry};
 use crate::support::{self, Rec, S3_ENDPOINT, Setup};
 
 /// What `run` writes under the prefix to check that the store refuses to
-/// overwrite (src/store/s3/upload.rs).
-const PROBE: &str = "archive/kafka-store~create-only-probe";
+/// overwrite (src/store/s3/probe.rs).
+const PROBE: &str = "archive/_kafka-store~create-only-probe";
 
 /// Downloads the archive with an independent client (boto3) and checks it
 /// record by record; every object's metadata must match its bytes. The
@@ -53,6 +53,15 @@ fn check_archive(s: &Setup, bucket: &str, topic: &str, produced: &BTreeMap<(i32,
     }
 }
 
+/// What `proxy` was asked, but the create-only check's requests.
+fn archive_requests(proxy: &FaultProxy) -> Vec<LogEntry> {
+    proxy
+        .log()
+        .into_iter()
+        .filter(|e| !e.target.contains("/_kafka-store~create-only-probe"))
+        .collect()
+}
+
 /// The fault proxy in front of the S3 test server, with `faults`.
 fn s3_proxy(faults: Faults) -> FaultProxy {
     let proxy = FaultProxy::start(S3_ENDPOINT.strip_prefix("http://").unwrap());
@@ -79,7 +88,7 @@ fn s3_archive_is_exactly_once_with_multipart_uploads_through_faults() {
     let (topic, produced) = support::topic_with_records("s3", 2, 60_000, &["zstd", "gzip"]);
     let bucket = support::s3_bucket();
     let proxy = s3_proxy(Faults {
-        rate: 0.25,
+        rate: 0.4,
         seed: 11,
         kinds: vec![
             FaultKind::DropMidBody,
@@ -99,6 +108,7 @@ fn s3_archive_is_exactly_once_with_multipart_uploads_through_faults() {
     );
     s.run_to_end();
     proxy.set_faults(Faults::default());
+    // The create-only check's requests are faulted too.
     let log = proxy.log();
     let faulted = log.iter().filter(|e| e.fault.is_some()).count();
     assert!(
@@ -107,7 +117,9 @@ fn s3_archive_is_exactly_once_with_multipart_uploads_through_faults() {
         log.len()
     );
     assert!(
-        log.iter().any(|e| e.target.contains("partNumber=2")),
+        archive_requests(&proxy)
+            .iter()
+            .any(|e| e.target.contains("partNumber=2")),
         "no multipart upload"
     );
     check_archive(&s, &bucket, &topic, &produced);
@@ -370,65 +382,77 @@ fn wrong_keys_unknown_buckets_dead_endpoints_and_missing_credentials_are_one_lin
 }
 
 /// A store that ignores `If-None-Match` (played by the proxy: it answers
-/// 200 where s3s-fs refuses a create-only PUT) would let two writers of a
-/// partition replace each other's files: `run` refuses it at start, before
-/// any archive file is written, in one line naming the setting; with
-/// `s3.require_create_only = false` it archives, and warns.
+/// 200 where s3s-fs refuses a create-only write) would let two writers of a
+/// partition replace each other's files: `run` refuses it at start, on a
+/// PUT and on CompleteMultipartUpload, before any archive file is written,
+/// in one line naming the setting; with `s3.require_create_only = false`
+/// it archives, and warns.
 #[test]
 fn a_store_that_overwrites_is_refused_before_anything_is_archived() {
     let _broker = support::shared_broker();
     let (topic, produced) = support::topic_with_records("s3-overwrites", 2, 100, &["none"]);
-    let bucket = support::s3_bucket();
-    let proxy = s3_proxy(Faults {
-        overwrites: true,
-        ..Faults::default()
-    });
-    let s = Setup::s3(
-        &[&topic],
-        &support::unique("s"),
-        &bucket,
-        &proxy.url(),
-        "",
-        "",
-    );
-    let err = support::run_exits_1(&s);
-    let last = err.lines().last().unwrap_or_default();
-    for w in [
-        "kafka-store~create-only-probe",
-        "If-None-Match",
-        "overwrites",
-        "s3.require_create_only = false",
-    ] {
-        assert!(last.contains(w), "{last:?} should mention {w:?}");
-    }
-    assert_eq!(
-        support::s3_keys(&bucket, "archive"),
-        vec![PROBE.to_string()],
-        "something was archived into a store that overwrites"
-    );
-    let puts: Vec<_> = proxy
-        .log()
-        .into_iter()
-        .filter(|e| e.method == "PUT")
-        .map(|e| e.status)
-        .collect();
-    assert_eq!(puts, vec![Some(200), Some(200)], "the probe's two PUTs");
+    for (ignored_by, request) in [("PUT", "PUT"), ("POST", "CompleteMultipartUpload")] {
+        let bucket = support::s3_bucket();
+        let proxy = s3_proxy(Faults {
+            overwrites: vec![ignored_by],
+            ..Faults::default()
+        });
+        let s = Setup::s3(
+            &[&topic],
+            &support::unique("s"),
+            &bucket,
+            &proxy.url(),
+            "",
+            "",
+        );
+        let err = support::run_exits_1(&s);
+        let last = err.lines().last().unwrap_or_default();
+        for w in [
+            "_kafka-store~create-only-probe",
+            &format!("accepted a create-only {request} (If-None-Match: *)"),
+            "overwrites",
+            "s3.require_create_only = false",
+        ] {
+            assert!(last.contains(w), "{last:?} should mention {w:?}");
+        }
+        assert_eq!(
+            support::s3_keys(&bucket, "archive"),
+            vec![PROBE.to_string()],
+            "something was archived into a store that overwrites"
+        );
+        let overwritten = proxy
+            .log()
+            .iter()
+            .filter(|e| e.method == ignored_by && e.status == Some(200))
+            .filter(|e| ignored_by == "PUT" || e.target.contains("uploadId="))
+            .count();
+        assert_eq!(
+            overwritten,
+            1 + usize::from(ignored_by == "PUT"),
+            "{request}"
+        );
+        if ignored_by == "PUT" {
+            continue;
+        }
+        let aborted = proxy.log().iter().any(|e| e.method == "DELETE");
+        assert!(aborted, "the probe's multipart upload was not aborted");
 
-    let one_writer = Setup::s3(
-        &[&topic],
-        &support::unique("s"),
-        &bucket,
-        &proxy.url(),
-        "",
-        "require_create_only = false\n",
-    );
-    let out = one_writer.run_to_end();
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        log.contains("not checked whether the store refuses to overwrite objects"),
-        "{log}"
-    );
-    check_archive(&one_writer, &bucket, &topic, &produced);
+        let one_writer = Setup::s3(
+            &[&topic],
+            &support::unique("s"),
+            &bucket,
+            &proxy.url(),
+            "",
+            "require_create_only = false\n",
+        );
+        let out = one_writer.run_to_end();
+        let log = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            log.contains("not checked whether the store refuses to overwrite objects"),
+            "{log}"
+        );
+        check_archive(&one_writer, &bucket, &topic, &produced);
+    }
 }
 
 /// The multipart upload id and part number of an UploadPart request.
@@ -488,7 +512,7 @@ fn kill_mid_multipart(prefix: &str, opaque_etags: bool) -> KilledUpload {
     let mut child = s.spawn(&["--until-caught-up"]);
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     let (upload, stored) = loop {
-        let log = proxy.log();
+        let log = archive_requests(&proxy);
         let mut parts: BTreeMap<String, Vec<u32>> = BTreeMap::new();
         for e in &log {
             if let Some((id, n)) = part_of(&e.target)
@@ -559,11 +583,10 @@ fn a_store_whose_etags_are_not_md5s_gets_every_file_once() {
         "part_bytes = \"5MiB\"\nretry_timeout = \"20s\"\n",
     );
     s.run_to_end();
-    let log = proxy.log();
+    let log = archive_requests(&proxy);
     let puts = |part: bool| {
         log.iter()
             .filter(|e| e.method == "PUT" && e.target.contains("partNumber=") == part)
-            .filter(|e| !e.target.ends_with("kafka-store~create-only-probe"))
             .count()
     };
     let completions = log

@@ -107,10 +107,11 @@ pub struct Faults {
     /// Play an S3 store whose ETags are not MD5s (SSE-KMS, SSE-C): see
     /// [`opaque_etags`].
     pub opaque_etags: bool,
-    /// Play an S3 store that ignores `If-None-Match`: a create-only write
-    /// that upstream refuses because the object exists (412) is answered
-    /// `200`, as a store that overwrote it would.
-    pub overwrites: bool,
+    /// Play an S3 store that ignores `If-None-Match` on requests of these
+    /// methods (`PUT`: PutObject, `POST`: CompleteMultipartUpload): a
+    /// create-only write that upstream refuses because the object exists
+    /// (412) is answered `200`, as a store that overwrote it would.
+    pub overwrites: Vec<&'static str>,
 }
 
 impl Default for Faults {
@@ -123,7 +124,7 @@ impl Default for Faults {
             body_delay: Duration::ZERO,
             sessions_only: false,
             opaque_etags: false,
-            overwrites: false,
+            overwrites: Vec::new(),
         }
     }
 }
@@ -628,7 +629,12 @@ fn process_plain(shared: &Shared, req: &Request, body_delay: Duration) -> Outcom
             .write()
             .unwrap_or_else(|e| e.into_inner());
         let mut outcome = forward(shared, req);
-        if outcome.response.status == 412 && lock(&shared.faults).faults.overwrites {
+        if outcome.response.status == 412
+            && lock(&shared.faults)
+                .faults
+                .overwrites
+                .contains(&method.as_str())
+        {
             outcome.response = Response {
                 status: 200,
                 reason: "OK".into(),

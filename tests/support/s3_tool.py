@@ -22,8 +22,8 @@ from botocore.config import Config
 
 
 # The object `run` writes create-only at start to check that the store
-# refuses to overwrite (src/store/s3/upload.rs, PROBE); not an archive file.
-PROBE = "kafka-store~create-only-probe"
+# refuses to overwrite (src/store/s3/probe.rs, PROBE); not an archive file.
+PROBE = "_kafka-store~create-only-probe"
 
 
 def objects(s3, bucket, prefix):

@@ -8,7 +8,7 @@
 //! `-skipped` and `-crc32c`. Puts are create-only (`If-None-Match: *`),
 //! multipart above `s3.part_bytes`, resumable across restarts (`upload`);
 //! before writing, `run` checks that the store does refuse to overwrite
-//! (`upload::PROBE`).
+//! (`probe`).
 //! Transient failures (throttling, 5xx, broken connections) are retried by
 //! one loop with jittered back-off up to `s3.retry_timeout` (`api`); other
 //! answers are final and reported in one line naming the bucket, the
@@ -18,6 +18,7 @@
 
 mod api;
 mod creds;
+mod probe;
 mod sign;
 mod upload;
 
@@ -50,7 +51,7 @@ impl Store for S3Store {
             );
             return Ok(());
         }
-        upload::check_create_only(self)
+        probe::check_create_only(self)
     }
 
     fn list(&self, topic: &str, partition: i32) -> Result<Vec<i64>, StoreError> {

@@ -17,10 +17,8 @@
 //!    sends only the rest; a note for other bytes is aborted.
 //! 5. `412` means the object exists: equal size and CRC32C is `Identical`,
 //!    anything else a `Conflict`. Never overwrites.
-//! 6. All of this needs a store that honours `If-None-Match` (AWS S3 since
-//!    2024, MinIO, Cloudflare R2, s3s); one that ignores it overwrites
-//!    silently. `check_create_only` writes [`PROBE`] create-only until it
-//!    exists and must then be refused.
+//! 6. All of this needs a store that honours `If-None-Match`; `probe`
+//!    checks that before a writer starts.
 
 use std::io::Read;
 use std::path::Path;
@@ -36,41 +34,6 @@ use super::api::{
 };
 use super::sign::hex;
 use crate::store::object::{PutOutcome, StoreError, Upload};
-
-/// The object `run` writes create-only at start, under the prefix: once it
-/// exists the store must refuse it. `~` is not allowed in a topic name, so
-/// no archive file is ever called so; it stays (an archiver need not be
-/// allowed to delete).
-pub const PROBE: &str = "kafka-store~create-only-probe";
-const PROBE_TEXT: &[u8] =
-    b"kafka-store writes this object with If-None-Match: * to check that the store refuses to overwrite objects.\n";
-
-/// An error unless the store refuses a create-only PUT of an object that
-/// exists: [`PROBE`] is written until it exists (once, the first time) and
-/// the write must then be answered 412 (or 409, a concurrent create).
-pub(super) fn check_create_only(store: &S3Store) -> Result<(), StoreError> {
-    let name = store.folder(PROBE);
-    let what = || format!("create-only check with s3://{}/{name}", store.bucket);
-    let req = Request {
-        method: "PUT",
-        key: Some(&name),
-        query: vec![],
-        headers: vec![("if-none-match".into(), "*".into())],
-        body: Payload::Bytes(PROBE_TEXT),
-    };
-    for _ in 0..2 {
-        let reply = store.call(&what, &req)?;
-        match reply.status {
-            412 | 409 => return Ok(()),
-            200 | 201 => {}
-            _ => return Err(store.refusal(what(), &reply)),
-        }
-    }
-    Err(refused(
-        what(),
-        "the store accepted a create-only PUT (If-None-Match: *) of an object that exists: it overwrites, so two writers of one partition (a rebalance, a second process) could replace each other's files; use a store that honours If-None-Match (AWS S3, MinIO, Cloudflare R2) or, if only one process ever writes this archive, set s3.require_create_only = false",
-    ))
-}
 
 /// How many times a vanished multipart upload is replaced before giving up.
 const MAX_NEW_UPLOADS: u32 = 3;
@@ -331,7 +294,7 @@ impl Put<'_> {
                     stale.name,
                     note_path.display()
                 );
-                self.abort(&stale.name, &stale.upload_id);
+                abort(self.store, &stale.name, &stale.upload_id);
                 let _ = std::fs::remove_file(note_path);
                 None
             }
@@ -517,7 +480,7 @@ impl Put<'_> {
                 }
             }
             (412 | 409, _) => {
-                self.abort(&self.name, upload_id);
+                abort(self.store, &self.name, upload_id);
                 self.compare().map(Some)
             }
             // Completed before (its answer lost), or gone.
@@ -528,29 +491,30 @@ impl Put<'_> {
             _ => Err(self.store.refusal(self.what(), &reply)),
         }
     }
+}
 
-    /// AbortMultipartUpload, best effort (a leftover upload costs storage,
-    /// not correctness).
-    fn abort(&self, name: &str, upload_id: &str) {
-        let req = Request {
-            method: "DELETE",
-            key: Some(name),
-            query: Self::upload_query(upload_id),
-            headers: vec![],
-            body: Payload::Empty,
-        };
-        match self.call(&req) {
-            Ok(r) if matches!(r.status, 204 | 200 | 404) => {}
-            Ok(r) => log::warn!(
-                "cannot abort upload {upload_id} of {name}: {}",
-                refused(name.into(), r.message())
-            ),
-            Err(e) => log::warn!("cannot abort upload {upload_id} of {name}: {e}"),
-        }
+/// AbortMultipartUpload, best effort (a leftover upload costs storage, not
+/// correctness).
+pub(super) fn abort(store: &S3Store, name: &str, upload_id: &str) {
+    let req = Request {
+        method: "DELETE",
+        key: Some(name),
+        query: vec![("uploadId".into(), upload_id.into())],
+        headers: vec![],
+        body: Payload::Empty,
+    };
+    let what = || format!("abort of upload {upload_id} of {name}");
+    match store.call(&what, &req) {
+        Ok(r) if matches!(r.status, 204 | 200 | 404) => {}
+        Ok(r) => log::warn!(
+            "cannot abort upload {upload_id} of {name}: {}",
+            refused(name.into(), r.message())
+        ),
+        Err(e) => log::warn!("cannot abort upload {upload_id} of {name}: {e}"),
     }
 }
 
-fn b64(bytes: &[u8]) -> String {
+pub(super) fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
