@@ -274,7 +274,7 @@ fn a_produce_quota_is_waited_out_and_said() {
     let s = Setup::new(
         &[&topic],
         &support::unique("g"),
-        &format!("client_id = \"{client_id}\"\nrequest_timeout = \"1s\"\n"),
+        &format!("client_id = \"{client_id}\"\nrequest_timeout = \"3s\"\n"),
         "",
     );
     s.run_to_end();
